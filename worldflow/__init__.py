@@ -1,0 +1,83 @@
+"""worldflow: durable workflows for Python.
+
+Write ordinary async functions marked `@workflow` and `@step`; worldflow records every
+step's outcome in a storage "world" (memory, SQLite or Postgres), so a run survives
+crashes, deploys and restarts, retries failed steps, sleeps for days and waits for
+outside input.
+"""
+
+from __future__ import annotations
+
+from worldflow.core.api import Run, get_run, resume_hook, sleep, start
+from worldflow.core.context import (
+    StepMetadata,
+    WorkflowMetadata,
+    get_step_metadata,
+    get_workflow_metadata,
+    now,
+    random,
+    uuid4,
+)
+from worldflow.core.decorators import step, workflow
+from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
+from worldflow.core.records import RunStatus, StepStatus
+from worldflow.core.registry import Backoff
+from worldflow.errors import (
+    FatalError,
+    HookConflictError,
+    HookNotFoundError,
+    NonDeterminismError,
+    NotInWorkflowError,
+    RegistrationError,
+    RetryableError,
+    RunCancelledError,
+    RunFailedError,
+    RunFinishedError,
+    RunNotFoundError,
+    StepFailedError,
+    StepTimeoutError,
+    WorldError,
+    WorldflowError,
+)
+from worldflow.worlds import World, create_world
+
+__all__ = [
+    "Backoff",
+    "FatalError",
+    "Hook",
+    "HookConflictError",
+    "HookNotFoundError",
+    "HookType",
+    "NonDeterminismError",
+    "NotInWorkflowError",
+    "RegistrationError",
+    "RetryableError",
+    "Run",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunFinishedError",
+    "RunNotFoundError",
+    "RunStatus",
+    "StepFailedError",
+    "StepMetadata",
+    "StepStatus",
+    "StepTimeoutError",
+    "WorkflowMetadata",
+    "World",
+    "WorldError",
+    "WorldflowError",
+    "create_hook",
+    "create_world",
+    "define_hook",
+    "get_run",
+    "get_step_metadata",
+    "get_workflow_metadata",
+    "now",
+    "random",
+    "resume_hook",
+    "sleep",
+    "start",
+    "step",
+    "uuid4",
+    "workflow",
+]

@@ -1,0 +1,1 @@
+"""The storage-agnostic engine: decorators, registry, run actors, replay, events."""

@@ -1,0 +1,402 @@
+"""One actor per live run: it owns the workflow's instance and a mailbox.
+
+Step outcomes, timer firings, hook payloads and cancels reach the workflow only
+through the mailbox. The actor records each as an event (awaiting the commit: a
+completion is durable before the workflow acts on it), then delivers the events to
+the workflow one by one, in log order, exactly as replay will. When the run only
+waits (a sleep, a hook, a retry backoff) the actor gives the run back to the queue
+and exits: a waiting run holds no memory, and is replayed when it wakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from worldflow.core.context import WorkflowMetadata
+from worldflow.core.events import (
+    TERMINAL_EVENTS,
+    ErrorInfo,
+    EventRecord,
+    HookCreated,
+    HookDisposed,
+    HookReceived,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetrying,
+    StepStarted,
+    WaitCompleted,
+    WaitCreated,
+)
+from worldflow.core.instance import HookCall, StepCall, TimerCall, WorkflowInstance, check_match
+from worldflow.core.registry import get_workflow
+from worldflow.core.serde import encode_value
+from worldflow.core.steps import error_info, run_step_attempt
+from worldflow.errors import NonDeterminismError
+
+if TYPE_CHECKING:
+    from worldflow.core.engine import Engine
+    from worldflow.core.events import Event
+    from worldflow.core.instance import Call
+
+__all__ = ["RunActor"]
+
+logger = logging.getLogger("worldflow.run")
+
+
+class RunActor:
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine = engine
+        self.world = engine.world
+        self.run_id = run_id
+        self._mailbox: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._seq = 0
+        self._instance: WorkflowInstance | None = None
+        self._meta: WorkflowMetadata | None = None
+        self._steps: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._retries: dict[str, tuple[int, dt.datetime]] = {}  # cid -> (next attempt, at)
+        self._attempts: dict[str, int] = {}
+        self._recorded: set[str] = set()
+        self._hooks_open: dict[str, str] = {}  # token -> cid
+        self.task: asyncio.Task[None] | None = None
+
+    # -- mailbox -------------------------------------------------------------------
+    def post(self, *message: Any) -> None:
+        self._mailbox.append(message)
+        self._wakeup.set()
+
+    def _record(self, event: Event) -> EventRecord:
+        record = EventRecord(self.run_id, self._seq, event, self.world.now())
+        self._seq += 1
+        if self.engine.log_events:
+            self.engine.log_event(record)
+        return record
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            for task in self._steps.values():
+                task.cancel()
+            for handle in self._timers.values():
+                handle.cancel()
+            if self._steps:
+                await asyncio.gather(*self._steps.values(), return_exceptions=True)
+
+    async def _run(self) -> None:
+        world = self.world
+        run = await world.get_run(self.run_id)
+        if run is None or run.status.is_terminal:
+            return
+        defn = get_workflow(run.workflow_name)
+        if defn is None:
+            logger.error("run %s: workflow %r is not registered in this process; "
+                         "retrying in 30s", self.run_id, run.workflow_name)
+            await world.release_run(self.run_id, self.engine.worker_id,
+                                    world.now() + dt.timedelta(seconds=30))
+            return
+        events = await world.list_events(self.run_id)
+        self._seq = events[-1].seq + 1 if events else 0
+        if any(isinstance(e.event, TERMINAL_EVENTS) for e in events):
+            return
+        started = next((e for e in events if isinstance(e.event, RunStarted)), None)
+        first: list[EventRecord] = []
+        if started is None:
+            started = self._record(RunStarted())
+            first.append(started)
+            logger.info("run %s: started workflow %s", self.run_id, defn.name)
+        self._meta = WorkflowMetadata(self.run_id, defn.name, started.created_at)
+        try:
+            args, kwargs = defn.codec.decode(run.input)
+            instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
+            self._instance = instance
+            instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
+                                        if isinstance(e.event, HookCreated)}
+            instance.start()
+            self._replay(events)
+        except NonDeterminismError as exc:
+            logger.error("run %s: %s", self.run_id, exc)
+            await world.append_events(self.run_id, [*first, self._record(
+                RunFailed(error_info(exc)))])
+            return
+        if first:
+            await world.append_events(self.run_id, first, wait=False)
+        await self._resume_after_replay()
+        await self._loop()
+
+    def _replay(self, events: list[EventRecord]) -> None:
+        """Feed the log to the workflow in order, checking each recorded call."""
+        instance = self._instance
+        assert instance is not None
+        for record in events:
+            event = record.event
+            cid = getattr(event, "correlation_id", None)
+            match event:
+                case StepStarted(step_name=name, attempt=attempt):
+                    check_match(instance, self._call(cid, "step", name), "step", name)
+                    self._recorded.add(cid)  # type: ignore[arg-type]
+                    self._attempts[cid] = attempt  # type: ignore[index]
+                    self._retries.pop(cid, None)  # type: ignore[arg-type]
+                case StepRetrying(step_name=name, attempt=attempt, retry_at=retry_at):
+                    check_match(instance, self._call(cid, "step", name), "step", name)
+                    self._attempts[cid] = attempt  # type: ignore[index]
+                    self._retries[cid] = (attempt + 1, retry_at)  # type: ignore[index]
+                case WaitCreated(resume_at=resume_at):
+                    call = self._call(cid, "wait", None)
+                    check_match(instance, call, "wait", None)
+                    assert isinstance(call, TimerCall)
+                    call.resume_at = resume_at
+                    self._recorded.add(cid)  # type: ignore[arg-type]
+                case HookCreated(token=token):
+                    check_match(instance, self._call(cid, "hook", None), "hook", None)
+                    self._recorded.add(cid)  # type: ignore[arg-type]
+                    self._hooks_open[token] = cid  # type: ignore[assignment]
+                case HookDisposed(token=token):
+                    self._hooks_open.pop(token, None)
+                case StepCompleted() | StepFailed() | WaitCompleted() | HookReceived():
+                    self._retries.pop(cid, None)  # type: ignore[arg-type]
+                    instance.deliver(record)
+
+    def _call(self, cid: str | None, kind: str, step_name: str | None) -> Call:
+        instance = self._instance
+        assert instance is not None
+        call = instance.calls.get(cid) if cid is not None else None
+        if call is None:
+            what = f"step {step_name!r}" if step_name else f"a {kind}"
+            raise NonDeterminismError(
+                f"workflow {instance.defn.name!r} (run {self.run_id}): the log records {what} "
+                f"at position {cid}, but the workflow code made no such call there; the "
+                f"code changed under a running run")
+        return call
+
+    async def _resume_after_replay(self) -> None:
+        """Carry on with whatever the log shows as started but not finished."""
+        instance = self._instance
+        assert instance is not None
+        new_calls = [c for c in instance.take_new_calls() if c.cid not in self._recorded]
+        failed: list[EventRecord] = []
+        for call in instance.calls.values():
+            if call.cid not in self._recorded:
+                continue
+            if isinstance(call, StepCall) and not call.future.done():
+                if call.cid in self._retries:
+                    attempt, at = self._retries[call.cid]
+                    self._schedule_retry(call.cid, attempt, at)
+                    continue
+                # the process running this attempt died: it counts as a failed attempt
+                attempt = self._attempts.get(call.cid, 0) + 1
+                if attempt > call.step.max_retries + 1:
+                    failed.append(self._record(StepFailed(
+                        call.cid, call.step.name, attempt - 1, ErrorInfo(
+                            "WorkerDied", f"the worker running attempt {attempt - 1} of "
+                            f"step {call.step.name!r} stopped before it finished"))))
+                else:
+                    self.post("retry", call.cid, attempt)
+            elif isinstance(call, TimerCall) and not call.fired and not call.handle._cancelled:
+                self._schedule_timer(call)
+        if failed:
+            self.post("recorded", failed)
+        instance.new_calls = new_calls
+        await self._start_new_calls()
+
+    # -- the live loop -------------------------------------------------------------------
+    async def _loop(self) -> None:
+        instance = self._instance
+        assert instance is not None
+        while True:
+            if instance.done:
+                await self._finish()
+                return
+            if not self._mailbox:
+                if self._should_evict():
+                    await self._evict()
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            messages = list(self._mailbox)
+            self._mailbox.clear()
+            if await self._process(messages):
+                return
+
+    async def _process(self, messages: list[tuple[Any, ...]]) -> bool:
+        """Record and deliver a batch of messages; True if the run ended (cancelled)."""
+        instance = self._instance
+        assert instance is not None
+        records: list[EventRecord] = []
+        deliveries: list[EventRecord] = []
+        inbox_ids: list[int] = []
+        cancel = False
+        for message in messages:
+            kind = message[0]
+            if kind == "outcome":
+                _, cid, outcome = message
+                self._steps.pop(cid, None)
+                record = self._record(outcome)
+                records.append(record)
+                if isinstance(outcome, StepRetrying):
+                    self._schedule_retry(cid, outcome.attempt + 1, outcome.retry_at)
+                else:
+                    deliveries.append(record)
+            elif kind == "timer":
+                call = instance.calls[message[1]]
+                assert isinstance(call, TimerCall)
+                self._timers.pop(call.cid, None)
+                if not call.fired and not call.handle._cancelled:
+                    record = self._record(WaitCompleted(call.cid))
+                    records.append(record)
+                    deliveries.append(record)
+            elif kind == "retry":
+                _, cid, attempt = message
+                self._retries.pop(cid, None)
+                call = instance.calls[cid]
+                assert isinstance(call, StepCall)
+                records.append(self._start_step(call, attempt))
+            elif kind == "recorded":
+                records.extend(message[1])
+                deliveries.extend(r for r in message[1] if isinstance(r.event, StepFailed))
+            elif kind == "inbox":
+                for item in await self.world.read_inbox(self.run_id):
+                    if item.id in inbox_ids:
+                        continue
+                    inbox_ids.append(item.id)
+                    if item.kind == "cancel":
+                        cancel = True
+                    elif item.kind == "hook" and item.token in self._hooks_open:
+                        record = self._record(HookReceived(
+                            self._hooks_open[item.token], item.token, item.payload))
+                        records.append(record)
+                        deliveries.append(record)
+        if cancel:
+            await self._end(RunCancelled(), records, inbox_ids)
+            logger.info("run %s: cancelled", self.run_id)
+            return True
+        if records or inbox_ids:
+            await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+        for record in deliveries:
+            instance.deliver(record)
+        await self._start_new_calls()
+        return False
+
+    async def _start_new_calls(self) -> None:
+        instance = self._instance
+        assert instance is not None
+        calls = instance.take_new_calls()
+        if not calls:
+            return
+        records: list[EventRecord] = []
+        durable = False  # hooks and waits must be committed before anyone relies on them
+        to_start: list[tuple[StepCall, EventRecord]] = []
+        for call in calls:
+            if isinstance(call, StepCall):
+                record = self._record(StepStarted(call.cid, call.step.name, 1, call.input))
+                self._attempts[call.cid] = 1
+                records.append(record)
+                to_start.append((call, record))
+            elif isinstance(call, TimerCall):
+                if call.handle._cancelled:
+                    continue
+                records.append(self._record(WaitCreated(call.cid, call.resume_at)))
+                self._schedule_timer(call)
+                durable = True
+            elif isinstance(call, HookCall):
+                records.append(self._record(HookCreated(call.cid, call.token)))
+                self._hooks_open[call.token] = call.cid
+                durable = True
+        await self.world.append_events(self.run_id, records, wait=durable)
+        for call, record in to_start:
+            self._spawn_step(call, 1, record.created_at)
+
+    def _start_step(self, call: StepCall, attempt: int) -> EventRecord:
+        record = self._record(StepStarted(call.cid, call.step.name, attempt, call.input))
+        self._attempts[call.cid] = attempt
+        self._spawn_step(call, attempt, record.created_at)
+        return record
+
+    def _spawn_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
+        self._steps[call.cid] = self.engine.spawn(
+            self._run_step(call, attempt, started_at), name=f"step {call.step.name}")
+
+    async def _run_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
+        assert self._meta is not None
+        async with self.engine.step_slots:
+            outcome = await run_step_attempt(call.step, call.cid, attempt, call.input,
+                                             self._meta, self.world, started_at)
+        self.post("outcome", call.cid, outcome)
+
+    # -- waiting ---------------------------------------------------------------------
+    def _schedule_timer(self, call: TimerCall) -> None:
+        delay = (call.resume_at - self.world.now()).total_seconds()
+        loop = asyncio.get_running_loop()
+        self._timers[call.cid] = loop.call_later(max(0.0, delay), self.post, "timer", call.cid)
+
+    def _schedule_retry(self, cid: str, attempt: int, at: dt.datetime) -> None:
+        self._retries[cid] = (attempt, at)
+        delay = (at - self.world.now()).total_seconds()
+        loop = asyncio.get_running_loop()
+        self._timers["retry" + cid] = loop.call_later(max(0.0, delay), self.post, "retry",
+                                                      cid, attempt)
+
+    def _wake_at(self) -> dt.datetime | None:
+        instance = self._instance
+        assert instance is not None
+        times = [c.resume_at for c in instance.pending_timers()]
+        times += [at for _, at in self._retries.values()]
+        return min(times, default=None)
+
+    def _should_evict(self) -> bool:
+        if self._steps:
+            return False
+        wake_at = self._wake_at()
+        if wake_at is None:
+            return True
+        return (wake_at - self.world.now()).total_seconds() > self.engine.keep_alive
+
+    async def _evict(self) -> None:
+        wake_at = self._wake_at()
+        logger.debug("run %s: waiting until %s; evicted", self.run_id, wake_at or "input")
+        await self.world.release_run(self.run_id, self.engine.worker_id, wake_at)
+
+    # -- the end -----------------------------------------------------------------------
+    async def _finish(self) -> None:
+        instance = self._instance
+        assert instance is not None and instance.root is not None
+        root = instance.root
+        event: Event
+        if root.cancelled():
+            event = RunFailed(ErrorInfo("CancelledError", "the workflow task was cancelled"))
+        elif root.exception() is not None:
+            exc = root.exception()
+            assert exc is not None
+            event = RunFailed(error_info(exc))
+        else:
+            try:
+                event = RunCompleted(encode_value(root.result(),
+                                                  what=f"workflow {instance.defn.name!r} result"))
+            except TypeError as exc:
+                event = RunFailed(error_info(exc))
+        await self._end(event, [], [])
+        if isinstance(event, RunFailed):
+            logger.info("run %s: failed: %s: %s", self.run_id, event.error.type,
+                        event.error.message)
+        else:
+            logger.info("run %s: completed", self.run_id)
+
+    async def _end(self, event: Event, records: list[EventRecord], inbox_ids: list[int]) -> None:
+        for task in self._steps.values():
+            task.cancel()
+        for token, cid in list(self._hooks_open.items()):
+            records.append(self._record(HookDisposed(cid, token)))
+        self._hooks_open.clear()
+        records.append(self._record(event))
+        await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)

@@ -1,0 +1,228 @@
+"""The functions users call: `start`, `get_run`, `Run`, `sleep`, `resume_hook`, and
+the process default world."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from worldflow.core.decorators import direct_run
+from worldflow.core.durations import parse_duration, resolve_deadline
+from worldflow.core.instance import current_instance
+from worldflow.core.records import NewRun, RunStatus
+from worldflow.core.registry import get_workflow
+from worldflow.core.serde import decode_value, encode_value
+from worldflow.errors import (
+    FatalError,
+    NonDeterminismError,
+    NotInWorkflowError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    StepFailedError,
+)
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import AsyncIterator, Callable
+
+    from worldflow.core.records import RunRecord, StepRecord
+    from worldflow.worlds.base import World
+
+__all__ = ["Run", "get_run", "get_world", "resume_hook", "sleep", "start"]
+
+_default_world: World | None = None
+_default_lock: asyncio.Lock | None = None
+_STEP_FAILED = re.compile(r"^step '(.*)' failed after (\d+) attempt\(s\): ([\w.]+): (.*)$", re.S)
+_RUN_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
+
+
+async def get_world(world: World | None = None) -> World:
+    """`world`, or the process default: created from the environment and started on
+    first use (a world started with `async with` becomes the default if none is set)."""
+    global _default_world, _default_lock
+    if world is not None:
+        return world
+    if _default_world is not None:
+        return _default_world
+    if _default_lock is None:
+        _default_lock = asyncio.Lock()
+    async with _default_lock:
+        if _default_world is None:
+            from worldflow.worlds import create_world
+
+            created = create_world()
+            await created.start()
+            _default_world = created
+    return _default_world
+
+
+def set_default_world(world: World | None) -> None:
+    global _default_world
+    _default_world = world
+
+
+def default_world() -> World | None:
+    return _default_world
+
+
+class Run:
+    """A handle on one run: `run_id`, `await result()`, `await status()`,
+    `await cancel()`, `stream(name)`."""
+
+    __slots__ = ("_workflow_name", "run_id", "world")
+
+    def __init__(self, run_id: str, world: World, workflow_name: str | None = None) -> None:
+        self.run_id = run_id
+        self.world = world
+        self._workflow_name = workflow_name
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id}>"
+
+    async def info(self) -> RunRecord:
+        run = await self.world.get_run(self.run_id)
+        if run is None:
+            raise RunNotFoundError(f"run not found: {self.run_id}")
+        return run
+
+    async def status(self) -> RunStatus:
+        return (await self.info()).status
+
+    async def steps(self) -> list[StepRecord]:
+        return await self.world.list_steps(self.run_id)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end; return its result, or raise its error
+        (`RunFailedError`, or the worldflow error the workflow raised;
+        `RunCancelledError` if cancelled)."""
+        run = await self.world.wait_run_finished(self.run_id, timeout)
+        if run.status == RunStatus.COMPLETED:
+            defn = get_workflow(run.workflow_name)
+            type_ = defn.codec.return_type if defn is not None else Any
+            return decode_value(run.output or msgspec.Raw(b"null"), type_)
+        if run.status == RunStatus.CANCELLED:
+            raise RunCancelledError(f"run {self.run_id} was cancelled")
+        raise _run_error(run)
+
+    async def cancel(self) -> bool:
+        """Ask the run to stop: pending steps are cancelled and it ends `cancelled`.
+        Returns False if it had already ended."""
+        return await self.world.request_cancel(self.run_id)
+
+    async def stream(self, name: str = "default", start: int = 0,
+                     poll: float = 1.0) -> AsyncIterator[Any]:
+        """Yield the chunks of stream `name` from index `start`, following live until
+        the stream is closed (it is closed at the latest when the run ends)."""
+        from worldflow.core.streams import read_stream
+
+        async for chunk in read_stream(self.world, self.run_id, name, start, poll):
+            yield chunk
+
+
+def _run_error(run: RunRecord) -> Exception:
+    error = run.error
+    if error is None:
+        return RunFailedError(run.run_id, "Error", "unknown error")
+    if error.type == "StepFailedError":
+        match = _STEP_FAILED.match(error.message)
+        if match is not None:
+            name, attempts, error_type, message = match.groups()
+            return StepFailedError(name, error_type, message, error.traceback, int(attempts))
+        return StepFailedError("?", "Error", error.message, error.traceback)
+    if error.type == "FatalError" or error.fatal:
+        return FatalError(error.message, error_type=error.type, traceback=error.traceback)
+    if error.type == "NonDeterminismError":
+        return NonDeterminismError(error.message)
+    return RunFailedError(run.run_id, error.type, error.message, error.traceback)
+
+
+async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
+                run_id: str | None = None, **kwargs: Any) -> Run:
+    """Start `fn` (a `@workflow`) durably with these arguments and return its `Run`.
+
+    A `run_id` that already exists returns that run (idempotent start): one run, its
+    steps run once.
+    """
+    defn = getattr(fn, "__worldflow_workflow__", None)
+    if defn is None:
+        raise TypeError(f"start() needs a @workflow function, got {fn!r}")
+    if run_id is None:
+        run_id = f"run_{uuid.uuid4().hex}"
+    elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(f"run_id must be 1-200 characters of letters, digits and . _ - : @, "
+                         f"got {run_id!r:.80}")
+    encoded = defn.codec.encode(args, kwargs, kind="workflow")
+    the_world = await get_world(world)
+    engine = getattr(the_world, "engine", None)
+    local = engine is not None and engine.has_capacity
+    record, created = await the_world.create_run(
+        NewRun(run_id, defn.name, encoded, the_world.now()),
+        lease_owner=engine.worker_id if local else None,
+        lease_seconds=the_world.lease_seconds)  # type: ignore[attr-defined]
+    if created and local:
+        engine.dispatch(run_id)
+    return Run(record.run_id, the_world, record.workflow_name)
+
+
+async def get_run(run_id: str, world: World | None = None) -> Run:
+    """The `Run` of an existing run; `RunNotFoundError` if there is none."""
+    the_world = await get_world(world)
+    run = await the_world.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(f"run not found: {run_id}")
+    return Run(run_id, the_world, run.workflow_name)
+
+
+async def sleep(duration: Any) -> None:
+    """Sleep durably: a number of seconds, "500ms", "30s", "5m", "1h", "2d", a
+    timedelta, or an aware datetime to sleep until. The run holds no memory meanwhile
+    and survives restarts."""
+    instance = current_instance()
+    if instance is None:
+        if direct_run.get():
+            import datetime as dt
+
+            now = dt.datetime.now(dt.UTC)
+            await asyncio.sleep((resolve_deadline(duration, now, what="sleep duration")
+                                 - now).total_seconds())
+            return
+        if not isinstance(duration, _datetime_type()):
+            parse_duration(duration, what="sleep duration")
+        raise NotInWorkflowError("worldflow.sleep() works only inside a workflow function; "
+                                 "use asyncio.sleep() elsewhere")
+    resume_at = resolve_deadline(duration, instance.now, what="sleep duration")
+    future = instance.loop.create_future()
+    instance.create_timer(resume_at, _set_done, (future,), None)
+    await future
+
+
+def _datetime_type() -> type[dt.datetime]:
+    import datetime as dt
+
+    return dt.datetime
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def resume_hook(token: str, payload: Any, world: World | None = None,
+                      payload_type: Any = None) -> str:
+    """Deliver `payload` to the live hook `token`; returns the run id.
+
+    `HookNotFoundError` for an unknown or disposed token; with `payload_type`, the
+    payload is validated first (`msgspec.ValidationError`, nothing delivered).
+    """
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"hook token must be a non-empty string, got {token!r:.80}")
+    encoded = encode_value(payload, what="hook payload")
+    if payload_type is not None:
+        msgspec.json.decode(encoded, type=payload_type, strict=False)
+    the_world = await get_world(world)
+    return await the_world.resume_hook(token, encoded)

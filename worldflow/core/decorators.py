@@ -1,0 +1,152 @@
+"""`@workflow` and `@step`."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, overload
+
+from worldflow.core.durations import parse_duration
+from worldflow.core.instance import current_instance
+from worldflow.core.registry import Backoff, StepDef, WorkflowDef, register
+from worldflow.core.serde import ArgsCodec
+
+__all__ = ["step", "workflow"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: set while a workflow function runs directly (not durably), e.g. in a unit test
+direct_run: contextvars.ContextVar[bool] = contextvars.ContextVar("worldflow_direct",
+                                                                  default=False)
+
+
+def _check_name(name: object) -> None:
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+
+def _backoff(value: object) -> Backoff:
+    if value is None:
+        return Backoff()
+    if isinstance(value, Backoff):
+        return value
+    if isinstance(value, tuple | list) and len(value) == 3:
+        initial, factor, maximum = value
+        factor_ok = isinstance(factor, int | float) and not isinstance(factor, bool)
+        if not factor_ok or factor < 1:
+            raise ValueError(f"backoff factor must be a number >= 1, got {factor!r}")
+        return Backoff(parse_duration(initial, what="backoff initial delay"), float(factor),
+                       parse_duration(maximum, what="backoff max delay"))
+    return Backoff(initial=parse_duration(value, what="backoff"))
+
+
+def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, Sequence) else (value,)
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"{what} must be exception types, got {item!r}")
+    return tuple(items)  # type: ignore[arg-type]
+
+
+@overload
+def step(fn: F, /) -> F: ...
+@overload
+def step(*, name: str | None = ..., max_retries: int = ..., backoff: Any = ...,
+         timeout: Any = ..., retry_on: Any = ..., no_retry_on: Any = ...,
+         queue: str | None = ...) -> Callable[[F], F]: ...
+
+
+def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         max_retries: int = 3, backoff: Any = None, timeout: Any = None,
+         retry_on: Any = None, no_retry_on: Any = None, queue: str | None = None) -> Any:
+    """Mark a function as a step: a unit of work whose result is recorded durably.
+
+    Called inside a workflow, the call is recorded, run (retried per `max_retries` and
+    `backoff`, each attempt cut off after `timeout`) and its result replayed from the log
+    from then on. Called anywhere else it just runs, so steps are unit-testable.
+    Options: `max_retries` (default 3: four attempts), `backoff` (a duration for the
+    first delay, or `(initial, factor, max)`), `timeout` (a duration), `retry_on` /
+    `no_retry_on` (exception types), `name` (default: the function's name).
+    """
+    _check_name(name)
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    timeout_s = None if timeout is None else parse_duration(timeout, what="step timeout")
+    if timeout_s is not None and timeout_s <= 0:
+        raise ValueError(f"step timeout must be positive, got {timeout!r}")
+    policy = _backoff(backoff)
+    retry_types = _exception_types(retry_on, "retry_on") or (Exception,)
+    no_retry_types = _exception_types(no_retry_on, "no_retry_on")
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        if not callable(func):
+            raise TypeError(f"@step needs a function, got {func!r}")
+        step_name = name or func.__name__
+        is_async = inspect.iscoroutinefunction(func)
+        defn = StepDef(step_name, func, ArgsCodec(func, step_name), is_async, max_retries,
+                       policy, timeout_s, retry_types, no_retry_types, queue)
+        register(defn)
+        if is_async:
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                instance = current_instance()
+                if instance is not None:
+                    return await instance.call_step(defn, args, kwargs)
+                return await func(*args, **kwargs)
+            wrapper: Any = async_wrapper
+        else:
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                instance = current_instance()
+                if instance is not None:  # awaited in the workflow; runs in a thread
+                    return instance.call_step(defn, args, kwargs)
+                return func(*args, **kwargs)
+            wrapper = sync_wrapper
+        wrapper.__worldflow_step__ = defn
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def workflow(fn: F, /) -> F: ...
+@overload
+def workflow(*, name: str | None = ..., timeout: Any = ...) -> Callable[[F], F]: ...
+
+
+def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             timeout: Any = None) -> Any:
+    """Mark an async function as a workflow: durable when run with `start()`.
+
+    Its code must be deterministic: do I/O in steps, and use `worldflow.now()`,
+    `random()` and `uuid4()` instead of the clock and random modules. Called directly,
+    it runs in-process without durability (handy in tests).
+    """
+    _check_name(name)
+    timeout_s = None if timeout is None else parse_duration(timeout, what="workflow timeout")
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"@workflow needs an async function, got {func!r}")
+        wf_name = name or func.__name__
+        defn = WorkflowDef(wf_name, func, ArgsCodec(func, wf_name), timeout_s)
+        register(defn)
+
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if current_instance() is not None:
+                return await func(*args, **kwargs)  # composed into the running workflow
+            token = direct_run.set(True)
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                direct_run.reset(token)
+
+        wrapper.__worldflow_workflow__ = defn
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,203 @@
+"""The engine: claims runs from the world's queue and supervises their actors.
+
+One engine runs per started world in a process. It owns every task it starts: a root
+task holds a task group with the claim loop, the lease heartbeat, the run actors and
+their steps. Runs started in this process are leased to it at creation and start at
+once (no queue round trip); other runs are claimed when the world signals work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from worldflow.core.actor import RunActor
+from worldflow.core.logs import configure_logging, log_event
+from worldflow.errors import LeaseLostError
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from worldflow.core.events import EventRecord
+    from worldflow.worlds.base import BaseWorld
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("worldflow.engine")
+
+#: seconds between queue polls when no wake-up arrives (a fallback, not the hot path)
+POLL_INTERVAL = 1.0
+
+
+class Engine:
+    def __init__(self, world: BaseWorld, *, keep_alive: float = 1.0) -> None:
+        self.world = world
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.keep_alive = keep_alive
+        self.step_slots = asyncio.Semaphore(world.queue_concurrency)
+        self.actors: dict[str, RunActor] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._root: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._was_full = False
+        self.log_events = configure_logging() <= logging.DEBUG
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._root = asyncio.create_task(self._main(ready), name="worldflow engine")
+        await ready
+        self.world.set_inbox_listener(self._on_inbox)
+
+    async def _main(self, ready: asyncio.Future[None]) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._expire_dead_local_leases()
+            tg.create_task(self._claim_loop(), name="worldflow claim loop")
+            tg.create_task(self._heartbeat(), name="worldflow lease heartbeat")
+            ready.set_result(None)
+
+    async def stop(self) -> None:
+        """Stop every actor (their runs go back to the queue at once), then the engine."""
+        self._stopping = True
+        self.world.set_inbox_listener(None)
+        tasks = [actor.task for actor in self.actors.values() if actor.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._root is not None:
+            self._root.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._root
+
+    def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        assert self._tg is not None, "engine not started"
+        return self._tg.create_task(coro, name=name)
+
+    # -- actors --------------------------------------------------------------------
+    @property
+    def has_capacity(self) -> bool:
+        return not self._stopping and len(self.actors) < self.world.queue_concurrency
+
+    def dispatch(self, run_id: str) -> None:
+        """Start the actor of a run this worker holds the lease of."""
+        if run_id in self.actors or self._stopping:
+            return
+        actor = RunActor(self, run_id)
+        self.actors[run_id] = actor
+        actor.task = self.spawn(self._supervise(actor), name=f"run {run_id}")
+
+    async def _supervise(self, actor: RunActor) -> None:
+        run_id = actor.run_id
+        try:
+            await actor.run()
+        except asyncio.CancelledError:
+            if self._stopping:  # shutting down: let another worker (or our restart) go on
+                await asyncio.shield(self._release_quietly(run_id, 0.0))
+            raise
+        except LeaseLostError as exc:
+            logger.warning("run %s: another worker took it over (%s)", run_id, exc)
+        except Exception:
+            logger.exception("run %s: actor crashed; the run will be replayed in 5s", run_id)
+            await asyncio.shield(self._release_quietly(run_id, 5.0))
+        finally:
+            self.actors.pop(run_id, None)
+            if self._was_full:
+                self._was_full = False
+                self.world.notify_work()
+
+    async def _release_quietly(self, run_id: str, delay: float) -> None:
+        import datetime as dt
+
+        try:
+            await self.world.release_run(run_id, self.worker_id,
+                                         self.world.now() + dt.timedelta(seconds=delay))
+        except Exception:
+            logger.warning("run %s: could not release its lease; it will expire", run_id,
+                           exc_info=True)
+
+    def _on_inbox(self, run_id: str) -> None:
+        actor = self.actors.get(run_id)
+        if actor is not None:
+            actor.post("inbox")
+
+    def log_event(self, record: EventRecord) -> None:
+        log_event(record)
+
+    # -- queue ---------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        world = self.world
+        while True:
+            free = world.queue_concurrency - len(self.actors)
+            if free > 0:
+                try:
+                    claimed = await world.claim_runs(self.worker_id, free, world.lease_seconds)
+                except Exception:
+                    logger.warning("claiming runs failed; retrying", exc_info=True)
+                    await asyncio.sleep(POLL_INTERVAL)
+                    continue
+                for run_id in claimed:
+                    self.dispatch(run_id)
+                if len(claimed) == free:
+                    self._was_full = True
+                    await world.wait_for_work(POLL_INTERVAL)
+                    continue
+            else:
+                self._was_full = True
+            timeout = POLL_INTERVAL
+            try:
+                next_wake = await world.next_wake_at()
+            except Exception:
+                next_wake = None
+            if next_wake is not None:
+                timeout = max(0.0, min(timeout, (next_wake - world.now()).total_seconds()))
+            await world.wait_for_work(timeout)
+
+    async def _heartbeat(self) -> None:
+        world = self.world
+        while True:
+            await asyncio.sleep(world.lease_seconds / 3)
+            try:
+                held = await world.renew_leases(self.worker_id, world.lease_seconds)
+            except Exception:
+                logger.warning("renewing leases failed", exc_info=True)
+                continue
+            for run_id, actor in list(self.actors.items()):
+                if run_id not in held and actor.task is not None:
+                    logger.warning("run %s: lease lost; stopping its actor", run_id)
+                    actor.task.cancel()
+
+    async def _expire_dead_local_leases(self) -> None:
+        """Leases of dead processes on this host are taken back at once, not after expiry."""
+        host = socket.gethostname()
+        dead = []
+        try:
+            owners = await self.world.lease_owners()
+        except Exception:
+            return
+        for owner in owners:
+            owner_host, _, rest = owner.partition(":")
+            pid_text = rest.partition(":")[0]
+            if owner_host != host or not pid_text.isdigit() or owner == self.worker_id:
+                continue
+            if int(pid_text) == os.getpid() or not _pid_alive(int(pid_text)):
+                dead.append(owner)
+        if dead:
+            count = await self.world.expire_leases(dead)
+            logger.info("took back %d run(s) from %d stopped worker(s)", count, len(dead))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

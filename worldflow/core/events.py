@@ -1,0 +1,166 @@
+"""The event log's vocabulary: one tagged union of frozen msgspec Structs.
+
+Every change to a run is an event appended to its log; the runs, steps and hooks
+tables are projections of these events. Stored events never change shape: a new
+field gets a default, and a tag is never renamed (schema evolution, msgspec style).
+Values the user's code produced (inputs, outputs, payloads) are kept as
+`msgspec.Raw` JSON so that they are decoded only where they are used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+from msgspec import Raw
+
+__all__ = [
+    "ErrorInfo",
+    "Event",
+    "EventRecord",
+    "HookCreated",
+    "HookDisposed",
+    "HookReceived",
+    "RunCancelled",
+    "RunCompleted",
+    "RunCreated",
+    "RunFailed",
+    "RunStarted",
+    "StepCompleted",
+    "StepFailed",
+    "StepRetrying",
+    "StepStarted",
+    "WaitCompleted",
+    "WaitCreated",
+    "decode_event",
+    "encode_event",
+]
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An error as stored: its type name, message and traceback text."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    fatal: bool = False
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
+    pass
+
+
+class RunCreated(_Event, tag="run_created"):
+    workflow_name: str
+    input: Raw
+
+
+class RunStarted(_Event, tag="run_started"):
+    pass
+
+
+class StepStarted(_Event, tag="step_started"):
+    correlation_id: str
+    step_name: str
+    attempt: int
+    input: Raw = Raw(b"null")
+
+
+class StepCompleted(_Event, tag="step_completed"):
+    correlation_id: str
+    step_name: str
+    attempt: int
+    output: Raw
+
+
+class StepFailed(_Event, tag="step_failed"):
+    correlation_id: str
+    step_name: str
+    attempt: int
+    error: ErrorInfo
+
+
+class StepRetrying(_Event, tag="step_retrying"):
+    correlation_id: str
+    step_name: str
+    attempt: int  # the attempt that failed
+    error: ErrorInfo
+    retry_at: dt.datetime
+
+
+class WaitCreated(_Event, tag="wait_created"):
+    correlation_id: str
+    resume_at: dt.datetime
+
+
+class WaitCompleted(_Event, tag="wait_completed"):
+    correlation_id: str
+
+
+class HookCreated(_Event, tag="hook_created"):
+    correlation_id: str
+    token: str
+
+
+class HookReceived(_Event, tag="hook_received"):
+    correlation_id: str
+    token: str
+    payload: Raw
+
+
+class HookDisposed(_Event, tag="hook_disposed"):
+    correlation_id: str
+    token: str
+
+
+class RunCompleted(_Event, tag="run_completed"):
+    output: Raw
+
+
+class RunFailed(_Event, tag="run_failed"):
+    error: ErrorInfo
+
+
+class RunCancelled(_Event, tag="run_cancelled"):
+    reason: str | None = None
+
+
+Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
+         | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookDisposed
+         | RunCompleted | RunFailed | RunCancelled)
+
+TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
+
+
+class EventRecord(msgspec.Struct, frozen=True):
+    """One entry of a run's log: `seq` orders it within the run (0 is run_created)."""
+
+    run_id: str
+    seq: int
+    event: Event
+    created_at: dt.datetime
+
+    @property
+    def event_type(self) -> str:
+        return self.event.__struct_config__.tag  # type: ignore[return-value]
+
+    @property
+    def correlation_id(self) -> str | None:
+        return getattr(self.event, "correlation_id", None)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """The JSON stored in `workflow_events.payload` (it includes the `type` tag)."""
+    return _encoder.encode(event)
+
+
+def decode_event(payload: bytes | str) -> Event:
+    return _decoder.decode(payload)
+
+
+def event_type(event: Event) -> str:
+    return event.__struct_config__.tag  # type: ignore[return-value]

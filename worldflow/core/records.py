@@ -1,0 +1,123 @@
+"""Rows a world stores and returns: runs, steps, hooks, inbox messages, stream chunks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+import msgspec
+from msgspec import Raw
+
+from worldflow.core.events import ErrorInfo
+
+__all__ = [
+    "HookRecord",
+    "InboxRecord",
+    "NewRun",
+    "Page",
+    "RunRecord",
+    "RunStatus",
+    "StepRecord",
+    "StepStatus",
+    "StreamChunk",
+]
+
+
+class RunStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class NewRun(msgspec.Struct, frozen=True):
+    """What `World.create_run` needs to create a run atomically with its first event."""
+
+    run_id: str
+    workflow_name: str
+    input: Raw
+    created_at: dt.datetime
+    queue: str = "default"
+    dedup_key: str | None = None
+
+
+class RunRecord(msgspec.Struct, frozen=True):
+    run_id: str
+    workflow_name: str
+    status: RunStatus
+    input: Raw
+    output: Raw | None
+    error: ErrorInfo | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    updated_at: dt.datetime
+
+
+class StepRecord(msgspec.Struct, frozen=True):
+    step_id: str
+    run_id: str
+    correlation_id: str
+    step_name: str
+    status: StepStatus
+    attempt: int
+    input: Raw | None
+    output: Raw | None
+    error: ErrorInfo | None
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+
+
+class HookRecord(msgspec.Struct, frozen=True):
+    token: str
+    run_id: str
+    correlation_id: str
+    status: str  # "active" | "disposed"
+    created_at: dt.datetime
+    disposed_at: dt.datetime | None = None
+
+
+class InboxRecord(msgspec.Struct, frozen=True):
+    """Input from outside a run, waiting for the run's actor to take it into its log.
+
+    `kind` is ``"hook"`` (payload for hook `token`) or ``"cancel"``.
+    """
+
+    id: int
+    run_id: str
+    kind: str
+    token: str | None
+    payload: Raw | None
+    created_at: dt.datetime
+
+
+class StreamChunk(msgspec.Struct, frozen=True):
+    run_id: str
+    name: str
+    index: int
+    data: Raw  # JSON; bytes are stored as {"$bytes": base64}
+    created_at: dt.datetime
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One page of a listing; pass `next_cursor` back to get the next (None: last page)."""
+
+    items: list[RunRecord]
+    next_cursor: str | None
+
+
+def step_id_for(run_id: str, correlation_id: str) -> str:
+    """The id of a step: stable across its attempts, so usable as an idempotency key."""
+    return f"{run_id}:{correlation_id}"

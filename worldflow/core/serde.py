@@ -1,0 +1,95 @@
+"""Encoding of arguments, results and payloads: JSON via msgspec, decoded by annotation.
+
+Values are stored as JSON (readable in SQL). A function's annotations type what
+comes back: a step annotated ``-> datetime`` or ``-> MyStruct`` gets one back, on the
+live path and on replay alike (the workflow always sees the decoded value, so live
+and replayed runs see the same thing).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
+
+import msgspec
+from msgspec import Raw
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["ArgsCodec", "decode_value", "encode_value"]
+
+_encoder = msgspec.json.Encoder()
+_any_decoder = msgspec.json.Decoder()
+NULL = Raw(b"null")
+
+
+def encode_value(value: Any, *, what: str) -> Raw:
+    """Encode `value`, or raise TypeError naming `what` (e.g. "step 'fetch' argument 1")."""
+    try:
+        return Raw(_encoder.encode(value))
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise TypeError(f"{what} cannot be stored: {exc}. Arguments and results must be "
+                        f"values msgspec can encode (dict, list, str, int, float, bool, None, "
+                        f"bytes, datetime, UUID, Decimal, Struct, dataclass, enum)") from None
+
+
+def decode_value(raw: Raw | bytes, type_: Any = Any) -> Any:
+    if type_ is Any:
+        return _any_decoder.decode(raw)
+    return msgspec.json.decode(raw, type=type_, strict=False)
+
+
+class ArgsCodec:
+    """Encodes a call's arguments as ``{"args": [...], "kwargs": {...}}`` and decodes them
+    back with the function's parameter annotations."""
+
+    __slots__ = ("_hints", "_params", "name", "return_type")
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.name = name
+        self._params = list(inspect.signature(fn).parameters.values())
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # unresolvable annotations: fall back to plain JSON values
+            hints = {}
+        self.return_type: Any = hints.pop("return", Any)
+        if self.return_type in (None, type(None)):
+            self.return_type = Any
+        self._hints = hints
+
+    def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, kind: str) -> Raw:
+        try:
+            return Raw(_encoder.encode({"args": args, "kwargs": kwargs}))
+        except (TypeError, msgspec.EncodeError, OverflowError):
+            pass
+        for i, arg in enumerate(args):
+            encode_value(arg, what=f"{kind} {self.name!r}: argument {i + 1}")
+        for key, arg in kwargs.items():
+            encode_value(arg, what=f"{kind} {self.name!r}: argument {key!r}")
+        raise TypeError(f"{kind} {self.name!r}: arguments cannot be stored")
+
+    def decode(self, raw: Raw | bytes) -> tuple[list[Any], dict[str, Any]]:
+        data = _any_decoder.decode(raw)
+        args, kwargs = list(data.get("args", ())), dict(data.get("kwargs", {}))
+        if self._hints:
+            positional = [p for p in self._params if p.kind in
+                          (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            for i, param in enumerate(positional[:len(args)]):
+                if param.name in self._hints:
+                    args[i] = self._convert(args[i], self._hints[param.name])
+            for key, value in kwargs.items():
+                if key in self._hints:
+                    kwargs[key] = self._convert(value, self._hints[key])
+        return args, kwargs
+
+    def decode_result(self, raw: Raw | bytes) -> Any:
+        return decode_value(raw, self.return_type)
+
+    @staticmethod
+    def _convert(value: Any, type_: Any) -> Any:
+        try:
+            return msgspec.convert(value, type_, strict=False)
+        except (msgspec.ValidationError, TypeError):
+            return value  # annotations are hints here, not a schema to enforce

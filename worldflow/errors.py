@@ -1,0 +1,161 @@
+"""Errors raised by worldflow.
+
+All of them derive from one base::
+
+    WorldflowError
+    ├── FatalError              a step failed and must not be retried
+    ├── RetryableError          a step failed; retry it after `retry_after`
+    ├── StepFailedError         a step failed for good (retries exhausted)
+    ├── StepTimeoutError        a step attempt ran past its timeout
+    ├── NonDeterminismError     workflow code no longer matches its event log
+    ├── RunFailedError          a run ended `failed` (raised by `Run.result()`)
+    ├── RunCancelledError       a run ended `cancelled` (raised by `Run.result()`)
+    ├── RunNotFoundError        no run with that id
+    ├── RunFinishedError        the run has already ended; it takes no more input
+    ├── HookNotFoundError       unknown or disposed hook token
+    ├── HookConflictError       a hook token is already in use by a live run
+    ├── NotInWorkflowError      a workflow-only function was called outside a workflow
+    ├── RegistrationError       a workflow or step name was registered twice
+    ├── LeaseLostError          another worker took over the run (internal)
+    └── WorldError              the storage world failed (bad file, unreachable server)
+        └── SchemaError         the database schema is not one this version can use
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datetime as _dt
+
+__all__ = [
+    "FatalError",
+    "HookConflictError",
+    "HookNotFoundError",
+    "LeaseLostError",
+    "NonDeterminismError",
+    "NotInWorkflowError",
+    "RegistrationError",
+    "RetryableError",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunFinishedError",
+    "RunNotFoundError",
+    "SchemaError",
+    "StepFailedError",
+    "StepTimeoutError",
+    "WorldError",
+    "WorldflowError",
+]
+
+
+class WorldflowError(Exception):
+    """Base class of every error worldflow raises."""
+
+
+class FatalError(WorldflowError):
+    """Raise in a step to fail it at once, without retries.
+
+    Inside the workflow the step call raises a `FatalError` with the same message;
+    `error_type` and `traceback` describe where it was raised.
+    """
+
+    def __init__(self, message: str = "", *, error_type: str | None = None,
+                 traceback: str | None = None, step_name: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type or type(self).__name__
+        self.traceback = traceback
+        self.step_name = step_name
+
+
+class RetryableError(WorldflowError):
+    """Raise in a step to retry it after `retry_after` (a duration; default: the backoff)."""
+
+    def __init__(self, message: str = "",
+                 retry_after: float | str | _dt.timedelta | _dt.datetime | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class StepFailedError(WorldflowError):
+    """A step failed for good: its retries are exhausted.
+
+    Carries the original error's type name, message and traceback text.
+    """
+
+    def __init__(self, step_name: str, error_type: str, message: str,
+                 traceback: str | None = None, attempts: int = 0) -> None:
+        super().__init__(f"step {step_name!r} failed after {attempts} attempt(s): "
+                         f"{error_type}: {message}")
+        self.step_name = step_name
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        self.attempts = attempts
+
+
+class StepTimeoutError(WorldflowError):
+    """A step attempt ran past its `timeout` and was cancelled."""
+
+
+class NonDeterminismError(WorldflowError):
+    """The workflow's code issued a call that its recorded event log does not match.
+
+    This happens when workflow code changes under a run that is still going: the
+    message names the step (or wait) and its position in the workflow's program order.
+    """
+
+
+class RunFailedError(WorldflowError):
+    """The run ended `failed`; `error_type`, `message` and `traceback` describe why."""
+
+    def __init__(self, run_id: str, error_type: str, message: str,
+                 traceback: str | None = None) -> None:
+        super().__init__(f"run {run_id} failed: {error_type}: {message}")
+        self.run_id = run_id
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+
+
+class RunCancelledError(WorldflowError):
+    """The run was cancelled."""
+
+
+class RunNotFoundError(WorldflowError, LookupError):
+    """No run has this id."""
+
+
+class RunFinishedError(WorldflowError):
+    """The run has already ended, so it takes no more input (hook payloads, cancels)."""
+
+
+class HookNotFoundError(WorldflowError, LookupError):
+    """No live hook has this token: it never existed or was disposed when its run ended."""
+
+
+class HookConflictError(WorldflowError):
+    """A hook token is already used by another live hook."""
+
+
+class NotInWorkflowError(WorldflowError, RuntimeError):
+    """A function that only works inside a running workflow was called outside one."""
+
+
+class RegistrationError(WorldflowError, ValueError):
+    """Two different functions were registered under one workflow or step name."""
+
+
+class LeaseLostError(WorldflowError):
+    """This worker no longer holds the run: another worker took it over."""
+
+
+class WorldError(WorldflowError):
+    """The storage world failed: a file that is not a worldflow database, a server that
+    cannot be reached, a query that failed."""
+
+
+class SchemaError(WorldError):
+    """The database's schema is not one this version of worldflow can use."""

@@ -1,0 +1,62 @@
+"""Storage worlds: the `World` protocol and `create_world()`."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from worldflow.worlds.base import BaseWorld, World
+
+__all__ = ["BaseWorld", "World", "create_world"]
+
+WORLD_NAMES = ("memory", "sqlite", "postgres")
+
+
+def create_world(target: str | None = None, **options: Any) -> World:
+    """Create a world (not yet started) from `target` or the environment.
+
+    `target` (default: ``WORKFLOW_TARGET_WORLD``, else ``sqlite``) is ``memory``,
+    ``sqlite``, ``postgres`` or ``package.module:factory`` (a callable taking the
+    options). Options not given are read from the environment:
+    ``WORKFLOW_SQLITE_PATH`` (`path`), ``WORKFLOW_POSTGRES_URL`` / ``DATABASE_URL``
+    (`connection_string`), ``WORKFLOW_POSTGRES_JOB_PREFIX`` (`job_prefix`),
+    ``WORKFLOW_POSTGRES_WORKER_CONCURRENCY`` (`queue_concurrency`).
+    """
+    target = target or os.environ.get("WORKFLOW_TARGET_WORLD") or "sqlite"
+    if target == "memory":
+        from worldflow.worlds.memory import MemoryWorld
+
+        return MemoryWorld(**options)
+    if target == "sqlite":
+        from worldflow.worlds.sqlite import SQLiteWorld
+
+        options.setdefault("path", os.environ.get("WORKFLOW_SQLITE_PATH")
+                           or ".worldflow/worldflow.db")
+        return SQLiteWorld(**options)
+    if target == "postgres":
+        from worldflow.worlds.postgres import PostgresWorld
+
+        url = os.environ.get("WORKFLOW_POSTGRES_URL") or os.environ.get("DATABASE_URL")
+        if url and "connection_string" not in options:
+            options["connection_string"] = url
+        if "job_prefix" not in options and os.environ.get("WORKFLOW_POSTGRES_JOB_PREFIX"):
+            options["job_prefix"] = os.environ["WORKFLOW_POSTGRES_JOB_PREFIX"]
+        concurrency = os.environ.get("WORKFLOW_POSTGRES_WORKER_CONCURRENCY")
+        if concurrency and "queue_concurrency" not in options:
+            try:
+                options["queue_concurrency"] = int(concurrency)
+            except ValueError:
+                raise ValueError(f"WORKFLOW_POSTGRES_WORKER_CONCURRENCY must be a positive "
+                                 f"integer, got {concurrency!r}") from None
+        return PostgresWorld(**options)
+    if ":" in target:
+        module_name, _, attr = target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot load world factory {target!r}: {exc}") from exc
+        world: World = factory(**options)
+        return world
+    raise ValueError(f"unknown world {target!r}; valid worlds: {', '.join(WORLD_NAMES)}, "
+                     f"or 'package.module:factory'")

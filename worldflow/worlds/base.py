@@ -1,0 +1,319 @@
+"""The `World` protocol: everything the engine needs from storage, and nothing else.
+
+A world stores runs, their event logs (with the runs/steps/hooks projections), an inbox
+of outside input per run, hook tokens and stream chunks, and a queue of runs to work on
+with leases. Three worlds implement it (`memory`, `sqlite`, `postgres`) and one
+contract suite (`tests/contract/`) holds each of them to the guarantees below.
+
+`BaseWorld` carries what every world shares: `async with world:` / `start()` /
+`close()`, the engine that processes the queue, and in-process wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from msgspec import Raw
+
+    from worldflow.core.engine import Engine
+    from worldflow.core.events import EventRecord
+    from worldflow.core.records import (
+        HookRecord,
+        InboxRecord,
+        NewRun,
+        Page,
+        RunRecord,
+        StepRecord,
+        StreamChunk,
+    )
+
+__all__ = ["BaseWorld", "Clock", "World"]
+
+logger = logging.getLogger("worldflow.world")
+
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@runtime_checkable
+class World(Protocol):
+    """Storage, queue and wake-ups for worldflow. All times are aware UTC datetimes."""
+
+    name: str
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect and create or check the schema. Idempotent. Does not process runs."""
+
+    async def start(self) -> None:
+        """`open()`, then begin processing the queue in this process."""
+
+    async def close(self) -> None:
+        """Stop processing, flush pending writes, release leases, disconnect."""
+
+    def now(self) -> dt.datetime:
+        """The world's clock (injectable for tests)."""
+
+    # -- runs and the event log ----------------------------------------------------
+    async def create_run(self, run: NewRun, *, lease_owner: str | None,
+                         lease_seconds: float) -> tuple[RunRecord, bool]:
+        """Create a run, its `run_created` event (seq 0) and its queue job, atomically.
+
+        Idempotent by `run.run_id`: if the run exists, return `(existing, False)` and
+        change nothing. With `lease_owner` the job is created already leased to that
+        owner (the caller will run it at once); otherwise it is available now.
+        If `run.dedup_key` is set and a live run holds the same key, return
+        `(that_run, False)`.
+        """
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
+                        limit: int = 50, cursor: str | None = None) -> Page:
+        """Runs newest first (by created_at, then run_id); cursor pagination."""
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's steps, in the order they were first started."""
+
+    async def list_events(self, run_id: str, *, after_seq: int = -1,
+                          limit: int | None = None) -> list[EventRecord]:
+        """The run's log in `seq` order, from `after_seq + 1`."""
+
+    async def append_events(self, run_id: str, records: Sequence[EventRecord], *,
+                            inbox_ids: Sequence[int] = (), wait: bool = True) -> None:
+        """Append events to one run's log with their projections, atomically.
+
+        Also deletes the inbox messages `inbox_ids` (taken into the log by these events).
+        A terminal event (run_completed/failed/cancelled) also removes the run's queue
+        job and inbox, and disposes its active hooks.
+
+        Ordered: appends of one run commit in call order. Group-committed: many runs'
+        appends share a transaction; with `wait=True` this returns after the commit,
+        with `wait=False` once queued (a later awaited append commits after it).
+        Fenced: if a `(run_id, seq)` already exists, nothing of this call is written and
+        it raises `LeaseLostError` (another worker owns the run); other callers' writes
+        in the same batch are unaffected.
+        """
+
+    # -- queue -----------------------------------------------------------------------
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+        """Lease up to `limit` runs whose job is available (`available_at <= now`) or
+        whose lease expired; oldest available first. Two owners never hold one run."""
+
+    async def renew_leases(self, owner: str, lease_seconds: float) -> set[str]:
+        """Extend every lease `owner` holds; return the run ids it still holds."""
+
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
+        """Give the run back to the queue, to be claimed at `wake_at` (None: only when
+        outside input arrives). If its inbox is not empty it is available at once.
+        No-op if `owner` does not hold it."""
+
+    async def expire_leases(self, owners: Sequence[str]) -> int:
+        """Make runs leased by `owners` (known dead) available at once; return how many."""
+
+    async def lease_owners(self) -> list[str]:
+        """Owners holding at least one lease."""
+
+    async def next_wake_at(self) -> dt.datetime | None:
+        """When the earliest delayed job becomes available (None: no delayed job)."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when work may be available (a wake-up) or after `timeout` seconds."""
+
+    # -- input from outside a run -------------------------------------------------
+    async def request_cancel(self, run_id: str) -> bool:
+        """Queue a cancel for the run; False if it has already ended. `RunNotFoundError`
+        if there is no such run."""
+
+    async def resume_hook(self, token: str, payload: Raw) -> str:
+        """Queue `payload` for the live hook `token`; return its run id.
+        `HookNotFoundError` for an unknown or disposed token."""
+
+    async def read_inbox(self, run_id: str) -> list[InboxRecord]:
+        """The run's pending inbox messages, oldest first."""
+
+    async def get_hook(self, token: str) -> HookRecord | None: ...
+
+    async def list_hooks(self, run_id: str | None = None) -> list[HookRecord]: ...
+
+    # -- streams -------------------------------------------------------------------
+    async def write_stream(self, run_id: str, name: str, chunks: Sequence[tuple[int, Raw]],
+                           *, close: bool = False) -> None:
+        """Store chunks at their indexes; an index already stored is kept as it was
+        (so a retried writer never duplicates what a reader saw). `close` marks the
+        stream complete."""
+
+    async def read_stream(self, run_id: str, name: str, start: int = 0,
+                          limit: int = 1000) -> tuple[list[StreamChunk], bool]:
+        """Chunks from index `start`, and whether the stream is closed."""
+
+    async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
+        """(name, chunk count, closed) of each stream of the run."""
+
+    # -- notifications ------------------------------------------------------------
+    async def wait_run_finished(self, run_id: str, timeout: float | None = None) -> RunRecord:
+        """Wait until the run has ended and return it (`RunNotFoundError` if none)."""
+
+
+class BaseWorld:
+    """What every world shares: lifecycle, the engine, in-process wake-ups."""
+
+    name = "base"
+    #: seconds between checks for a run's end made by another process
+    finish_poll_interval: float = 1.0
+
+    def __init__(self, *, queue_concurrency: int = 10, lease_seconds: float = 30.0,
+                 keep_alive: float = 1.0, clock: Clock | None = None) -> None:
+        if not isinstance(queue_concurrency, int) or queue_concurrency < 1:
+            raise ValueError(f"queue_concurrency must be a positive integer, "
+                             f"got {queue_concurrency!r}")
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
+        self.queue_concurrency = queue_concurrency
+        self.lease_seconds = float(lease_seconds)
+        #: a run whose next wake-up is further away than this many seconds is evicted
+        self.keep_alive = float(keep_alive)
+        self._clock = clock or system_clock
+        self._engine: Engine | None = None
+        self._work_event = asyncio.Event()
+        self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._inbox_listener: Callable[[str], None] | None = None
+        self._stream_events: dict[tuple[str, str], asyncio.Event] = {}
+        self._opened = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self._open()
+            self._opened = True
+
+    async def _open(self) -> None:
+        """Connect and prepare the schema (world specific)."""
+
+    async def _close(self) -> None:
+        """Flush and disconnect (world specific)."""
+
+    async def start(self) -> None:
+        await self.open()
+        if self._engine is None:
+            from worldflow.core.engine import Engine
+
+            self._engine = Engine(self, keep_alive=self.keep_alive)
+            await self._engine.start()
+            from worldflow.core.api import default_world, set_default_world
+
+            if default_world() is None:
+                set_default_world(self)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.stop()
+            from worldflow.core.api import default_world, set_default_world
+
+            if default_world() is self:
+                set_default_world(None)
+        if self._opened:
+            self._opened = False
+            await self._close()
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine processing this world's queue in this process (after `start()`)."""
+        return self._engine
+
+    async def __aenter__(self) -> BaseWorld:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.shield(self.close())
+
+    # -- wake-ups ----------------------------------------------------------------
+    def set_inbox_listener(self, listener: Callable[[str], None] | None) -> None:
+        """`listener(run_id)` is called when outside input arrives for a run."""
+        self._inbox_listener = listener
+
+    def _signal_inbox(self, run_id: str) -> None:
+        if self._inbox_listener is not None:
+            self._inbox_listener(run_id)
+        self.notify_work()
+
+    def notify_work(self) -> None:
+        self._work_event.set()
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if not self._work_event.is_set():
+            try:
+                await asyncio.wait_for(self._work_event.wait(), timeout)
+            except TimeoutError:
+                pass
+        self._work_event.clear()
+
+    def notify_stream(self, run_id: str, name: str) -> None:
+        """Wake readers following stream `name` of `run_id` (new chunks or closed)."""
+        event = self._stream_events.pop((run_id, name), None)
+        if event is not None:
+            event.set()
+
+    async def wait_stream(self, run_id: str, name: str, timeout: float) -> None:
+        """Return when the stream may have changed, or after `timeout` seconds."""
+        event = self._stream_events.setdefault((run_id, name), asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def _signal_finished(self, run_id: str) -> None:
+        for fut in self._run_waiters.pop(run_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_run_finished(self, run_id: str, timeout: float | None = None) -> RunRecord:
+        from worldflow.errors import RunNotFoundError
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._run_waiters.setdefault(run_id, []).append(fut)
+            try:
+                run = await self.get_run(run_id)
+                if run is None:
+                    raise RunNotFoundError(f"run not found: {run_id}")
+                if run.status.is_terminal:
+                    return run
+                wait = self.finish_poll_interval
+                if deadline is not None:
+                    wait = min(wait, deadline - loop.time())
+                    if wait <= 0:
+                        raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), wait)
+                except TimeoutError:
+                    pass
+            finally:
+                waiters = self._run_waiters.get(run_id)
+                if waiters is not None and fut in waiters:
+                    waiters.remove(fut)
+                    if not waiters:
+                        del self._run_waiters[run_id]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+

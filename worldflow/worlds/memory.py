@@ -1,0 +1,355 @@
+"""The memory world: dicts in this process. For tests and throwaway runs.
+
+It is the reference implementation of the `World` protocol: each method applies its
+whole change synchronously (no await in between), which makes it atomic and ordered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from msgspec import Raw
+
+from worldflow.core.events import TERMINAL_EVENTS, HookCreated, RunCreated
+from worldflow.core.records import (
+    HookRecord,
+    InboxRecord,
+    Page,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    StreamChunk,
+)
+from worldflow.errors import (
+    HookConflictError,
+    HookNotFoundError,
+    LeaseLostError,
+    RunFinishedError,
+    RunNotFoundError,
+)
+from worldflow.worlds.base import BaseWorld
+from worldflow.worlds.cursor import decode_cursor, encode_cursor
+from worldflow.worlds.projection import project
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from worldflow.core.events import EventRecord
+    from worldflow.core.records import NewRun
+
+__all__ = ["MemoryWorld"]
+
+
+class _Job:
+    __slots__ = ("available_at", "created_at", "lease_expires_at", "lease_owner")
+
+    def __init__(self, available_at: dt.datetime | None, created_at: dt.datetime) -> None:
+        self.available_at = available_at
+        self.created_at = created_at
+        self.lease_owner: str | None = None
+        self.lease_expires_at: dt.datetime | None = None
+
+
+class MemoryWorld(BaseWorld):
+    """Every record in dicts; nothing survives the process."""
+
+    name = "memory"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._runs: dict[str, RunRecord] = {}
+        self._events: dict[str, list[EventRecord]] = {}
+        self._steps: dict[str, dict[str, StepRecord]] = {}
+        self._hooks: dict[str, HookRecord] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._inbox: dict[str, list[InboxRecord]] = {}
+        self._inbox_ids = itertools.count(1)
+        self._streams: dict[tuple[str, str], list[StreamChunk]] = {}
+        self._closed_streams: set[tuple[str, str]] = set()
+        self._dedup: dict[str, str] = {}
+
+    # -- runs and the log ----------------------------------------------------------
+    async def create_run(self, run: NewRun, *, lease_owner: str | None,
+                         lease_seconds: float) -> tuple[RunRecord, bool]:
+        existing = self._runs.get(run.run_id)
+        if existing is not None:
+            return existing, False
+        if run.dedup_key is not None and run.dedup_key in self._dedup:
+            return self._runs[self._dedup[run.dedup_key]], False
+        from worldflow.core.events import EventRecord
+
+        record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
+                           None, run.created_at, None, None, run.created_at)
+        self._runs[run.run_id] = record
+        self._events[run.run_id] = [EventRecord(
+            run.run_id, 0, RunCreated(run.workflow_name, run.input), run.created_at)]
+        self._steps[run.run_id] = {}
+        now = self.now()
+        job = _Job(now, now)
+        if lease_owner is not None:
+            job.lease_owner = lease_owner
+            job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+        self._jobs[run.run_id] = job
+        if run.dedup_key is not None:
+            self._dedup[run.dedup_key] = run.run_id
+        if lease_owner is None:
+            self.notify_work()
+        return record, True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
+                        limit: int = 50, cursor: str | None = None) -> Page:
+        after = decode_cursor(cursor) if cursor else None
+        runs = sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+        items: list[RunRecord] = []
+        for r in runs:
+            if after is not None and (r.created_at, r.run_id) >= after:
+                continue
+            if status is not None and r.status != status:
+                continue
+            if workflow_name is not None and r.workflow_name != workflow_name:
+                continue
+            items.append(r)
+            if len(items) > limit:
+                break
+        more = len(items) > limit
+        items = items[:limit]
+        nxt = encode_cursor(items[-1].created_at, items[-1].run_id) if more and items else None
+        return Page(items, nxt)
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        return list(self._steps.get(run_id, {}).values())
+
+    async def list_events(self, run_id: str, *, after_seq: int = -1,
+                          limit: int | None = None) -> list[EventRecord]:
+        events = [e for e in self._events.get(run_id, ()) if e.seq > after_seq]
+        return events if limit is None else events[:limit]
+
+    async def append_events(self, run_id: str, records: Sequence[EventRecord], *,
+                            inbox_ids: Sequence[int] = (), wait: bool = True) -> None:
+        log = self._events.get(run_id)
+        if log is None:
+            raise RunNotFoundError(f"run not found: {run_id}")
+        last = log[-1].seq
+        for i, rec in enumerate(records):
+            if rec.seq <= last + i or rec.seq != records[0].seq + i:
+                raise LeaseLostError(f"run {run_id}: event seq {rec.seq} already recorded")
+        for rec in records:
+            if isinstance(rec.event, HookCreated):
+                hook = self._hooks.get(rec.event.token)
+                if hook is not None and hook.status == "active":
+                    raise HookConflictError(f"hook token {rec.event.token!r} is already "
+                                            f"in use by run {hook.run_id}")
+        log.extend(records)
+        finished = False
+        for rec in records:
+            op = project(rec)
+            if op is not None:
+                self._apply(op.name, op.args)
+            if isinstance(rec.event, TERMINAL_EVENTS):
+                finished = True
+        if inbox_ids:
+            ids = set(inbox_ids)
+            self._inbox[run_id] = [m for m in self._inbox.get(run_id, ()) if m.id not in ids]
+        if finished:
+            self._jobs.pop(run_id, None)
+            self._inbox.pop(run_id, None)
+            for token, hook in list(self._hooks.items()):
+                if hook.run_id == run_id and hook.status == "active":
+                    self._hooks[token] = _replace(hook, status="disposed",
+                                                  disposed_at=records[-1].created_at)
+            for key, rid in list(self._dedup.items()):
+                if rid == run_id:
+                    del self._dedup[key]
+            self._signal_finished(run_id)
+
+    def _apply(self, name: str, args: tuple[Any, ...]) -> None:
+        if name == "run_started":
+            run_id, at = args
+            run = self._runs[run_id]
+            self._runs[run_id] = _replace(run, status=RunStatus.RUNNING,
+                                          started_at=run.started_at or at, updated_at=at)
+        elif name == "run_finished":
+            run_id, status, output, error, at = args
+            run = self._runs[run_id]
+            self._runs[run_id] = _replace(
+                run, status=RunStatus(status), output=None if output is None else Raw(output),
+                error=error, completed_at=at, updated_at=at)
+        elif name == "step_started":
+            step_id, run_id, cid, step_name, attempt, inp, at = args
+            steps = self._steps[run_id]
+            old = steps.get(cid)
+            if old is None:
+                steps[cid] = StepRecord(step_id, run_id, cid, step_name, StepStatus.RUNNING,
+                                        attempt, Raw(inp), None, None, at, None)
+            else:
+                steps[cid] = _replace(old, status=StepStatus.RUNNING, attempt=attempt)
+        else:
+            step_id = args[0]
+            run_id, cid = step_id.rsplit(":", 1)
+            if name in ("hook_created", "hook_disposed"):
+                self._apply_hook(name, args)
+                return
+            steps = self._steps[run_id]
+            old = steps[cid]
+            if name == "step_completed":
+                _, attempt, output, at = args
+                steps[cid] = _replace(old, status=StepStatus.COMPLETED, attempt=attempt,
+                                      output=Raw(output), error=None, completed_at=at)
+            elif name == "step_retrying":
+                _, attempt, error = args
+                steps[cid] = _replace(old, status=StepStatus.PENDING, attempt=attempt,
+                                      error=error)
+            elif name == "step_failed":
+                _, attempt, error, at = args
+                steps[cid] = _replace(old, status=StepStatus.FAILED, attempt=attempt,
+                                      error=error, completed_at=at)
+
+    def _apply_hook(self, name: str, args: tuple[Any, ...]) -> None:
+        if name == "hook_created":
+            token, run_id, cid, at = args
+            self._hooks[token] = HookRecord(token, run_id, cid, "active", at)
+        else:
+            token, at = args
+            hook = self._hooks.get(token)
+            if hook is not None and hook.status == "active":
+                self._hooks[token] = _replace(hook, status="disposed", disposed_at=at)
+
+    # -- queue ---------------------------------------------------------------------
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+        now = self.now()
+        ready = [(job.available_at or now, job.created_at, run_id)
+                 for run_id, job in self._jobs.items()
+                 if (job.lease_owner is None and job.available_at is not None
+                     and job.available_at <= now)
+                 or (job.lease_owner is not None and job.lease_expires_at is not None
+                     and job.lease_expires_at <= now)]
+        ready.sort()
+        claimed = []
+        for _, _, run_id in ready[:limit]:
+            job = self._jobs[run_id]
+            job.lease_owner = owner
+            job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            claimed.append(run_id)
+        return claimed
+
+    async def renew_leases(self, owner: str, lease_seconds: float) -> set[str]:
+        now = self.now()
+        held = set()
+        for run_id, job in self._jobs.items():
+            if job.lease_owner == owner:
+                job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+                held.add(run_id)
+        return held
+
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
+        job = self._jobs.get(run_id)
+        if job is None or job.lease_owner != owner:
+            return
+        job.lease_owner = None
+        job.lease_expires_at = None
+        job.available_at = self.now() if self._inbox.get(run_id) else wake_at
+        if job.available_at is not None:
+            self.notify_work()
+
+    async def expire_leases(self, owners: Sequence[str]) -> int:
+        dead = set(owners)
+        count = 0
+        now = self.now()
+        for job in self._jobs.values():
+            if job.lease_owner in dead:
+                job.lease_owner = None
+                job.lease_expires_at = None
+                job.available_at = now
+                count += 1
+        if count:
+            self.notify_work()
+        return count
+
+    async def lease_owners(self) -> list[str]:
+        return sorted({j.lease_owner for j in self._jobs.values() if j.lease_owner is not None})
+
+    async def next_wake_at(self) -> dt.datetime | None:
+        times = [j.available_at for j in self._jobs.values()
+                 if j.lease_owner is None and j.available_at is not None]
+        times += [j.lease_expires_at for j in self._jobs.values()
+                  if j.lease_owner is not None and j.lease_expires_at is not None]
+        return min(times, default=None)
+
+    # -- input from outside ----------------------------------------------------------
+    def _push_inbox(self, run_id: str, kind: str, token: str | None,
+                    payload: Raw | None) -> None:
+        msg = InboxRecord(next(self._inbox_ids), run_id, kind, token, payload, self.now())
+        self._inbox.setdefault(run_id, []).append(msg)
+        job = self._jobs.get(run_id)
+        if job is not None and job.lease_owner is None:
+            job.available_at = self.now()
+        self._signal_inbox(run_id)
+
+    async def request_cancel(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(f"run not found: {run_id}")
+        if run.status.is_terminal:
+            return False
+        self._push_inbox(run_id, "cancel", None, None)
+        return True
+
+    async def resume_hook(self, token: str, payload: Raw) -> str:
+        hook = self._hooks.get(token)
+        if hook is None or hook.status != "active":
+            raise HookNotFoundError(f"hook not found: {token!r} (unknown or disposed)")
+        if self._runs[hook.run_id].status.is_terminal:
+            raise RunFinishedError(f"run {hook.run_id} has finished; hook {token!r} "
+                                   f"takes no more payloads")
+        self._push_inbox(hook.run_id, "hook", token, payload)
+        return hook.run_id
+
+    async def read_inbox(self, run_id: str) -> list[InboxRecord]:
+        return list(self._inbox.get(run_id, ()))
+
+    async def get_hook(self, token: str) -> HookRecord | None:
+        return self._hooks.get(token)
+
+    async def list_hooks(self, run_id: str | None = None) -> list[HookRecord]:
+        return [h for h in self._hooks.values() if run_id is None or h.run_id == run_id]
+
+    # -- streams -------------------------------------------------------------------
+    async def write_stream(self, run_id: str, name: str, chunks: Sequence[tuple[int, Raw]],
+                           *, close: bool = False) -> None:
+        if run_id not in self._runs:
+            raise RunNotFoundError(f"run not found: {run_id}")
+        stored = self._streams.setdefault((run_id, name), [])
+        now = self.now()
+        for index, data in chunks:
+            if index == len(stored):
+                stored.append(StreamChunk(run_id, name, index, data, now))
+            elif index > len(stored):
+                raise ValueError(f"stream {name!r}: chunk {index} written before "
+                                 f"chunk {len(stored)}")
+        if close:
+            self._closed_streams.add((run_id, name))
+        self._signal_stream(run_id, name)
+
+    def _signal_stream(self, run_id: str, name: str) -> None:
+        self.notify_stream(run_id, name)
+
+    async def read_stream(self, run_id: str, name: str, start: int = 0,
+                          limit: int = 1000) -> tuple[list[StreamChunk], bool]:
+        stored = self._streams.get((run_id, name), [])
+        return stored[start:start + limit], (run_id, name) in self._closed_streams
+
+    async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
+        return [(name, len(chunks), (rid, name) in self._closed_streams)
+                for (rid, name), chunks in sorted(self._streams.items()) if rid == run_id]
+
+
+def _replace(record: Any, **changes: Any) -> Any:
+    import msgspec
+
+    return msgspec.structs.replace(record, **changes)
