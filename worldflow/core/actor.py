@@ -52,8 +52,9 @@ logger = logging.getLogger("worldflow.run")
 
 
 class RunActor:
-    def __init__(self, engine: Engine, run_id: str) -> None:
+    def __init__(self, engine: Engine, run_id: str, *, fresh: bool = False) -> None:
         self.engine = engine
+        self._fresh = fresh  # created by this process just now: its inbox is empty
         self.world = engine.world
         self.run_id = run_id
         self._mailbox: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -184,6 +185,8 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         new_calls = [c for c in instance.take_new_calls() if c.cid not in self._recorded]
+        if not (self._fresh and not self._recorded):
+            self.post("inbox")  # input that arrived while no actor held the run
         failed: list[EventRecord] = []
         for call in instance.calls.values():
             if call.cid not in self._recorded:

@@ -104,12 +104,21 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
                 instance = current_instance()
                 if instance is not None:  # awaited in the workflow; runs in a thread
                     return instance.call_step(defn, args, kwargs)
+                if direct_run.get():  # awaited in a workflow run directly
+                    return _in_thread(func, args, kwargs)
                 return func(*args, **kwargs)
             wrapper = sync_wrapper
         wrapper.__worldflow_step__ = defn
         return wrapper
 
     return decorate(fn) if fn is not None else decorate
+
+
+async def _in_thread(func: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Any:
+    import anyio
+
+    return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs))
 
 
 @overload

@@ -85,11 +85,12 @@ class Engine:
     def has_capacity(self) -> bool:
         return not self._stopping and len(self.actors) < self.world.queue_concurrency
 
-    def dispatch(self, run_id: str) -> None:
-        """Start the actor of a run this worker holds the lease of."""
+    def dispatch(self, run_id: str, *, fresh: bool = False) -> None:
+        """Start the actor of a run this worker holds the lease of (`fresh`: just created
+        here, so nothing can be waiting in its inbox yet)."""
         if run_id in self.actors or self._stopping:
             return
-        actor = RunActor(self, run_id)
+        actor = RunActor(self, run_id, fresh=fresh)
         self.actors[run_id] = actor
         actor.task = self.spawn(self._supervise(actor), name=f"run {run_id}")
 

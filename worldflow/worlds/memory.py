@@ -189,12 +189,11 @@ class MemoryWorld(BaseWorld):
                                         attempt, Raw(inp), None, None, at, None)
             else:
                 steps[cid] = _replace(old, status=StepStatus.RUNNING, attempt=attempt)
+        elif name in ("hook_created", "hook_disposed"):
+            self._apply_hook(name, args)
         else:
             step_id = args[0]
             run_id, cid = step_id.rsplit(":", 1)
-            if name in ("hook_created", "hook_disposed"):
-                self._apply_hook(name, args)
-                return
             steps = self._steps[run_id]
             old = steps[cid]
             if name == "step_completed":
