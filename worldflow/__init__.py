@@ -22,6 +22,7 @@ from worldflow.core.decorators import step, workflow
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
+from worldflow.core.streams import get_writable
 from worldflow.errors import (
     FatalError,
     HookConflictError,
@@ -72,6 +73,7 @@ __all__ = [
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
+    "get_writable",
     "now",
     "random",
     "resume_hook",

@@ -431,3 +431,35 @@ async def test_many_concurrent_runs_all_complete(world: Any) -> None:
                                   for i in range(300)))
     results = await asyncio.gather(*(r.result(timeout=120) for r in runs))
     assert results == [2 * i + 2 for i in range(300)]
+
+
+# -- streams ---------------------------------------------------------------------------------
+stream_attempts: collections.Counter[str] = collections.Counter()
+
+
+@step(name="c_streamer", max_retries=2, backoff="10ms")
+async def streamer(key: str, n: int) -> int:
+    stream_attempts[key] += 1
+    writer = worldflow.get_writable("progress")
+    for i in range(n):
+        await writer.write({"i": i})
+        if stream_attempts[key] == 1 and i == 2:
+            raise ValueError("fail halfway once")
+    await writer.write(b"\x00raw")
+    await writer.close()
+    return n
+
+
+@workflow(name="c_stream_wf")
+async def stream_wf(key: str, n: int) -> int:
+    return await streamer(key, n)
+
+
+async def test_stream_chunks_are_read_in_order_and_a_retry_does_not_duplicate(world: Any) -> None:
+    key = uuid.uuid4().hex
+    run = await start(stream_wf, key, 5, world=world)
+    chunks = [c async for c in run.stream("progress")]
+    assert chunks == [{"i": i} for i in range(5)] + [b"\x00raw"]
+    assert await run.result(timeout=30) == 5
+    assert stream_attempts[key] == 2
+    assert [c async for c in run.stream("progress", start=4)] == [{"i": 4}, b"\x00raw"]

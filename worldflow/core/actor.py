@@ -38,7 +38,7 @@ from worldflow.core.events import (
 from worldflow.core.instance import HookCall, StepCall, TimerCall, WorkflowInstance, check_match
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
-from worldflow.core.steps import error_info, run_step_attempt
+from worldflow.core.steps import error_info
 from worldflow.errors import NonDeterminismError
 
 if TYPE_CHECKING:
@@ -333,7 +333,7 @@ class RunActor:
     async def _run_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
         assert self._meta is not None
         async with self.engine.step_slots:
-            outcome = await run_step_attempt(call.step, call.cid, attempt, call.input,
+            outcome = await self.engine.step_runner(call.step, call.cid, attempt, call.input,
                                              self._meta, self.world, started_at)
         self.post("outcome", call.cid, outcome)
 

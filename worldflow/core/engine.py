@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from worldflow.core.actor import RunActor
 from worldflow.core.logs import configure_logging, log_event
+from worldflow.core.steps import StepRunner, run_step_attempt
 from worldflow.errors import LeaseLostError
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ class Engine:
         self._stopping = False
         self._was_full = False
         self.log_events = configure_logging() <= logging.DEBUG
+        #: runs one step attempt and returns its outcome event; the HTTP transport
+        #: replaces it to send steps to another process
+        self.step_runner: StepRunner = run_step_attempt
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import traceback as _traceback
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,9 +24,12 @@ if TYPE_CHECKING:
     from worldflow.core.registry import StepDef
     from worldflow.worlds.base import World
 
-__all__ = ["StepOutcome", "run_step_attempt"]
+__all__ = ["StepOutcome", "StepRunner", "run_step_attempt"]
 
 StepOutcome = StepCompleted | StepFailed | StepRetrying
+#: (step, correlation_id, attempt, input, workflow metadata, world, started_at) -> outcome
+StepRunner = Callable[["StepDef", str, int, "Raw", "WorkflowMetadata", "World", dt.datetime],
+                      Awaitable[StepOutcome]]
 
 
 def error_info(exc: BaseException, *, fatal: bool = False) -> ErrorInfo:
