@@ -8,7 +8,7 @@ outside input.
 
 from __future__ import annotations
 
-from worldflow.core.api import Run, get_run, resume_hook, sleep, start
+from worldflow.core.api import Run, get_run, resume_hook, retry_run, sleep, start
 from worldflow.core.context import (
     StepMetadata,
     WorkflowMetadata,
@@ -19,6 +19,7 @@ from worldflow.core.context import (
     uuid4,
 )
 from worldflow.core.decorators import step, workflow
+from worldflow.core.flow import gather
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
@@ -37,6 +38,7 @@ from worldflow.errors import (
     RunNotFoundError,
     StepFailedError,
     StepTimeoutError,
+    WorkflowTimeoutError,
     WorldError,
     WorldflowError,
 )
@@ -64,12 +66,14 @@ __all__ = [
     "StepStatus",
     "StepTimeoutError",
     "WorkflowMetadata",
+    "WorkflowTimeoutError",
     "World",
     "WorldError",
     "WorldflowError",
     "create_hook",
     "create_world",
     "define_hook",
+    "gather",
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
@@ -77,6 +81,7 @@ __all__ = [
     "now",
     "random",
     "resume_hook",
+    "retry_run",
     "sleep",
     "start",
     "step",

@@ -7,6 +7,7 @@ All of them derive from one base::
     ├── RetryableError          a step failed; retry it after `retry_after`
     ├── StepFailedError         a step failed for good (retries exhausted)
     ├── StepTimeoutError        a step attempt ran past its timeout
+    ├── WorkflowTimeoutError    a run ran past its workflow's timeout
     ├── NonDeterminismError     workflow code no longer matches its event log
     ├── RunFailedError          a run ended `failed` (raised by `Run.result()`)
     ├── RunCancelledError       a run ended `cancelled` (raised by `Run.result()`)
@@ -44,6 +45,7 @@ __all__ = [
     "SchemaError",
     "StepFailedError",
     "StepTimeoutError",
+    "WorkflowTimeoutError",
     "WorldError",
     "WorldflowError",
 ]
@@ -98,6 +100,10 @@ class StepFailedError(WorldflowError):
 
 class StepTimeoutError(WorldflowError):
     """A step attempt ran past its `timeout` and was cancelled."""
+
+
+class WorkflowTimeoutError(WorldflowError):
+    """The run ran past its workflow's `timeout`; it ended `failed`."""
 
 
 class NonDeterminismError(WorldflowError):

@@ -69,6 +69,7 @@ class RunActor:
         self._recorded: set[str] = set()
         self._hooks_open: dict[str, str] = {}  # token -> cid
         self.task: asyncio.Task[None] | None = None
+        self._deadline: dt.datetime | None = None  # the workflow's timeout
 
     # -- mailbox -------------------------------------------------------------------
     def post(self, *message: Any) -> None:
@@ -117,6 +118,8 @@ class RunActor:
             first.append(started)
             logger.info("run %s: started workflow %s", self.run_id, defn.name)
         self._meta = WorkflowMetadata(self.run_id, defn.name, started.created_at)
+        if defn.timeout is not None:
+            self._deadline = started.created_at + dt.timedelta(seconds=defn.timeout)
         try:
             args, kwargs = defn.codec.decode(run.input)
             instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
@@ -210,6 +213,12 @@ class RunActor:
         if failed:
             self.post("recorded", failed)
         instance.new_calls = new_calls
+        if self._deadline is not None:
+            delay = (self._deadline - self.world.now()).total_seconds()
+            self._timers["deadline"] = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self.post, "deadline")
+            if delay <= 0:
+                return  # past its deadline: start nothing new
         await self._start_new_calls()
 
     # -- the live loop -------------------------------------------------------------------
@@ -242,6 +251,14 @@ class RunActor:
         cancel = False
         for message in messages:
             kind = message[0]
+            if kind == "deadline" and self._deadline is not None:
+                assert self._meta is not None
+                timeout = (self._deadline - self._meta.started_at).total_seconds()
+                await self._end(RunFailed(ErrorInfo(
+                    "WorkflowTimeoutError", f"workflow {instance.defn.name!r} timed out "
+                    f"after {timeout:g}s")), records, inbox_ids)
+                logger.info("run %s: timed out", self.run_id)
+                return True
             if kind == "outcome":
                 _, cid, outcome = message
                 self._steps.pop(cid, None)
@@ -355,6 +372,8 @@ class RunActor:
         assert instance is not None
         times = [c.resume_at for c in instance.pending_timers()]
         times += [at for _, at in self._retries.values()]
+        if self._deadline is not None:
+            times.append(self._deadline)
         return min(times, default=None)
 
     def _should_evict(self) -> bool:

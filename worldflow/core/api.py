@@ -24,6 +24,7 @@ from worldflow.errors import (
     RunFailedError,
     RunNotFoundError,
     StepFailedError,
+    WorkflowTimeoutError,
 )
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from worldflow.core.records import RunRecord, StepRecord
     from worldflow.worlds.base import World
 
-__all__ = ["Run", "get_run", "get_world", "resume_hook", "sleep", "start"]
+__all__ = ["Run", "get_run", "get_world", "resume_hook", "retry_run", "sleep", "start"]
 
 _default_world: World | None = None
 _default_lock: asyncio.Lock | None = None
@@ -138,15 +139,19 @@ def _run_error(run: RunRecord) -> Exception:
         return FatalError(error.message, error_type=error.type, traceback=error.traceback)
     if error.type == "NonDeterminismError":
         return NonDeterminismError(error.message)
+    if error.type == "WorkflowTimeoutError":
+        return WorkflowTimeoutError(error.message)
     return RunFailedError(run.run_id, error.type, error.message, error.traceback)
 
 
 async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
-                run_id: str | None = None, **kwargs: Any) -> Run:
+                run_id: str | None = None, dedup_key: str | None = None,
+                **kwargs: Any) -> Run:
     """Start `fn` (a `@workflow`) durably with these arguments and return its `Run`.
 
     A `run_id` that already exists returns that run (idempotent start): one run, its
-    steps run once.
+    steps run once. With `dedup_key`, while a run with the same key is live (not yet
+    ended) that run is returned instead of starting another one.
     """
     defn = getattr(fn, "__worldflow_workflow__", None)
     if defn is None:
@@ -156,12 +161,16 @@ async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
     elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
         raise ValueError(f"run_id must be 1-200 characters of letters, digits and . _ - : @, "
                          f"got {run_id!r:.80}")
+    if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key
+                                  or len(dedup_key) > 500):
+        raise ValueError(f"dedup_key must be a non-empty string of at most 500 characters, "
+                         f"got {dedup_key!r:.80}")
     encoded = defn.codec.encode(args, kwargs, kind="workflow")
     the_world = await get_world(world)
     engine = getattr(the_world, "engine", None)
     local = engine is not None and engine.has_capacity
     record, created = await the_world.create_run(
-        NewRun(run_id, defn.name, encoded, the_world.now()),
+        NewRun(run_id, defn.name, encoded, the_world.now(), dedup_key=dedup_key),
         lease_owner=engine.worker_id if local else None,
         lease_seconds=the_world.lease_seconds)  # type: ignore[attr-defined]
     if created and local:
@@ -226,3 +235,52 @@ async def resume_hook(token: str, payload: Any, world: World | None = None,
         msgspec.json.decode(encoded, type=payload_type, strict=False)
     the_world = await get_world(world)
     return await the_world.resume_hook(token, encoded)
+
+
+async def retry_run(run_id: str, world: World | None = None) -> Run:
+    """Start a failed (or cancelled) run again from its log, as a new run.
+
+    The new run (id ``<run_id>-retry<N>``) gets a copy of the old log up to the first
+    failed step (or up to the failure), so completed steps, sleeps and hook payloads
+    are replayed, not redone; the failed step and what follows run again.
+    """
+    from worldflow.core.events import (
+        TERMINAL_EVENTS,
+        HookDisposed,
+        RunCreated,
+        StepCompleted,
+        StepFailed,
+    )
+    from worldflow.errors import RunFinishedError
+
+    the_world = await get_world(world)
+    old = await the_world.get_run(run_id)
+    if old is None:
+        raise RunNotFoundError(f"run not found: {run_id}")
+    if old.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise RunFinishedError(f"run {run_id} is {old.status.value}; only failed or "
+                               f"cancelled runs can be retried")
+    events = await the_world.list_events(run_id)
+    cut = next((i for i, e in enumerate(events)
+                if isinstance(e.event, (StepFailed, *TERMINAL_EVENTS))), len(events))
+    kept = events[:cut]
+    completed = {e.correlation_id for e in kept if isinstance(e.event, StepCompleted)}
+    copied = [e for e in kept
+              if not isinstance(e.event, RunCreated | HookDisposed)
+              and not (e.event_type in ("step_started", "step_retrying")
+                       and e.correlation_id not in completed)]
+    n = 1
+    while await the_world.get_run(f"{run_id}-retry{n}") is not None:
+        n += 1
+    new_id = f"{run_id}-retry{n}"
+    owner = f"retry:{uuid.uuid4().hex}"
+    record, _ = await the_world.create_run(
+        NewRun(new_id, old.workflow_name, old.input, the_world.now()),
+        lease_owner=owner, lease_seconds=60.0)
+    from worldflow.core.events import EventRecord
+
+    await the_world.append_events(new_id, [
+        EventRecord(new_id, seq, e.event, e.created_at) for seq, e in enumerate(copied, 1)])
+    await the_world.release_run(new_id, owner, the_world.now())
+    the_world.notify_work()  # type: ignore[attr-defined]
+    return Run(new_id, the_world, record.workflow_name)
