@@ -21,6 +21,7 @@ from worldflow.core.context import (
 from worldflow.core.decorators import step, workflow
 from worldflow.core.flow import gather
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
+from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
 from worldflow.core.streams import get_writable
@@ -53,6 +54,7 @@ __all__ = [
     "HookType",
     "NonDeterminismError",
     "NotInWorkflowError",
+    "Queue",
     "RegistrationError",
     "RetryableError",
     "Run",

@@ -36,6 +36,7 @@ from worldflow.core.events import (
     WaitCreated,
 )
 from worldflow.core.instance import HookCall, StepCall, TimerCall, WorkflowInstance, check_match
+from worldflow.core.queues import get_queue, hold_slot
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import error_info
@@ -70,6 +71,7 @@ class RunActor:
         self._hooks_open: dict[str, str] = {}  # token -> cid
         self.task: asyncio.Task[None] | None = None
         self._deadline: dt.datetime | None = None  # the workflow's timeout
+        self._queue_slot: tuple[str, str] | None = None
 
     # -- mailbox -------------------------------------------------------------------
     def post(self, *message: Any) -> None:
@@ -88,6 +90,8 @@ class RunActor:
         try:
             await self._run()
         finally:
+            if self._queue_slot is not None:
+                await asyncio.shield(self.world.release_slot(*self._queue_slot))
             for task in self._steps.values():
                 task.cancel()
             for handle in self._timers.values():
@@ -106,6 +110,8 @@ class RunActor:
                          "retrying in 30s", self.run_id, run.workflow_name)
             await world.release_run(self.run_id, self.engine.worker_id,
                                     world.now() + dt.timedelta(seconds=30))
+            return
+        if run.queue != "default" and not await self._take_queue_slot(run.queue):
             return
         events = await world.list_events(self.run_id)
         self._seq = events[-1].seq + 1 if events else 0
@@ -137,6 +143,26 @@ class RunActor:
             await world.append_events(self.run_id, first, wait=False)
         await self._resume_after_replay()
         await self._loop()
+
+    async def _take_queue_slot(self, queue_name: str) -> bool:
+        """A run started on a queue executes only while it holds one of its slots; while
+        it waits for one it is parked and does not count against this process's limit."""
+        try:
+            queue = get_queue(queue_name)
+        except ValueError:
+            logger.warning("run %s: queue %r is not defined in this process; running it "
+                           "without the queue's limits", self.run_id, queue_name)
+            return True
+        holder = f"{self.engine.worker_id}/{self.run_id}"
+        self.engine.parked += 1
+        self.world.notify_work()  # parking freed a place: claim more work
+        try:
+            await hold_slot(self.world, queue, holder,
+                            lease_seconds=self.world.lease_seconds).__aenter__()
+        finally:
+            self.engine.parked -= 1
+        self._queue_slot = (queue.name, holder)
+        return True
 
     def _replay(self, events: list[EventRecord]) -> None:
         """Feed the log to the workflow in order, checking each recorded call."""
@@ -348,6 +374,17 @@ class RunActor:
             self._run_step(call, attempt, started_at), name=f"step {call.step.name}")
 
     async def _run_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
+        assert self._meta is not None
+        if call.step.queue is not None:  # the queue's limits hold across processes
+            holder = f"{self.engine.worker_id}/{self.run_id}/{call.cid}/{attempt}"
+            async with hold_slot(self.world, get_queue(call.step.queue), holder,
+                                 lease_seconds=self.world.lease_seconds):
+                await self._run_step_body(call, attempt, started_at)
+        else:
+            await self._run_step_body(call, attempt, started_at)
+
+    async def _run_step_body(self, call: StepCall, attempt: int,
+                             started_at: dt.datetime) -> None:
         assert self._meta is not None
         async with self.engine.step_slots:
             outcome = await self.engine.step_runner(call.step, call.cid, attempt, call.input,

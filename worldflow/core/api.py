@@ -13,6 +13,7 @@ import msgspec
 from worldflow.core.decorators import direct_run
 from worldflow.core.durations import parse_duration, resolve_deadline
 from worldflow.core.instance import current_instance
+from worldflow.core.queues import get_queue
 from worldflow.core.records import NewRun, RunStatus
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import decode_value, encode_value
@@ -146,12 +147,13 @@ def _run_error(run: RunRecord) -> Exception:
 
 async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
                 run_id: str | None = None, dedup_key: str | None = None,
-                **kwargs: Any) -> Run:
+                queue: Any = None, **kwargs: Any) -> Run:
     """Start `fn` (a `@workflow`) durably with these arguments and return its `Run`.
 
     A `run_id` that already exists returns that run (idempotent start): one run, its
     steps run once. With `dedup_key`, while a run with the same key is live (not yet
-    ended) that run is returned instead of starting another one.
+    ended) that run is returned instead of starting another one. With `queue` (a
+    `Queue` or its name) the run executes only while it holds one of the queue's slots.
     """
     defn = getattr(fn, "__worldflow_workflow__", None)
     if defn is None:
@@ -165,12 +167,14 @@ async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
                                   or len(dedup_key) > 500):
         raise ValueError(f"dedup_key must be a non-empty string of at most 500 characters, "
                          f"got {dedup_key!r:.80}")
+    queue_name = "default" if queue is None else get_queue(queue).name
     encoded = defn.codec.encode(args, kwargs, kind="workflow")
     the_world = await get_world(world)
     engine = getattr(the_world, "engine", None)
     local = engine is not None and engine.has_capacity
     record, created = await the_world.create_run(
-        NewRun(run_id, defn.name, encoded, the_world.now(), dedup_key=dedup_key),
+        NewRun(run_id, defn.name, encoded, the_world.now(), queue=queue_name,
+               dedup_key=dedup_key),
         lease_owner=engine.worker_id if local else None,
         lease_seconds=the_world.lease_seconds)  # type: ignore[attr-defined]
     if created and local:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar, overload
 
 from worldflow.core.durations import parse_duration
 from worldflow.core.instance import current_instance
+from worldflow.core.queues import get_queue
 from worldflow.core.registry import Backoff, StepDef, WorkflowDef, register
 from worldflow.core.serde import ArgsCodec
 
@@ -62,7 +63,7 @@ def step(*, name: str | None = ..., max_retries: int = ..., backoff: Any = ...,
 
 def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          max_retries: int = 3, backoff: Any = None, timeout: Any = None,
-         retry_on: Any = None, no_retry_on: Any = None, queue: str | None = None) -> Any:
+         retry_on: Any = None, no_retry_on: Any = None, queue: Any = None) -> Any:
     """Mark a function as a step: a unit of work whose result is recorded durably.
 
     Called inside a workflow, the call is recorded, run (retried per `max_retries` and
@@ -70,7 +71,9 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     from then on. Called anywhere else it just runs, so steps are unit-testable.
     Options: `max_retries` (default 3: four attempts), `backoff` (a duration for the
     first delay, or `(initial, factor, max)`), `timeout` (a duration), `retry_on` /
-    `no_retry_on` (exception types), `name` (default: the function's name).
+    `no_retry_on` (exception types), `queue` (a `Queue` or the name of one: its
+    concurrency and rate limits hold across processes), `name` (default: the
+    function's name).
     """
     _check_name(name)
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -81,6 +84,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     policy = _backoff(backoff)
     retry_types = _exception_types(retry_on, "retry_on") or (Exception,)
     no_retry_types = _exception_types(no_retry_on, "no_retry_on")
+    queue_name = None if queue is None else get_queue(queue).name
 
     def decorate(func: Callable[..., Any]) -> Any:
         if not callable(func):
@@ -88,7 +92,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
         step_name = name or func.__name__
         is_async = inspect.iscoroutinefunction(func)
         defn = StepDef(step_name, func, ArgsCodec(func, step_name), is_async, max_retries,
-                       policy, timeout_s, retry_types, no_retry_types, queue)
+                       policy, timeout_s, retry_types, no_retry_types, queue_name)
         register(defn)
         if is_async:
             @functools.wraps(func)

@@ -46,6 +46,9 @@ class Engine:
         self._root: asyncio.Task[None] | None = None
         self._stopping = False
         self._was_full = False
+        #: actors waiting for a queue slot: they hold no workflow and do not count
+        #: against queue_concurrency (up to 10x as many may wait)
+        self.parked = 0
         self.log_events = configure_logging() <= logging.DEBUG
         #: runs one step attempt and returns its outcome event; the HTTP transport
         #: replaces it to send steps to another process
@@ -86,8 +89,14 @@ class Engine:
 
     # -- actors --------------------------------------------------------------------
     @property
+    def free_slots(self) -> int:
+        limit = self.world.queue_concurrency
+        return max(0, min(limit - (len(self.actors) - self.parked),
+                          10 * limit - len(self.actors)))
+
+    @property
     def has_capacity(self) -> bool:
-        return not self._stopping and len(self.actors) < self.world.queue_concurrency
+        return not self._stopping and self.free_slots > 0
 
     def dispatch(self, run_id: str, *, fresh: bool = False) -> None:
         """Start the actor of a run this worker holds the lease of (`fresh`: just created
@@ -139,7 +148,7 @@ class Engine:
     async def _claim_loop(self) -> None:
         world = self.world
         while True:
-            free = world.queue_concurrency - len(self.actors)
+            free = self.free_slots
             if free > 0:
                 try:
                     claimed = await world.claim_runs(self.worker_id, free, world.lease_seconds)
@@ -170,6 +179,7 @@ class Engine:
             await asyncio.sleep(world.lease_seconds / 3)
             try:
                 held = await world.renew_leases(self.worker_id, world.lease_seconds)
+                await world.renew_slots(self.worker_id + "/", world.lease_seconds)
             except Exception:
                 logger.warning("renewing leases failed", exc_info=True)
                 continue

@@ -64,6 +64,7 @@ class RunRecord(msgspec.Struct, frozen=True):
     started_at: dt.datetime | None
     completed_at: dt.datetime | None
     updated_at: dt.datetime
+    queue: str = "default"
 
 
 class StepRecord(msgspec.Struct, frozen=True):

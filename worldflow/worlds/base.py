@@ -160,6 +160,27 @@ class World(Protocol):
     async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
         """(name, chunk count, closed) of each stream of the run."""
 
+    # -- queue slots (named queues' limits, across processes) --------------------------
+    async def acquire_slot(self, queue: str, holder: str, *, concurrency: int | None,
+                           rate_limit: tuple[int, float] | None, priority: int,
+                           lease_seconds: float) -> float | None:
+        """Take one slot of `queue` for `holder`, atomically, if the limits allow it now:
+        fewer than `concurrency` live slots, fewer than `rate_limit[0]` grants in the last
+        `rate_limit[1]` seconds, and no live waiter ahead of `holder` (higher priority, or
+        equal priority and waiting longer). Returns None when granted (also when `holder`
+        already holds one); otherwise records `holder` as waiting (until `lease_seconds`
+        pass without it asking again) and returns the seconds worth waiting before asking
+        again. A slot expires `lease_seconds` after it was granted or renewed."""
+
+    async def release_slot(self, queue: str, holder: str) -> None:
+        """Give the slot (or the waiting place) of `holder` back; wakes waiters."""
+
+    async def renew_slots(self, holder_prefix: str, lease_seconds: float) -> None:
+        """Extend the slots of every holder whose name starts with `holder_prefix`."""
+
+    async def wait_slot(self, queue: str, timeout: float) -> None:
+        """Return when a slot of `queue` may have been released, or after `timeout`."""
+
     # -- notifications ------------------------------------------------------------
     async def wait_run_finished(self, run_id: str, timeout: float | None = None) -> RunRecord:
         """Wait until the run has ended and return it (`RunNotFoundError` if none)."""
@@ -189,6 +210,7 @@ class BaseWorld:
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._inbox_listener: Callable[[str], None] | None = None
         self._stream_events: dict[tuple[str, str], asyncio.Event] = {}
+        self._slot_events: dict[str, asyncio.Event] = {}
         self._opened = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -273,6 +295,19 @@ class BaseWorld:
     async def wait_stream(self, run_id: str, name: str, timeout: float) -> None:
         """Return when the stream may have changed, or after `timeout` seconds."""
         event = self._stream_events.setdefault((run_id, name), asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def notify_slot(self, queue: str) -> None:
+        """Wake local waiters for a slot of `queue`."""
+        event = self._slot_events.pop(queue, None)
+        if event is not None:
+            event.set()
+
+    async def wait_slot(self, queue: str, timeout: float) -> None:
+        event = self._slot_events.setdefault(queue, asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:

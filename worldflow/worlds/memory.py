@@ -70,6 +70,9 @@ class MemoryWorld(BaseWorld):
         self._streams: dict[tuple[str, str], list[StreamChunk]] = {}
         self._closed_streams: set[tuple[str, str]] = set()
         self._dedup: dict[str, str] = {}
+        self._slots: dict[str, dict[str, dt.datetime]] = {}
+        self._slot_grants: dict[str, list[dt.datetime]] = {}
+        self._slot_waiters: dict[str, dict[str, tuple[int, dt.datetime, dt.datetime]]] = {}
 
     # -- runs and the log ----------------------------------------------------------
     async def create_run(self, run: NewRun, *, lease_owner: str | None,
@@ -82,7 +85,7 @@ class MemoryWorld(BaseWorld):
         from worldflow.core.events import EventRecord
 
         record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
-                           None, run.created_at, None, None, run.created_at)
+                           None, run.created_at, None, None, run.created_at, run.queue)
         self._runs[run.run_id] = record
         self._events[run.run_id] = [EventRecord(
             run.run_id, 0, RunCreated(run.workflow_name, run.input), run.created_at)]
@@ -317,6 +320,53 @@ class MemoryWorld(BaseWorld):
 
     async def list_hooks(self, run_id: str | None = None) -> list[HookRecord]:
         return [h for h in self._hooks.values() if run_id is None or h.run_id == run_id]
+
+    # -- queue slots ---------------------------------------------------------------
+    async def acquire_slot(self, queue: str, holder: str, *, concurrency: int | None,
+                           rate_limit: tuple[int, float] | None, priority: int,
+                           lease_seconds: float) -> float | None:
+        now = self.now()
+        lease = dt.timedelta(seconds=lease_seconds)
+        slots = self._slots.setdefault(queue, {})
+        for other, expires in list(slots.items()):
+            if expires <= now:
+                del slots[other]
+        if holder in slots:
+            return None
+        waiters = self._slot_waiters.setdefault(queue, {})
+        for other, (_, _, expires) in list(waiters.items()):
+            if expires <= now:
+                del waiters[other]
+        since = waiters[holder][1] if holder in waiters else now
+        waiters[holder] = (priority, since, now + lease)
+        first = min(waiters, key=lambda h: (-waiters[h][0], waiters[h][1], h))
+        if first != holder:
+            return 0.05
+        if concurrency is not None and len(slots) >= concurrency:
+            return 0.05  # a release in this process wakes waiters sooner
+        grants = self._slot_grants.setdefault(queue, [])
+        if rate_limit is not None:
+            count, period = rate_limit
+            window_start = now - dt.timedelta(seconds=period)
+            grants[:] = [g for g in grants if g > window_start]
+            if len(grants) >= count:
+                return max(0.001, (grants[-count] - window_start).total_seconds())
+        slots[holder] = now + lease
+        grants.append(now)
+        del waiters[holder]
+        return None
+
+    async def release_slot(self, queue: str, holder: str) -> None:
+        self._slots.get(queue, {}).pop(holder, None)
+        self._slot_waiters.get(queue, {}).pop(holder, None)
+        self.notify_slot(queue)
+
+    async def renew_slots(self, holder_prefix: str, lease_seconds: float) -> None:
+        expires = self.now() + dt.timedelta(seconds=lease_seconds)
+        for slots in self._slots.values():
+            for holder in slots:
+                if holder.startswith(holder_prefix):
+                    slots[holder] = expires
 
     # -- streams -------------------------------------------------------------------
     async def write_stream(self, run_id: str, name: str, chunks: Sequence[tuple[int, Raw]],
