@@ -281,7 +281,8 @@ class BaseWorld:
     async def wait_for_work(self, timeout: float) -> None:
         if not self._work_event.is_set():
             try:
-                await asyncio.wait_for(self._work_event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._work_event.wait()
             except TimeoutError:
                 pass
         self._work_event.clear()
@@ -296,7 +297,8 @@ class BaseWorld:
         """Return when the stream may have changed, or after `timeout` seconds."""
         event = self._stream_events.setdefault((run_id, name), asyncio.Event())
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             pass
 
@@ -309,7 +311,8 @@ class BaseWorld:
     async def wait_slot(self, queue: str, timeout: float) -> None:
         event = self._slot_events.setdefault(queue, asyncio.Event())
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             pass
 
@@ -338,7 +341,8 @@ class BaseWorld:
                     if wait <= 0:
                         raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
                 try:
-                    await asyncio.wait_for(asyncio.shield(fut), wait)
+                    async with asyncio.timeout(wait):
+                        await asyncio.shield(fut)
                 except TimeoutError:
                     pass
             finally:
