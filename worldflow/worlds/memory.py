@@ -70,6 +70,8 @@ class MemoryWorld(BaseWorld):
         self._streams: dict[tuple[str, str], list[StreamChunk]] = {}
         self._closed_streams: set[tuple[str, str]] = set()
         self._dedup: dict[str, str] = {}
+        self._run_dedup: dict[str, str] = {}
+        self._run_hooks: dict[str, set[str]] = {}
         self._slots: dict[str, dict[str, dt.datetime]] = {}
         self._slot_grants: dict[str, list[dt.datetime]] = {}
         self._slot_waiters: dict[str, dict[str, tuple[int, dt.datetime, dt.datetime]]] = {}
@@ -98,6 +100,7 @@ class MemoryWorld(BaseWorld):
         self._jobs[run.run_id] = job
         if run.dedup_key is not None:
             self._dedup[run.dedup_key] = run.run_id
+            self._run_dedup[run.run_id] = run.dedup_key
         if lease_owner is None:
             self.notify_work()
         return record, True
@@ -162,13 +165,14 @@ class MemoryWorld(BaseWorld):
         if finished:
             self._jobs.pop(run_id, None)
             self._inbox.pop(run_id, None)
-            for token, hook in list(self._hooks.items()):
+            for token in self._run_hooks.pop(run_id, ()):
+                hook = self._hooks[token]
                 if hook.run_id == run_id and hook.status == "active":
                     self._hooks[token] = _replace(hook, status="disposed",
                                                   disposed_at=records[-1].created_at)
-            for key, rid in list(self._dedup.items()):
-                if rid == run_id:
-                    del self._dedup[key]
+            key = self._run_dedup.pop(run_id, None)
+            if key is not None and self._dedup.get(key) == run_id:
+                del self._dedup[key]
             self._signal_finished(run_id)
 
     def _apply(self, name: str, args: tuple[Any, ...]) -> None:
@@ -216,6 +220,7 @@ class MemoryWorld(BaseWorld):
         if name == "hook_created":
             token, run_id, cid, at = args
             self._hooks[token] = HookRecord(token, run_id, cid, "active", at)
+            self._run_hooks.setdefault(run_id, set()).add(token)
         else:
             token, at = args
             hook = self._hooks.get(token)
