@@ -49,6 +49,8 @@ class Engine:
         #: actors waiting for a queue slot: they hold no workflow and do not count
         #: against queue_concurrency (up to 10x as many may wait)
         self.parked = 0
+        #: seconds before a run whose actor crashed (e.g. a storage error) is replayed
+        self.crash_retry_delay = 1.0
         self.log_events = configure_logging() <= logging.DEBUG
         #: runs one step attempt and returns its outcome event; the HTTP transport
         #: replaces it to send steps to another process
@@ -118,8 +120,9 @@ class Engine:
         except LeaseLostError as exc:
             logger.warning("run %s: another worker took it over (%s)", run_id, exc)
         except Exception:
-            logger.exception("run %s: actor crashed; the run will be replayed in 5s", run_id)
-            await asyncio.shield(self._release_quietly(run_id, 5.0))
+            logger.exception("run %s: actor crashed; the run will be replayed in %gs", run_id,
+                             self.crash_retry_delay)
+            await asyncio.shield(self._release_quietly(run_id, self.crash_retry_delay))
         finally:
             self.actors.pop(run_id, None)
             if self._was_full:
