@@ -21,7 +21,16 @@ import time
 import tracemalloc
 from typing import Any
 
-from worldflow import HookNotFoundError, create_hook, create_world, resume_hook, sleep, start, step, workflow
+from worldflow import (
+    HookNotFoundError,
+    create_hook,
+    create_world,
+    resume_hook,
+    sleep,
+    start,
+    step,
+    workflow,
+)
 
 
 @step
@@ -65,10 +74,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             tracemalloc.start()
             heap0, rss0 = tracemalloc.get_traced_memory()[0], rss_bytes()
             t0 = time.perf_counter()
-            runs = []
-            for i in range(args.runs):
-                runs.append(await start(wait_for_approval, i, world=world))
-            while world.engine.actors:  # every run reaches its hook and is evicted
+            runs = [await start(wait_for_approval, i, world=world) for i in range(args.runs)]
+            while world.engine.actors:  # noqa: ASYNC110 - until every run waits, evicted
                 await asyncio.sleep(0.1)
             elapsed = time.perf_counter() - t0
             gc.collect()

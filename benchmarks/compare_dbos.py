@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""worldflow and DBOS Transact side by side, on the same database, in one invocation.
+
+The workload is the peer's (../shared/peers/dbos_bench.py): workflows of M trivial
+steps; throughput = N workflows with C in flight; latency = workflows one after another,
+per-step cost = (median_M - median_0) / M. DBOS runs in its own virtualenv:
+
+    python -m venv /tmp/dbos-venv && /tmp/dbos-venv/bin/pip install dbos==3.4.0 'psycopg[binary]'
+    python benchmarks/compare_dbos.py --db postgres
+    python benchmarks/compare_dbos.py --db sqlite
+
+Prints one JSON object with both engines' figures and the ratios (worldflow / DBOS for
+throughput, DBOS / worldflow for latency: above 1 means worldflow is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PEERS = HERE.parent.parent / "shared" / "peers"
+PG_URL = "postgresql://root@127.0.0.1:5432/worldflow_bench"
+PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
+
+
+def last_json(output: str) -> dict[str, Any]:
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)  # type: ignore[no-any-return]
+    raise RuntimeError(f"no JSON in output:\n{output[-2000:]}")
+
+
+def run(cmd: list[str]) -> dict[str, Any]:
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{cmd[1]} failed:\n{done.stderr[-3000:]}")
+    return last_json(done.stdout)
+
+
+def reset_pg_database() -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def reset() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        await conn.execute("DROP DATABASE IF EXISTS worldflow_bench WITH (FORCE)")
+        await conn.execute("CREATE DATABASE worldflow_bench")
+        await conn.close()
+
+    asyncio.run(reset())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--dbos-python", default="/tmp/dbos-venv/bin/python")
+    ap.add_argument("--workflows", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--latency-workflows", type=int, default=200)
+    args = ap.parse_args()
+    peer = str(PEERS / "dbos_bench.py")
+    common = ["--workflows", str(args.workflows), "--steps", str(args.steps)]
+
+    dbos_tp = run([args.dbos_python, peer, "--db", args.db, *common, "--concurrency",
+                   str(args.concurrency), "--phases", "throughput"])
+    dbos_lat = run([args.dbos_python, peer, "--db", args.db, "--workflows",
+                    str(args.latency_workflows), "--steps", str(args.steps),
+                    "--concurrency", "1", "--phases", "latency"])
+    ours_cmd = [sys.executable, str(HERE / "engine.py"), "--world", args.db, *common,
+                "--concurrency", str(args.concurrency), "--latency",
+                str(args.latency_workflows)]
+    if args.db == "postgres":
+        reset_pg_database()
+        ours_cmd += ["--url", PG_URL]
+    ours = run(ours_cmd)
+
+    dbos_steps = dbos_tp["throughput"]["steps_per_s"]
+    dbos_per_step = dbos_lat.get("per_step_overhead_ms")
+    ours_steps = ours["throughput"]["steps_per_s"]
+    ours_per_step = ours["latency"]["per_step_ms"]
+    print(json.dumps({
+        "db": args.db, "workflows": args.workflows, "steps": args.steps,
+        "concurrency": args.concurrency,
+        "worldflow": {"steps_per_s": ours_steps, "per_step_ms": ours_per_step,
+                      "latency_median_ms": ours["latency"]["median_ms"]},
+        "dbos": {"steps_per_s": dbos_steps, "per_step_ms": dbos_per_step,
+                 "latency_median_ms": dbos_lat["latency"]["median_ms"]},
+        "throughput_ratio": round(ours_steps / dbos_steps, 2),
+        "per_step_latency_ratio": (round(dbos_per_step / ours_per_step, 2)
+                                   if dbos_per_step and ours_per_step > 0 else None),
+        "raw": {"worldflow": ours, "dbos_throughput": dbos_tp, "dbos_latency": dbos_lat},
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
