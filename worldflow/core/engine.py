@@ -152,28 +152,31 @@ class Engine:
         world = self.world
         while True:
             free = self.free_slots
-            if free > 0:
-                try:
-                    claimed = await world.claim_runs(self.worker_id, free, world.lease_seconds)
-                except Exception:
-                    logger.warning("claiming runs failed; retrying", exc_info=True)
-                    await asyncio.sleep(POLL_INTERVAL)
-                    continue
-                for run_id in claimed:
-                    self.dispatch(run_id)
-                if len(claimed) == free:
-                    self._was_full = True
-                    await world.wait_for_work(POLL_INTERVAL)
-                    continue
-            else:
+            if free <= 0:
+                # full: an actor that ends (or parks) signals work
                 self._was_full = True
+                await world.wait_for_work(POLL_INTERVAL)
+                continue
+            try:
+                claimed = await world.claim_runs(self.worker_id, free, world.lease_seconds)
+            except Exception:
+                logger.warning("claiming runs failed; retrying", exc_info=True)
+                await asyncio.sleep(POLL_INTERVAL)
+                continue
+            for run_id in claimed:
+                self.dispatch(run_id)
+            if len(claimed) == free:
+                continue  # there may be more
             timeout = POLL_INTERVAL
             try:
                 next_wake = await world.next_wake_at()
             except Exception:
                 next_wake = None
             if next_wake is not None:
-                timeout = max(0.0, min(timeout, (next_wake - world.now()).total_seconds()))
+                until = (next_wake - world.now()).total_seconds()
+                # a job that is due but was not claimable (e.g. just claimed elsewhere)
+                # must not make this loop spin
+                timeout = min(timeout, max(0.01, until))
             await world.wait_for_work(timeout)
 
     async def _heartbeat(self) -> None:

@@ -195,7 +195,8 @@ class MemoryWorld(BaseWorld):
                 steps[cid] = StepRecord(step_id, run_id, cid, step_name, StepStatus.RUNNING,
                                         attempt, Raw(inp), None, None, at, None)
             else:
-                steps[cid] = _replace(old, status=StepStatus.RUNNING, attempt=attempt)
+                steps[cid] = _replace(old, status=StepStatus.RUNNING, attempt=attempt,
+                                      error=None)
         elif name in ("hook_created", "hook_disposed"):
             self._apply_hook(name, args)
         else:

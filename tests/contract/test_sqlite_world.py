@@ -1,0 +1,273 @@
+"""What only the SQLite world promises: group commit, one file that debugging queries can
+read, survival across restarts, and refusing files that are not worldflow databases."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from msgspec import Raw
+
+from worldflow.core.events import (
+    ErrorInfo,
+    EventRecord,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    StepCompleted,
+    StepStarted,
+)
+from worldflow.core.records import NewRun, RunStatus
+from worldflow.errors import LeaseLostError, SchemaError, WorldError
+from worldflow.worlds.sqlite import SQLiteWorld
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[SQLiteWorld]:
+    w = SQLiteWorld(str(tmp_path / "wf.db"))
+    await w.open()
+    try:
+        yield w
+    finally:
+        await w.close()
+
+
+async def create(world: SQLiteWorld, run_id: str, workflow_name: str = "wf") -> None:
+    await world.create_run(NewRun(run_id, workflow_name, Raw(b"{}"), world.now()),
+                           lease_owner=None, lease_seconds=30.0)
+
+
+def started(world: SQLiteWorld, run_id: str, seq: int = 1) -> list[EventRecord]:
+    return [EventRecord(run_id, seq, RunStarted(), world.now())]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def names_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+async def test_500_concurrent_appends_all_commit_in_few_transactions(
+        world: SQLiteWorld) -> None:
+    run_ids = [f"run-{i}" for i in range(500)]
+    await asyncio.gather(*(create(world, run_id) for run_id in run_ids))
+    before = world.commits
+    await asyncio.gather(*(world.append_events(run_id, started(world, run_id))
+                           for run_id in run_ids))
+    assert world.commits - before < 50  # group commit: far fewer transactions than appends
+    runs = await asyncio.gather(*(world.get_run(run_id) for run_id in run_ids))
+    assert {run.status for run in runs if run is not None} == {RunStatus.RUNNING}
+    assert None not in runs
+
+
+async def test_one_callers_error_in_a_batch_leaves_the_others_committed(
+        world: SQLiteWorld) -> None:
+    for run_id in ("a", "b", "c"):
+        await create(world, run_id)
+    await world.append_events("b", started(world, "b"))
+    before = world.commits
+    results = await asyncio.gather(
+        world.append_events("a", started(world, "a")),
+        world.append_events("b", started(world, "b")),  # seq 1 is taken: fenced off
+        world.append_events("c", started(world, "c")),
+        return_exceptions=True)
+    assert world.commits - before == 1  # all three shared one transaction
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], LeaseLostError)
+    assert [len(await world.list_events(r)) for r in ("a", "b", "c")] == [2, 2, 2]
+
+
+async def test_a_lost_unawaited_append_fails_the_runs_next_append(world: SQLiteWorld) -> None:
+    await create(world, "r")
+    await world.append_events("r", started(world, "r"))
+    await world.append_events("r", started(world, "r"), wait=False)  # seq 1 again
+    with pytest.raises(LeaseLostError, match="earlier append"):
+        await world.append_events("r", [EventRecord("r", 2, StepStarted("c", "s", 1),
+                                                    world.now())])
+    assert [e.seq for e in await world.list_events("r")] == [0, 1]
+
+
+async def test_queued_writes_are_committed_by_close(tmp_path: Path) -> None:
+    path = str(tmp_path / "wf.db")
+    world = SQLiteWorld(path)
+    await world.open()
+    await create(world, "r")
+    await world.append_events("r", started(world, "r"), wait=False)
+    await world.close()
+    with pytest.raises(WorldError, match="not open"):
+        await world.get_run("r")
+    reopened = SQLiteWorld(path)
+    await reopened.open()
+    try:
+        run = await reopened.get_run("r")
+        assert run is not None and run.status == RunStatus.RUNNING
+    finally:
+        await reopened.close()
+
+
+async def test_runs_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "nested" / "dir" / "wf.db")  # parent folders are created
+    first = SQLiteWorld(path)
+    await first.open()
+    await create(first, "r")
+    records = [*started(first, "r"),
+               EventRecord("r", 2, StepStarted("c1", "s", 1, Raw(b"[1]")), first.now()),
+               EventRecord("r", 3, StepCompleted("c1", "s", 1, Raw(b"2")), first.now())]
+    await first.append_events("r", records)
+    await first.close()
+    second = SQLiteWorld(path)
+    await second.open()
+    try:
+        assert (await second.list_events("r"))[1:] == records
+        assert [s.status for s in await second.list_steps("r")] == ["completed"]
+        assert await second.claim_runs("w", 10, 30.0) == ["r"]
+    finally:
+        await second.close()
+
+
+async def test_two_worlds_on_one_file_never_hold_one_run(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    a, b = SQLiteWorld(path), SQLiteWorld(path)
+    await a.open()
+    await b.open()
+    try:
+        for i in range(40):
+            await create(a, f"r{i}")
+        claims = await asyncio.gather(*(w.claim_runs(f"{w_name}-{i}", 7, 30.0)
+                                        for i in range(4)
+                                        for w_name, w in (("a", a), ("b", b))))
+        claimed = [run_id for claim in claims for run_id in claim]
+        assert len(claimed) == len(set(claimed)) == 40
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_seed_debug_queries_read_the_file(world: SQLiteWorld) -> None:
+    await create(world, "ok-run", "data_processing")
+    await create(world, "bad-run", "data_processing")
+    await world.append_events("ok-run", [
+        *started(world, "ok-run"),
+        EventRecord("ok-run", 2, StepStarted("c1", "fetch_items", 1, Raw(b"[100]")),
+                    world.now()),
+        EventRecord("ok-run", 3, StepCompleted("c1", "fetch_items", 1, Raw(b"[1,2]")),
+                    world.now()),
+        EventRecord("ok-run", 4, RunCompleted(Raw(b'{"items":2}')), world.now())])
+    await world.append_events("bad-run", [
+        *started(world, "bad-run"),
+        EventRecord("bad-run", 2, RunFailed(ErrorInfo("ValueError", "bad input")),
+                    world.now())])
+    conn = sqlite3.connect(world.path)
+    conn.row_factory = sqlite3.Row
+    try:
+        recent = conn.execute(
+            "SELECT * FROM workflow_runs ORDER BY started_at DESC LIMIT 10").fetchall()
+        assert [r["id"] for r in recent] == ["bad-run", "ok-run"]
+        assert recent[1]["output"] == '{"items":2}' and recent[1]["status"] == "completed"
+        failed = conn.execute("SELECT * FROM workflow_runs WHERE status = 'failed'").fetchall()
+        assert [r["id"] for r in failed] == ["bad-run"]
+        assert '"message":"bad input"' in failed[0]["error"]
+        steps = conn.execute("SELECT * FROM workflow_steps WHERE workflow_run_id = ?",
+                             ("ok-run",)).fetchall()
+        assert [(s["step_name"], s["status"], s["attempt"], s["output"]) for s in steps] == [
+            ("fetch_items", "completed", 1, "[1,2]")]
+        events = conn.execute("SELECT event_type, correlation_id, payload, created_at "
+                              "FROM workflow_events WHERE workflow_run_id = ? ORDER BY seq",
+                              ("ok-run",)).fetchall()
+        assert [e["event_type"] for e in events] == [
+            "run_created", "run_started", "step_started", "step_completed", "run_completed"]
+        assert events[2]["correlation_id"] == "c1"
+        assert all(TIMESTAMP.match(e["created_at"]) for e in events)
+        assert all(TIMESTAMP.match(s["started_at"]) for s in steps)
+    finally:
+        conn.close()
+
+
+async def test_text_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("my notes, not a database\n")
+    before = digest(path)
+    with pytest.raises(WorldError, match=re.escape(str(path))):
+        await SQLiteWorld(str(path)).open()
+    assert digest(path) == before
+    assert names_in(tmp_path) == ["notes.db"]  # no -wal or -journal file either
+
+
+async def test_other_apps_sqlite_database_is_refused_and_left_untouched(
+        tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(WorldError, match="no worldflow_schema table"):
+        await SQLiteWorld(str(path)).open()
+    assert digest(path) == before
+    assert names_in(tmp_path) == ["app.db"]
+
+
+async def test_empty_file_becomes_a_worldflow_database(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    world = SQLiteWorld(str(path))
+    await world.open()
+    try:
+        await create(world, "r")
+        assert (await world.get_run("r")) is not None
+    finally:
+        await world.close()
+
+
+async def test_newer_schema_version_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    world = SQLiteWorld(str(path))
+    await world.open()
+    await world.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE worldflow_schema SET version = 999")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(SchemaError, match="999"):
+        await SQLiteWorld(str(path)).open()
+    assert digest(path) == before
+
+
+async def test_reopening_a_current_database_keeps_its_schema(tmp_path: Path) -> None:
+    path = str(tmp_path / "wf.db")
+    for _ in range(2):
+        world = SQLiteWorld(path)
+        await world.open()
+        await world.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT version FROM worldflow_schema").fetchall() == [(1,)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("options", [{"path": ":memory:"}, {"synchronous": "SOMETIMES"}])
+def test_bad_options_are_clear_errors(options: dict[str, Any], tmp_path: Path) -> None:
+    options.setdefault("path", str(tmp_path / "wf.db"))
+    with pytest.raises(ValueError, match=r"memory world|synchronous must be"):
+        SQLiteWorld(**options)
+
+
+async def test_directory_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WorldError, match="is a directory"):
+        await SQLiteWorld(str(tmp_path)).open()

@@ -1,0 +1,124 @@
+"""How values are stored in SQLite: timestamps as sortable text, JSON as text.
+
+Timestamps are UTC ISO-8601 text in one fixed shape, always with microseconds
+(``2026-11-25T04:58:49.123456+00:00``), so that text order is time order (indexes and
+cursors compare them as text) and reading one back gives exactly the instant written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec import Raw
+
+from worldflow.core.events import ErrorInfo, EventRecord, decode_event
+from worldflow.core.records import (
+    HookRecord,
+    InboxRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    StreamChunk,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "CHUNK_COLUMNS",
+    "EVENT_COLUMNS",
+    "HOOK_COLUMNS",
+    "INBOX_COLUMNS",
+    "RUN_COLUMNS",
+    "STEP_COLUMNS",
+    "decode_chunk",
+    "decode_event_row",
+    "decode_hook",
+    "decode_inbox",
+    "decode_run",
+    "decode_step",
+    "decode_time",
+    "encode_error",
+    "encode_json",
+    "encode_time",
+]
+
+_UTC = dt.UTC
+_ZERO = dt.timedelta(0)
+_error_decoder = msgspec.json.Decoder(ErrorInfo)
+_error_encoder = msgspec.json.Encoder()
+
+
+def encode_time(value: dt.datetime) -> str:
+    # a naive datetime is taken as UTC, not local time: a local reading would move it
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_UTC)
+    elif value.utcoffset() != _ZERO:
+        value = value.astimezone(_UTC)
+    return value.isoformat(timespec="microseconds")
+
+
+def decode_time(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
+
+
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def encode_json(value: bytes | Raw | None) -> str | None:
+    # TEXT rather than BLOB, so that sqlite's json functions and a human can read it
+    return None if value is None else bytes(value).decode()
+
+
+def _raw(text: str | None) -> Raw | None:
+    return None if text is None else Raw(text.encode())
+
+
+def encode_error(error: ErrorInfo | None) -> str | None:
+    return None if error is None else _error_encoder.encode(error).decode()
+
+
+def _error(text: str | None) -> ErrorInfo | None:
+    return None if text is None else _error_decoder.decode(text)
+
+
+# Column lists are shared by the queries and the decoders below, so they cannot drift.
+RUN_COLUMNS = ("id, workflow_name, status, input, output, error, created_at, started_at, "
+               "completed_at, updated_at, queue")
+STEP_COLUMNS = ("id, workflow_run_id, correlation_id, step_name, status, attempt, input, "
+                "output, error, started_at, completed_at")
+HOOK_COLUMNS = "token, workflow_run_id, correlation_id, status, created_at, disposed_at"
+INBOX_COLUMNS = "id, workflow_run_id, kind, token, payload, created_at"
+EVENT_COLUMNS = "workflow_run_id, seq, payload, created_at"
+CHUNK_COLUMNS = "workflow_run_id, name, idx, data, created_at"
+
+
+def decode_run(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()), _raw(row[4]),
+                     _error(row[5]), _time(row[6]), decode_time(row[7]), decode_time(row[8]),
+                     _time(row[9]), row[10])
+
+
+def decode_step(row: Sequence[Any]) -> StepRecord:
+    return StepRecord(row[0], row[1], row[2], row[3], StepStatus(row[4]), row[5], _raw(row[6]),
+                      _raw(row[7]), _error(row[8]), decode_time(row[9]), decode_time(row[10]))
+
+
+def decode_hook(row: Sequence[Any]) -> HookRecord:
+    return HookRecord(row[0], row[1], row[2], row[3], _time(row[4]), decode_time(row[5]))
+
+
+def decode_inbox(row: Sequence[Any]) -> InboxRecord:
+    return InboxRecord(row[0], row[1], row[2], row[3], _raw(row[4]), _time(row[5]))
+
+
+def decode_event_row(row: Sequence[Any]) -> EventRecord:
+    return EventRecord(row[0], row[1], decode_event(row[2]), _time(row[3]))
+
+
+def decode_chunk(row: Sequence[Any]) -> StreamChunk:
+    return StreamChunk(row[0], row[1], row[2], Raw(row[3].encode()), _time(row[4]))

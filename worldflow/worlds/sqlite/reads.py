@@ -1,0 +1,169 @@
+"""Reads, as plain sqlite3 functions run in a read connection's thread.
+
+WAL lets these run while the writer commits; a read that needs two statements to
+agree runs them in one read transaction (one snapshot).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from worldflow.core.records import Page, StreamChunk
+from worldflow.worlds.cursor import decode_cursor, encode_cursor
+from worldflow.worlds.sqlite.codec import (
+    CHUNK_COLUMNS,
+    EVENT_COLUMNS,
+    HOOK_COLUMNS,
+    INBOX_COLUMNS,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    decode_chunk,
+    decode_event_row,
+    decode_hook,
+    decode_inbox,
+    decode_run,
+    decode_step,
+    decode_time,
+    encode_time,
+)
+
+if TYPE_CHECKING:
+    import datetime as dt
+    import sqlite3
+
+    from worldflow.core.events import EventRecord
+    from worldflow.core.records import HookRecord, InboxRecord, RunRecord, StepRecord
+
+__all__ = [
+    "any_claimable",
+    "get_hook",
+    "get_run",
+    "lease_owners",
+    "list_events",
+    "list_hooks",
+    "list_runs",
+    "list_steps",
+    "list_streams",
+    "next_wake_at",
+    "read_inbox",
+    "read_stream",
+]
+
+SELECT_RUN = "SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE id = ?"
+SELECT_STEPS = ("SELECT " + STEP_COLUMNS + " FROM workflow_steps WHERE workflow_run_id = ? "
+                "ORDER BY rowid")
+SELECT_EVENTS = ("SELECT " + EVENT_COLUMNS + " FROM workflow_events "
+                 "WHERE workflow_run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+SELECT_INBOX = ("SELECT " + INBOX_COLUMNS + " FROM workflow_inbox WHERE workflow_run_id = ? "
+                "ORDER BY id")
+SELECT_HOOK = "SELECT " + HOOK_COLUMNS + " FROM workflow_hooks WHERE token = ?"
+SELECT_HOOKS = "SELECT " + HOOK_COLUMNS + " FROM workflow_hooks ORDER BY rowid"
+SELECT_RUN_HOOKS = ("SELECT " + HOOK_COLUMNS + " FROM workflow_hooks "
+                    "WHERE workflow_run_id = ? ORDER BY rowid")
+SELECT_STREAM_HEAD = ("SELECT closed FROM workflow_stream_heads "
+                      "WHERE workflow_run_id = ? AND name = ?")
+SELECT_CHUNKS = ("SELECT " + CHUNK_COLUMNS + " FROM workflow_streams "
+                 "WHERE workflow_run_id = ? AND name = ? AND idx >= ? ORDER BY idx LIMIT ?")
+SELECT_STREAMS = ("SELECT name, length, closed FROM workflow_stream_heads "
+                  "WHERE workflow_run_id = ? ORDER BY name")
+SELECT_LEASE_OWNERS = ("SELECT DISTINCT lease_owner FROM workflow_jobs "
+                       "WHERE lease_owner IS NOT NULL ORDER BY lease_owner")
+SELECT_NEXT_WAKE = (
+    "SELECT min(at) FROM ("
+    "SELECT min(available_at) AS at FROM workflow_jobs "
+    "WHERE lease_owner IS NULL AND available_at IS NOT NULL "
+    "UNION ALL SELECT min(lease_expires_at) FROM workflow_jobs WHERE lease_owner IS NOT NULL)")
+SELECT_ANY_CLAIMABLE = (
+    "SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE lease_owner IS NULL "
+    "AND available_at <= ?1) OR EXISTS (SELECT 1 FROM workflow_jobs "
+    "WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1)")
+
+
+def _list_runs_query(status: bool, name: bool, after: bool) -> str:
+    # built once per filter combination at import; values stay parameters
+    conditions = [sql for wanted, sql in ((status, "status = :status"),
+                                          (name, "workflow_name = :name"),
+                                          (after, "(created_at, id) < (:after_at, :after_id)"))
+                  if wanted]
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    return ("SELECT " + RUN_COLUMNS + " FROM workflow_runs" + where
+            + " ORDER BY created_at DESC, id DESC LIMIT :limit")
+
+
+LIST_RUNS = {flags: _list_runs_query(*flags)
+             for flags in itertools.product((False, True), repeat=3)}
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+    row = conn.execute(SELECT_RUN, (run_id,)).fetchone()
+    return None if row is None else decode_run(row)
+
+
+def list_runs(conn: sqlite3.Connection, status: str | None, workflow_name: str | None,
+              limit: int, cursor: str | None) -> Page:
+    after = decode_cursor(cursor) if cursor else None
+    query = LIST_RUNS[status is not None, workflow_name is not None, after is not None]
+    params = {"status": None if status is None else str(status), "name": workflow_name,
+              "after_at": None if after is None else encode_time(after[0]),
+              "after_id": None if after is None else after[1], "limit": limit + 1}
+    items = [decode_run(row) for row in conn.execute(query, params).fetchall()]
+    more = len(items) > limit
+    items = items[:limit]
+    nxt = encode_cursor(items[-1].created_at, items[-1].run_id) if more and items else None
+    return Page(items, nxt)
+
+
+def list_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
+    return [decode_step(row) for row in conn.execute(SELECT_STEPS, (run_id,)).fetchall()]
+
+
+def list_events(conn: sqlite3.Connection, run_id: str, after_seq: int,
+                limit: int | None) -> list[EventRecord]:
+    rows = conn.execute(SELECT_EVENTS, (run_id, after_seq, -1 if limit is None else limit))
+    return [decode_event_row(row) for row in rows.fetchall()]
+
+
+def read_inbox(conn: sqlite3.Connection, run_id: str) -> list[InboxRecord]:
+    return [decode_inbox(row) for row in conn.execute(SELECT_INBOX, (run_id,)).fetchall()]
+
+
+def get_hook(conn: sqlite3.Connection, token: str) -> HookRecord | None:
+    row = conn.execute(SELECT_HOOK, (token,)).fetchone()
+    return None if row is None else decode_hook(row)
+
+
+def list_hooks(conn: sqlite3.Connection, run_id: str | None) -> list[HookRecord]:
+    rows = (conn.execute(SELECT_HOOKS) if run_id is None
+            else conn.execute(SELECT_RUN_HOOKS, (run_id,)))
+    return [decode_hook(row) for row in rows.fetchall()]
+
+
+def read_stream(conn: sqlite3.Connection, run_id: str, name: str, start: int,
+                limit: int) -> tuple[list[StreamChunk], bool]:
+    # one snapshot: a reader told "closed" must also get the chunks written before it
+    conn.execute("BEGIN")
+    try:
+        head = conn.execute(SELECT_STREAM_HEAD, (run_id, name)).fetchone()
+        rows = conn.execute(SELECT_CHUNKS, (run_id, name, start, limit)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return [decode_chunk(row) for row in rows], bool(head and head[0])
+
+
+def list_streams(conn: sqlite3.Connection, run_id: str) -> list[tuple[str, int, bool]]:
+    return [(name, length, bool(closed))
+            for name, length, closed in conn.execute(SELECT_STREAMS, (run_id,)).fetchall()]
+
+
+def lease_owners(conn: sqlite3.Connection) -> list[str]:
+    return [owner for (owner,) in conn.execute(SELECT_LEASE_OWNERS).fetchall()]
+
+
+def next_wake_at(conn: sqlite3.Connection) -> dt.datetime | None:
+    return decode_time(conn.execute(SELECT_NEXT_WAKE).fetchone()[0])
+
+
+def any_claimable(conn: sqlite3.Connection, now: dt.datetime) -> bool:
+    """Whether a claim could lease anything: lets an idle poll skip the write lock."""
+    return bool(conn.execute(SELECT_ANY_CLAIMABLE, (encode_time(now),)).fetchone()[0])

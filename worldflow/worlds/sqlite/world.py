@@ -1,0 +1,315 @@
+"""The SQLite world: one file, WAL mode, group-committed writes. Survives restarts.
+
+Every write goes through one `GroupCommitWriter` (one connection, one transaction per
+batch of callers); reads use their own connections, which WAL lets run while the
+writer commits. Several processes may share the file: SQLite's write lock (taken with
+`BEGIN IMMEDIATE`) serialises their batches, and `busy_timeout` makes them wait for it
+instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sqlite3
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiosqlite
+import anyio
+
+from worldflow.errors import WorldError
+from worldflow.worlds.base import BaseWorld
+from worldflow.worlds.sqlite import log, reads, streams
+from worldflow.worlds.sqlite import queue as _queue
+from worldflow.worlds.sqlite.schema import check_file, migrate
+from worldflow.worlds.sqlite.writer import GroupCommitWriter, in_thread, world_error
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Callable, Sequence
+
+    from msgspec import Raw
+
+    from worldflow.core.events import EventRecord
+    from worldflow.core.records import (
+        HookRecord,
+        InboxRecord,
+        NewRun,
+        Page,
+        RunRecord,
+        StepRecord,
+        StreamChunk,
+    )
+
+__all__ = ["SQLiteWorld"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("worldflow.world.sqlite")
+
+# PRAGMAs take no parameters, so each allowed value has its own constant statement
+SET_SYNCHRONOUS = {mode: "PRAGMA synchronous = " + mode
+                   for mode in ("OFF", "NORMAL", "FULL", "EXTRA")}
+#: a connection waits this long (ms) for another process's write lock before failing
+SET_BUSY_TIMEOUT = "PRAGMA busy_timeout = 30000"
+SET_WAL = "PRAGMA journal_mode = WAL"
+SET_QUERY_ONLY = "PRAGMA query_only = ON"
+
+
+class SQLiteWorld(BaseWorld):
+    """Runs, logs and the queue in one SQLite file (default ``.worldflow/worldflow.db``).
+
+    `synchronous` is SQLite's ``PRAGMA synchronous``: ``FULL`` (the default) makes every
+    commit durable across a power loss; ``NORMAL`` may lose the last commits then, but
+    never corrupts the file.
+    """
+
+    name = "sqlite"
+    #: read connections; reads are spread over them by how busy each is
+    read_connections = 2
+
+    def __init__(self, path: str = ".worldflow/worldflow.db", *, synchronous: str = "FULL",
+                 **options: Any) -> None:
+        super().__init__(**options)
+        mode = str(synchronous).upper()
+        if mode not in SET_SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SET_SYNCHRONOUS)}, "
+                             f"got {synchronous!r}")
+        path = os.fspath(path)
+        if path == "" or path == ":memory:" or path.startswith("file:"):
+            raise ValueError(f"the SQLite world needs a file path, got {path!r} "
+                             f"(for a world in memory, use the memory world)")
+        self.path = path
+        self.synchronous = mode
+        self._writer: GroupCommitWriter | None = None
+        self._write_conn: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._reader_load: list[int] = []
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by this world's writer (each holds a batch of writes)."""
+        return 0 if self._writer is None else self._writer.commits
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def _open(self) -> None:
+        await anyio.to_thread.run_sync(self._prepare_file)
+        try:
+            self._write_conn = await self._connect()
+            await in_thread(self._write_conn, self._setup_writer)
+            for _ in range(self.read_connections):
+                reader = await self._connect()
+                self._readers.append(reader)
+                await in_thread(reader, _setup_reader)
+        except sqlite3.Error as exc:
+            await self._disconnect()
+            raise world_error(self.path, exc) from exc
+        except BaseException:
+            await self._disconnect()
+            raise
+        self._reader_load = [0] * len(self._readers)
+        self._writer = GroupCommitWriter(self._write_conn, self.path)
+        self._writer.start()
+
+    def _prepare_file(self) -> None:
+        check_file(self.path)  # before anything (even the journal mode) is written
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise WorldError(f"cannot create the directory of SQLite world {self.path!r}: "
+                             f"{exc}") from exc
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: transactions are begun and committed explicitly
+        return await aiosqlite.connect(self.path, isolation_level=None, cached_statements=256)
+
+    def _setup_writer(self, conn: sqlite3.Connection) -> None:
+        conn.execute(SET_BUSY_TIMEOUT)
+        migrate(conn, self.path)  # raises before the journal mode changes, if refused
+        mode = conn.execute(SET_WAL).fetchone()[0]
+        if str(mode).lower() != "wal":  # e.g. a network file system without shared memory
+            logger.warning("SQLite world %s: journal mode is %s, not WAL; reads will wait "
+                           "for writes", self.path, mode)
+        conn.execute(SET_SYNCHRONOUS[self.synchronous])
+
+    async def _close(self) -> None:
+        # shielded: queued writes were promised a commit, and connections must not leak
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._writer is not None:
+                    await self._writer.close()  # commits everything queued so far
+            finally:
+                self._writer = None
+                await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        connections = [*self._readers, self._write_conn]
+        self._readers, self._reader_load, self._write_conn = [], [], None
+        for conn in connections:
+            if conn is not None:
+                try:
+                    await conn.close()
+                except (sqlite3.Error, ValueError):
+                    pass  # closing is best effort; the file is consistent after a commit
+
+    async def _write(self, fn: Callable[..., T], *args: Any,
+                     after: Callable[[T], None] | None = None, fence: str | None = None) -> T:
+        """Run `fn(conn, *args)` in the next group commit; return once it is committed."""
+        return await self._require_writer().write(functools.partial(_call, fn, args),
+                                                  after=after, fence=fence)
+
+    def _require_writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            raise WorldError(f"SQLite world {self.path} is not open; use `async with world` "
+                             f"or `await world.open()` first")
+        return self._writer
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._readers:
+            raise WorldError(f"SQLite world {self.path} is not open; use `async with world` "
+                             f"or `await world.open()` first")
+        index = min(range(len(self._readers)), key=self._reader_load.__getitem__)
+        self._reader_load[index] += 1
+        try:
+            return await in_thread(self._readers[index], fn, *args)
+        except sqlite3.Error as exc:
+            raise world_error(self.path, exc) from exc
+        except ValueError as exc:
+            if str(exc) in ("Connection closed", "no active connection"):
+                raise WorldError(f"SQLite world {self.path} is closed") from exc
+            raise
+        finally:
+            if index < len(self._reader_load):
+                self._reader_load[index] -= 1
+
+    # -- runs and the event log ----------------------------------------------------
+    async def create_run(self, run: NewRun, *, lease_owner: str | None,
+                         lease_seconds: float) -> tuple[RunRecord, bool]:
+        def after(result: tuple[RunRecord, bool]) -> None:
+            if result[1] and lease_owner is None:
+                self.notify_work()
+
+        return await self._write(log.create_run, run, lease_owner, lease_seconds, self.now(),
+                                 after=after)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._read(reads.get_run, run_id)
+
+    async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
+                        limit: int = 50, cursor: str | None = None) -> Page:
+        return await self._read(reads.list_runs, status, workflow_name, limit, cursor)
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        return await self._read(reads.list_steps, run_id)
+
+    async def list_events(self, run_id: str, *, after_seq: int = -1,
+                          limit: int | None = None) -> list[EventRecord]:
+        return await self._read(reads.list_events, run_id, after_seq, limit)
+
+    async def append_events(self, run_id: str, records: Sequence[EventRecord], *,
+                            inbox_ids: Sequence[int] = (), wait: bool = True) -> None:
+        records, inbox_ids = list(records), list(inbox_ids)  # the caller may reuse its lists
+
+        def after(finished: bool) -> None:
+            if finished:
+                self._signal_finished(run_id)
+
+        apply = functools.partial(_call, log.append_events, (run_id, records, inbox_ids))
+        # fenced by run: if a queued append fails, the run's next append fails too, so
+        # a later append never commits past a lost one
+        if wait:
+            await self._require_writer().write(apply, after=after, fence=run_id)
+        else:
+            self._require_writer().write_nowait(apply, after=after, fence=run_id)
+
+    # -- queue -----------------------------------------------------------------------
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+        # an idle poll only reads: the write lock is taken when there is work to lease
+        if limit <= 0 or not await self._read(reads.any_claimable, self.now()):
+            return []
+        return await self._write(_queue.claim_runs, owner, limit, lease_seconds, self.now())
+
+    async def renew_leases(self, owner: str, lease_seconds: float) -> set[str]:
+        return await self._write(_queue.renew_leases, owner, lease_seconds, self.now())
+
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
+        await self._write(_queue.release_run, run_id, owner, wake_at, self.now(),
+                          after=self._notify_if)
+
+    async def expire_leases(self, owners: Sequence[str]) -> int:
+        if not owners:
+            return 0
+        return await self._write(_queue.expire_leases, list(owners), self.now(),
+                                 after=self._notify_if)
+
+    def _notify_if(self, available: object) -> None:
+        if available:
+            self.notify_work()
+
+    async def lease_owners(self) -> list[str]:
+        return await self._read(reads.lease_owners)
+
+    async def next_wake_at(self) -> dt.datetime | None:
+        return await self._read(reads.next_wake_at)
+
+    # -- input from outside a run -------------------------------------------------
+    async def request_cancel(self, run_id: str) -> bool:
+        def after(queued: bool) -> None:
+            if queued:
+                self._signal_inbox(run_id)
+
+        return await self._write(_queue.request_cancel, run_id, self.now(), after=after)
+
+    async def resume_hook(self, token: str, payload: Raw) -> str:
+        return await self._write(_queue.resume_hook, token, payload, self.now(),
+                                 after=self._signal_inbox)
+
+    async def read_inbox(self, run_id: str) -> list[InboxRecord]:
+        return await self._read(reads.read_inbox, run_id)
+
+    async def get_hook(self, token: str) -> HookRecord | None:
+        return await self._read(reads.get_hook, token)
+
+    async def list_hooks(self, run_id: str | None = None) -> list[HookRecord]:
+        return await self._read(reads.list_hooks, run_id)
+
+    # -- queue slots ---------------------------------------------------------------
+    async def acquire_slot(self, queue: str, holder: str, *, concurrency: int | None,
+                           rate_limit: tuple[int, float] | None, priority: int,
+                           lease_seconds: float) -> float | None:
+        return await self._write(_queue.acquire_slot, queue, holder, concurrency, rate_limit,
+                                 priority, lease_seconds, self.now())
+
+    async def release_slot(self, queue: str, holder: str) -> None:
+        await self._write(_queue.release_slot, queue, holder,
+                          after=lambda _: self.notify_slot(queue))
+
+    async def renew_slots(self, holder_prefix: str, lease_seconds: float) -> None:
+        await self._write(_queue.renew_slots, holder_prefix, lease_seconds, self.now())
+
+    # -- streams -------------------------------------------------------------------
+    async def write_stream(self, run_id: str, name: str, chunks: Sequence[tuple[int, Raw]],
+                           *, close: bool = False) -> None:
+        await self._write(streams.write_stream, run_id, name, list(chunks), close, self.now(),
+                          after=lambda _: self.notify_stream(run_id, name))
+
+    async def read_stream(self, run_id: str, name: str, start: int = 0,
+                          limit: int = 1000) -> tuple[list[StreamChunk], bool]:
+        return await self._read(reads.read_stream, run_id, name, start, limit)
+
+    async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
+        return await self._read(reads.list_streams, run_id)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteWorld {self.path}>"
+
+
+def _call(fn: Callable[..., T], args: tuple[Any, ...], conn: sqlite3.Connection) -> T:
+    return fn(conn, *args)
+
+
+def _setup_reader(conn: sqlite3.Connection) -> None:
+    conn.execute(SET_BUSY_TIMEOUT)
+    conn.execute(SET_QUERY_ONLY)  # a read connection never writes, by mistake
