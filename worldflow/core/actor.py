@@ -26,6 +26,7 @@ from worldflow.core.events import (
     HookReceived,
     RunCancelled,
     RunCompleted,
+    RunCreated,
     RunFailed,
     RunStarted,
     StepCompleted,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from worldflow.core.engine import Engine
     from worldflow.core.events import Event
     from worldflow.core.instance import Call
+    from worldflow.core.records import RunRecord
 
 __all__ = ["RunActor"]
 
@@ -53,9 +55,11 @@ logger = logging.getLogger("worldflow.run")
 
 
 class RunActor:
-    def __init__(self, engine: Engine, run_id: str, *, fresh: bool = False) -> None:
+    def __init__(self, engine: Engine, run_id: str, *,
+                 fresh: RunRecord | None = None) -> None:
         self.engine = engine
-        self._fresh = fresh  # created by this process just now: its inbox is empty
+        # created by this process just now: its log is run_created alone, its inbox empty
+        self._fresh = fresh
         self.world = engine.world
         self.run_id = run_id
         self._mailbox: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -101,7 +105,7 @@ class RunActor:
 
     async def _run(self) -> None:
         world = self.world
-        run = await world.get_run(self.run_id)
+        run = self._fresh or await world.get_run(self.run_id)
         if run is None or run.status.is_terminal:
             return
         defn = get_workflow(run.workflow_name)
@@ -113,7 +117,11 @@ class RunActor:
             return
         if run.queue != "default" and not await self._take_queue_slot(run.queue):
             return
-        events = await world.list_events(self.run_id)
+        if self._fresh is not None:
+            events = [EventRecord(run.run_id, 0, RunCreated(run.workflow_name, run.input),
+                                  run.created_at)]
+        else:
+            events = await world.list_events(self.run_id)
         self._seq = events[-1].seq + 1 if events else 0
         if any(isinstance(e.event, TERMINAL_EVENTS) for e in events):
             return
@@ -214,7 +222,7 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         new_calls = [c for c in instance.take_new_calls() if c.cid not in self._recorded]
-        if not (self._fresh and not self._recorded):
+        if self._fresh is None:
             self.post("inbox")  # input that arrived while no actor held the run
         failed: list[EventRecord] = []
         for call in instance.calls.values():

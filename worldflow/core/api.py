@@ -178,7 +178,7 @@ async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
         lease_owner=engine.worker_id if local else None,
         lease_seconds=the_world.lease_seconds)  # type: ignore[attr-defined]
     if created and local:
-        engine.dispatch(run_id, fresh=True)
+        engine.dispatch(run_id, fresh=record)
     return Run(record.run_id, the_world, record.workflow_name)
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from worldflow.core.events import EventRecord
+    from worldflow.core.records import RunRecord
     from worldflow.worlds.base import BaseWorld
 
 __all__ = ["Engine"]
@@ -100,7 +101,7 @@ class Engine:
     def has_capacity(self) -> bool:
         return not self._stopping and self.free_slots > 0
 
-    def dispatch(self, run_id: str, *, fresh: bool = False) -> None:
+    def dispatch(self, run_id: str, *, fresh: RunRecord | None = None) -> None:
         """Start the actor of a run this worker holds the lease of (`fresh`: just created
         here, so nothing can be waiting in its inbox yet)."""
         if run_id in self.actors or self._stopping:
