@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -29,17 +30,22 @@ def postgres_url() -> Iterator[str]:
 
     name = f"worldflow_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
-    async def admin(sql: str) -> None:
+    async def admin_async(sql: str) -> None:
         conn = await asyncpg.connect(PG_ADMIN_URL)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    def admin(sql: str) -> None:
+        # its own thread and loop: this fixture may be set up from inside a running loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, admin_async(sql)).result()
+
+    admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_world(name: str, tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Any:

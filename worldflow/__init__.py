@@ -25,6 +25,7 @@ from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
 from worldflow.core.streams import get_writable
+from worldflow.core.webhooks import WebhookRequest, create_webhook
 from worldflow.errors import (
     FatalError,
     HookConflictError,
@@ -67,12 +68,14 @@ __all__ = [
     "StepMetadata",
     "StepStatus",
     "StepTimeoutError",
+    "WebhookRequest",
     "WorkflowMetadata",
     "WorkflowTimeoutError",
     "World",
     "WorldError",
     "WorldflowError",
     "create_hook",
+    "create_webhook",
     "create_world",
     "define_hook",
     "gather",

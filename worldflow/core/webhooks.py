@@ -43,6 +43,7 @@ hooks made by `create_webhook` accept HTTP requests: a hook from `create_hook` i
 not reachable from outside by guessing or knowing its token.
 
 A request to an unknown token is answered 404; to a webhook whose run has ended, 410.
+A ``HEAD`` request gets the status a delivery would get, and delivers nothing.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def _response(respond_with: Any) -> WebhookResponse:
         headers = dict(headers or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
             raise TypeError("respond_with headers must map str to str")
-        headers = {k.lower(): v for k, v in headers.items()}
+        # the server computes these for the body it sends
+        headers = {k.lower(): v for k, v in headers.items()
+                   if k.lower() not in ("content-length", "transfer-encoding")}
         if body is None:
             data = b""
         elif isinstance(body, bytes):
