@@ -1,0 +1,77 @@
+"""LISTEN on the world's channel, on a connection of its own, reconnecting after a
+server restart (and then telling the world that notifications may have been missed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from worldflow.errors import WorldError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import asyncpg
+
+__all__ = ["Listener"]
+
+logger = logging.getLogger("worldflow.world.postgres")
+
+
+class Listener:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str,
+                 on_payload: Callable[[int, str], None]) -> None:
+        self._connect = connect
+        self._channel = channel
+        self._on_payload = on_payload
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._listen()
+        self._task = asyncio.get_running_loop().create_task(self._watch(),
+                                                            name="worldflow-postgres-listen")
+
+    async def _listen(self) -> None:
+        conn = await self._connect()
+        conn.add_termination_listener(lambda _: self._lost.set())
+        await conn.add_listener(self._channel, self._notified)
+        self._conn = conn
+        self._lost.clear()
+
+    def _notified(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
+        self._on_payload(pid, payload)
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._lost.wait()
+            if self._conn is not None and not self._conn.is_closed() and not self._lost.is_set():
+                continue
+            delay = 0.1
+            while True:
+                try:
+                    await self._listen()
+                    break
+                except WorldError as exc:
+                    logger.warning("LISTEN connection lost; reconnecting (%s)", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            self._on_payload(0, "reconnected")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await self._conn.close()
+            except Exception:
+                self._conn.terminate()
+            self._conn = None

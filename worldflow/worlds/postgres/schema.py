@@ -1,0 +1,55 @@
+"""Creating and upgrading the Postgres schema: numbered SQL files, a version table.
+
+Setup is idempotent and safe to run from many processes at once (an advisory lock
+serialises them). A database whose schema is newer than this code is refused, and
+nothing in it is changed.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from worldflow.errors import SchemaError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["SCHEMA_VERSION", "setup_schema"]
+
+SCHEMA_VERSION = 1
+MIGRATIONS = {1: "001_initial.sql"}
+LOCK_KEY = 7_366_870_277  # pg_advisory_xact_lock key for worldflow's setup
+
+CREATE_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS worldflow_schema_version "
+                        "(version integer NOT NULL, applied_at timestamptz NOT NULL "
+                        "DEFAULT now())")
+SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM worldflow_schema_version"
+INSERT_VERSION = "INSERT INTO worldflow_schema_version (version) VALUES ($1)"
+VERSION_TABLE_EXISTS = "SELECT to_regclass('worldflow_schema_version') IS NOT NULL"
+TAKE_LOCK = "SELECT pg_advisory_xact_lock($1)"
+
+
+def _sql(name: str) -> str:
+    return resources.files("worldflow.worlds.postgres").joinpath(name).read_text()
+
+
+async def setup_schema(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Bring the schema to SCHEMA_VERSION; return (version before, version after)."""
+    async with conn.transaction():
+        await conn.execute(TAKE_LOCK, LOCK_KEY)
+        if await conn.fetchval(VERSION_TABLE_EXISTS):
+            before = int(await conn.fetchval(SELECT_VERSION))
+        else:
+            before = 0
+        if before > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database's worldflow schema is version {before}, newer than this "
+                f"worldflow (version {SCHEMA_VERSION}); upgrade worldflow. Nothing was "
+                f"changed.")
+        await conn.execute(CREATE_VERSION_TABLE)
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            await conn.execute(_sql(MIGRATIONS[version]))
+            await conn.execute(INSERT_VERSION, version)
+        await conn.execute(_sql("functions.sql"))
+    return before, SCHEMA_VERSION

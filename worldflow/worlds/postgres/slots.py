@@ -1,0 +1,44 @@
+"""Named queues' slots on Postgres: the memory world's algorithm, serialised per queue
+by a transaction-scoped advisory lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from worldflow.worlds.postgres import sql
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["acquire_slot"]
+
+#: seconds a waiter behind another one (or a full queue) waits before asking again
+SLOT_RETRY = 0.05
+
+
+async def acquire_slot(c: asyncpg.Connection, queue: str, holder: str,
+                       concurrency: int | None, rate_limit: tuple[int, float] | None,
+                       priority: int, lease_seconds: float, now: dt.datetime) -> float | None:
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    await c.execute(sql.LOCK_QUEUE, queue)
+    await c.execute(sql.DELETE_EXPIRED_SLOTS, queue, now)
+    if await c.fetchval(sql.HAS_SLOT, queue, holder) is not None:
+        return None
+    await c.execute(sql.DELETE_EXPIRED_WAITERS, queue, now)
+    await c.execute(sql.UPSERT_WAITER, queue, holder, priority, now, expires)
+    if await c.fetchval(sql.FIRST_WAITER, queue) != holder:
+        return SLOT_RETRY
+    if concurrency is not None and await c.fetchval(sql.COUNT_SLOTS, queue) >= concurrency:
+        return SLOT_RETRY
+    if rate_limit is not None:
+        count, period = rate_limit
+        window_start = now - dt.timedelta(seconds=period)
+        await c.execute(sql.DELETE_OLD_GRANTS, queue, window_start)
+        if await c.fetchval(sql.COUNT_GRANTS, queue) >= count:
+            nth = await c.fetchval(sql.NTH_GRANT, queue, count - 1)
+            return float(max(0.001, (nth - window_start).total_seconds()))
+    await c.execute(sql.INSERT_SLOT, queue, holder, expires)
+    await c.execute(sql.INSERT_GRANT, queue, now)
+    await c.execute(sql.DELETE_WAITER, queue, holder)
+    return None

@@ -1,0 +1,109 @@
+"""The Postgres world's queries: constants, values always as $n parameters."""
+
+from __future__ import annotations
+
+RUN_COLUMNS = ("id, workflow_name, status, input::text, output::text, error::text, "
+               "created_at, started_at, completed_at, updated_at, queue")
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1"
+# newest first; the cursor is the (created_at, id) of the last row seen
+LIST_RUNS = (f"SELECT {RUN_COLUMNS} FROM workflow_runs "
+             "WHERE ($1::text IS NULL OR status = $1) "
+             "AND ($2::text IS NULL OR workflow_name = $2) "
+             "AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) "
+             "ORDER BY created_at DESC, id DESC LIMIT $5")
+LIST_STEPS = ("SELECT id, workflow_run_id, correlation_id, step_name, status, attempt, "
+              "input::text, output::text, error::text, started_at, completed_at "
+              "FROM workflow_steps WHERE workflow_run_id = $1 ORDER BY position")
+LIST_EVENTS = ("SELECT seq, payload::text, created_at FROM workflow_events "
+               "WHERE workflow_run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+
+# SKIP LOCKED applies while scanning, so LIMIT counts rows this claim can take; jobs
+# never leased and jobs whose lease expired are taken by two scans of their own indexes
+CLAIM_READY = """
+UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5
+  FROM (SELECT run_id FROM workflow_jobs
+         WHERE job_prefix = $1 AND lease_owner IS NULL AND available_at <= $2
+         ORDER BY available_at, created_at, run_id LIMIT $3
+         FOR UPDATE SKIP LOCKED) ready
+ WHERE j.run_id = ready.run_id RETURNING j.run_id
+"""
+CLAIM_EXPIRED = """
+UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5
+  FROM (SELECT run_id FROM workflow_jobs
+         WHERE job_prefix = $1 AND lease_owner IS NOT NULL AND lease_expires_at <= $2
+         ORDER BY lease_expires_at LIMIT $3
+         FOR UPDATE SKIP LOCKED) expired
+ WHERE j.run_id = expired.run_id RETURNING j.run_id
+"""
+ANY_CLAIMABLE = ("SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE job_prefix = $1 "
+                 "AND lease_owner IS NULL AND available_at <= $2) OR EXISTS (SELECT 1 FROM "
+                 "workflow_jobs WHERE job_prefix = $1 AND lease_owner IS NOT NULL "
+                 "AND lease_expires_at <= $2)")
+RENEW_LEASES = ("UPDATE workflow_jobs SET lease_expires_at = $3 "
+                "WHERE job_prefix = $1 AND lease_owner = $2 RETURNING run_id")
+RELEASE_JOB = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = NULL, "
+               "available_at = CASE WHEN EXISTS (SELECT 1 FROM workflow_inbox "
+               "WHERE workflow_run_id = $1) THEN $2 ELSE $3::timestamptz END "
+               "WHERE run_id = $1 AND lease_owner = $4 RETURNING available_at")
+EXPIRE_LEASES = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = NULL, "
+                 "available_at = $2 WHERE job_prefix = $1 AND lease_owner = ANY($3::text[])")
+LEASE_OWNERS = ("SELECT DISTINCT lease_owner FROM workflow_jobs "
+                "WHERE job_prefix = $1 AND lease_owner IS NOT NULL ORDER BY 1")
+NEXT_WAKE = ("SELECT least((SELECT min(available_at) FROM workflow_jobs WHERE job_prefix = $1 "
+             "AND lease_owner IS NULL AND available_at IS NOT NULL), (SELECT "
+             "min(lease_expires_at) FROM workflow_jobs WHERE job_prefix = $1 "
+             "AND lease_owner IS NOT NULL))")
+
+RUN_STATUS = "SELECT status FROM workflow_runs WHERE id = $1 FOR SHARE"
+HOOK_RUN = ("SELECT h.workflow_run_id, h.status, r.status FROM workflow_hooks h "
+            "LEFT JOIN workflow_runs r ON r.id = h.workflow_run_id WHERE h.token = $1 "
+            "FOR SHARE OF h")
+INSERT_INBOX = ("INSERT INTO workflow_inbox (workflow_run_id, kind, token, payload, "
+                "created_at) VALUES ($1, $2, $3, $4::json, $5)")
+WAKE_JOB = ("UPDATE workflow_jobs SET available_at = $1 "
+            "WHERE run_id = $2 AND lease_owner IS NULL RETURNING job_prefix")
+READ_INBOX = ("SELECT id, workflow_run_id, kind, token, payload::text, created_at "
+              "FROM workflow_inbox WHERE workflow_run_id = $1 ORDER BY id")
+HOOK_COLUMNS = "token, workflow_run_id, correlation_id, status, created_at, disposed_at"
+GET_HOOK = f"SELECT {HOOK_COLUMNS} FROM workflow_hooks WHERE token = $1"
+LIST_HOOKS = (f"SELECT {HOOK_COLUMNS} FROM workflow_hooks "
+              "WHERE $1::text IS NULL OR workflow_run_id = $1 ORDER BY created_at, position")
+
+STREAM_RUN_EXISTS = "SELECT 1 FROM workflow_runs WHERE id = $1"
+STREAM_HEAD = ("INSERT INTO workflow_stream_heads (workflow_run_id, name) VALUES ($1, $2) "
+               "ON CONFLICT DO NOTHING")
+STREAM_LENGTH = ("SELECT length FROM workflow_stream_heads WHERE workflow_run_id = $1 "
+                 "AND name = $2 FOR UPDATE")
+INSERT_CHUNK = ("INSERT INTO workflow_streams (workflow_run_id, name, idx, data, created_at) "
+                "VALUES ($1, $2, $3, $4::json, $5)")
+SET_STREAM_HEAD = ("UPDATE workflow_stream_heads SET length = $3, closed = closed OR $4 "
+                   "WHERE workflow_run_id = $1 AND name = $2")
+READ_STREAM = ("SELECT idx, data::text, created_at FROM workflow_streams "
+               "WHERE workflow_run_id = $1 AND name = $2 AND idx >= $3 ORDER BY idx LIMIT $4")
+STREAM_CLOSED = ("SELECT closed FROM workflow_stream_heads WHERE workflow_run_id = $1 "
+                 "AND name = $2")
+LIST_STREAMS = ("SELECT name, length, closed FROM workflow_stream_heads "
+                "WHERE workflow_run_id = $1 ORDER BY name")
+
+DELETE_EXPIRED_SLOTS = "DELETE FROM workflow_queue_slots WHERE queue = $1 AND expires_at <= $2"
+LOCK_QUEUE = "SELECT pg_advisory_xact_lock(hashtext($1))"
+HAS_SLOT = "SELECT 1 FROM workflow_queue_slots WHERE queue = $1 AND holder = $2"
+DELETE_EXPIRED_WAITERS = ("DELETE FROM workflow_queue_waiters "
+                          "WHERE queue = $1 AND expires_at <= $2")
+UPSERT_WAITER = ("INSERT INTO workflow_queue_waiters (queue, holder, priority, waiting_since, "
+                 "expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (queue, holder) DO "
+                 "UPDATE SET priority = excluded.priority, expires_at = excluded.expires_at")
+FIRST_WAITER = ("SELECT holder FROM workflow_queue_waiters WHERE queue = $1 "
+                "ORDER BY priority DESC, waiting_since, holder LIMIT 1")
+COUNT_SLOTS = "SELECT count(*) FROM workflow_queue_slots WHERE queue = $1"
+DELETE_OLD_GRANTS = "DELETE FROM workflow_queue_grants WHERE queue = $1 AND granted_at <= $2"
+COUNT_GRANTS = "SELECT count(*) FROM workflow_queue_grants WHERE queue = $1"
+NTH_GRANT = ("SELECT granted_at FROM workflow_queue_grants WHERE queue = $1 "
+             "ORDER BY granted_at DESC, id DESC OFFSET $2 LIMIT 1")
+INSERT_SLOT = "INSERT INTO workflow_queue_slots (queue, holder, expires_at) VALUES ($1, $2, $3)"
+INSERT_GRANT = "INSERT INTO workflow_queue_grants (queue, granted_at) VALUES ($1, $2)"
+DELETE_WAITER = "DELETE FROM workflow_queue_waiters WHERE queue = $1 AND holder = $2"
+DELETE_SLOT = "DELETE FROM workflow_queue_slots WHERE queue = $1 AND holder = $2"
+RENEW_SLOTS = ("UPDATE workflow_queue_slots SET expires_at = $1 "
+               "WHERE starts_with(holder, $2) AND starts_with(queue, $3)")
+NOTIFY = "SELECT pg_notify($1, $2)"

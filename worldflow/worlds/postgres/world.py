@@ -1,0 +1,459 @@
+"""The Postgres world: many processes on many machines share one database.
+
+Writes of the hot path (created runs, appended events) go through one group-commit
+writer (writer.py): one round trip and one transaction for a whole batch of runs.
+Queue operations and reads use a connection pool. Claims take rows with
+`FOR UPDATE SKIP LOCKED` and a lease; wake-ups travel by LISTEN/NOTIFY on one channel
+per job prefix (its own connection: a pooled one would lose its LISTEN on release).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
+
+import asyncpg
+from msgspec import Raw
+
+from worldflow.core.events import TERMINAL_EVENTS, EventRecord, RunCreated, encode_event
+from worldflow.core.records import (
+    HookRecord,
+    InboxRecord,
+    Page,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    StreamChunk,
+)
+from worldflow.errors import (
+    HookNotFoundError,
+    RunFinishedError,
+    RunNotFoundError,
+    WorldError,
+    WorldflowError,
+)
+from worldflow.worlds.base import BaseWorld
+from worldflow.worlds.cursor import decode_cursor, encode_cursor
+from worldflow.worlds.postgres import sql
+from worldflow.worlds.postgres.codec import decode_error, decode_event_row, op_args
+from worldflow.worlds.postgres.listener import Listener
+from worldflow.worlds.postgres.schema import setup_schema
+from worldflow.worlds.postgres.slots import acquire_slot
+from worldflow.worlds.postgres.writer import CONNECTION_ERRORS, GroupCommitWriter
+from worldflow.worlds.projection import project
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from worldflow.core.records import NewRun
+
+__all__ = ["PostgresWorld"]
+
+logger = logging.getLogger("worldflow.world.postgres")
+T = TypeVar("T")
+_PREFIX = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+TERMINAL = ("completed", "failed", "cancelled")
+#: how long an operation keeps retrying while the server is unreachable (a restart)
+RETRY_FOR = 60.0
+
+
+class PostgresWorld(BaseWorld):
+    """Runs, logs and the queue in Postgres (see README: ARCHITECTURE)."""
+
+    name = "postgres"
+    finish_poll_interval = 5.0  # NOTIFY brings run ends; polling is only a fallback
+
+    def __init__(self, connection_string: str | None = None, *, job_prefix: str = "worldflow",
+                 pool_size: int = 10, connect_timeout: float = 5.0, **options: Any) -> None:
+        super().__init__(**options)
+        if not connection_string:
+            raise ValueError("the Postgres world needs a connection string: set "
+                             "WORKFLOW_POSTGRES_URL (or DATABASE_URL), or pass "
+                             "connection_string=")
+        if not isinstance(job_prefix, str) or not _PREFIX.match(job_prefix):
+            raise ValueError(f"job_prefix must be 1-40 letters, digits or _, "
+                             f"got {job_prefix!r}")
+        if not isinstance(pool_size, int) or pool_size < 2:
+            raise ValueError(f"pool_size must be an integer >= 2, got {pool_size!r}")
+        self.connection_string = connection_string
+        self.job_prefix = job_prefix
+        self.pool_size = pool_size
+        self.connect_timeout = float(connect_timeout)
+        self.channel = f"worldflow_{job_prefix.lower()}"
+        parsed = urlparse(connection_string)
+        self.address = f"{parsed.hostname or 'localhost'}:{parsed.port or 5432}"
+        self._pool: asyncpg.Pool | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._listener: Listener | None = None
+        # backends of this world's own connections: their NOTIFYs are already handled
+        # locally (after each commit), so the listener skips them
+        self._own_pids: set[int] = set()
+
+    @property
+    def commits(self) -> int:
+        """Batches the group-commit writer committed (each one transaction)."""
+        return 0 if self._writer is None else self._writer.commits
+
+    def _queue_key(self, queue: str) -> str:
+        return f"{self.job_prefix}/{queue}"
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def _connect(self) -> asyncpg.Connection:
+        try:
+            conn = await asyncpg.connect(self.connection_string, timeout=self.connect_timeout)
+            self._own_pids.add(conn.get_server_pid())
+            return conn
+        except (OSError, TimeoutError) as exc:
+            raise WorldError(f"Postgres world: cannot reach the server at {self.address}: "
+                             f"{exc or type(exc).__name__}") from None
+        except asyncpg.PostgresError as exc:
+            raise WorldError(f"Postgres world ({self.address}): {exc}") from None
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        try:
+            await setup_schema(conn)
+        finally:
+            await conn.close()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.connection_string, min_size=1, max_size=self.pool_size,
+                timeout=self.connect_timeout, init=self._init_pooled)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise WorldError(f"Postgres world ({self.address}): {exc}") from None
+        self._writer = GroupCommitWriter(self._connect, self.channel)
+        await self._writer.start()
+        self._listener = Listener(self._connect, self.channel, self._on_notify)
+        await self._listener.start()
+
+    async def _close(self) -> None:
+        listener, writer, pool = self._listener, self._writer, self._pool
+        self._listener = self._writer = self._pool = None
+        if listener is not None:
+            await listener.close()
+        if writer is not None:
+            await writer.close()
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except (TimeoutError, *CONNECTION_ERRORS):
+                pool.terminate()
+
+    async def _init_pooled(self, conn: asyncpg.Connection) -> None:
+        self._own_pids.add(conn.get_server_pid())
+
+    def _on_notify(self, pid: int, payload: str) -> None:
+        if pid in self._own_pids:
+            return
+        kind, _, rest = payload.partition(":")
+        if kind == "w":
+            self.notify_work()
+        elif kind == "i":
+            self._signal_inbox(rest)
+        elif kind == "f":
+            self._signal_finished(rest)
+        elif kind == "s":
+            run_id, _, name = rest.partition(":")
+            self.notify_stream(run_id, name)
+        elif kind == "q":
+            self.notify_slot(rest)
+        elif kind == "reconnected":  # notifications may have been missed meanwhile
+            self.notify_work()
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *,
+                   transaction: bool = False) -> T:
+        """Run `fn` on a pooled connection; wait out a server restart (reconnecting)."""
+        if self._pool is None:
+            raise WorldError("the Postgres world is not open; use `async with world` or "
+                             "`await world.open()` first")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_FOR
+        delay = 0.05
+        while True:
+            pool = self._pool
+            if pool is None:
+                raise WorldError("the Postgres world is closed")
+            try:
+                async with pool.acquire(timeout=self.connect_timeout) as conn:
+                    if transaction:
+                        async with conn.transaction():
+                            return await fn(conn)
+                    return await fn(conn)
+            except WorldflowError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                if loop.time() > deadline:
+                    raise WorldError(f"Postgres world: the server at {self.address} is "
+                                     f"unreachable: {exc}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except asyncpg.PostgresError as exc:
+                raise WorldError(f"Postgres world ({self.address}): "
+                                 f"{type(exc).__name__}: {exc}") from None
+
+    def _require_writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            raise WorldError("the Postgres world is not open; use `async with world` or "
+                             "`await world.open()` first")
+        return self._writer
+
+    # -- runs and the log ---------------------------------------------------------------
+    async def create_run(self, run: NewRun, *, lease_owner: str | None,
+                         lease_seconds: float) -> tuple[RunRecord, bool]:
+        now = self.now()
+        body = {"k": "c", "id": run.run_id, "wf": run.workflow_name,
+                "input": bytes(run.input).decode(), "at": run.created_at.isoformat(),
+                "queue": run.queue, "dedup": run.dedup_key, "prefix": self.job_prefix,
+                "payload": encode_event(RunCreated(run.workflow_name, run.input)).decode(),
+                "owner": lease_owner, "now": now.isoformat(),
+                "expires": (None if lease_owner is None
+                            else (now + dt.timedelta(seconds=lease_seconds)).isoformat())}
+        def after(outcome: dict[str, Any]) -> None:
+            if outcome["created"] and lease_owner is None:
+                self.notify_work()
+
+        outcome = await self._require_writer().write(body, after=after)
+        if outcome["created"]:
+            record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input,
+                               None, None, run.created_at, None, None, run.created_at,
+                               run.queue)
+            return record, True
+        existing = await self.get_run(outcome["id"])
+        assert existing is not None
+        return existing, False
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        row = await self._run(lambda c: c.fetchrow(sql.GET_RUN, run_id))
+        return None if row is None else _run_record(row)
+
+    async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
+                        limit: int = 50, cursor: str | None = None) -> Page:
+        after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+        rows = await self._run(lambda c: c.fetch(sql.LIST_RUNS, status, workflow_name,
+                                                 after_at, after_id, limit + 1))
+        items = [_run_record(r) for r in rows[:limit]]
+        nxt = (encode_cursor(items[-1].created_at, items[-1].run_id)
+               if len(rows) > limit and items else None)
+        return Page(items, nxt)
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        rows = await self._run(lambda c: c.fetch(sql.LIST_STEPS, run_id))
+        return [StepRecord(r[0], r[1], r[2], r[3], StepStatus(r[4]), r[5], _raw(r[6]),
+                           _raw(r[7]), decode_error(r[8]), r[9], r[10]) for r in rows]
+
+    async def list_events(self, run_id: str, *, after_seq: int = -1,
+                          limit: int | None = None) -> list[EventRecord]:
+        rows = await self._run(lambda c: c.fetch(sql.LIST_EVENTS, run_id, after_seq, limit))
+        return [decode_event_row(run_id, r) for r in rows]
+
+    async def append_events(self, run_id: str, records: Sequence[EventRecord], *,
+                            inbox_ids: Sequence[int] = (), wait: bool = True) -> None:
+        ops = []
+        for rec in records:
+            op = project(rec)
+            if op is not None:
+                ops.append([op.name, op_args(op.name, op.args)])
+        body = {"k": "a", "run": run_id, "ops": ops, "inbox": list(inbox_ids),
+                "ev": [[r.seq, r.event_type, r.correlation_id, encode_event(r.event).decode(),
+                        r.created_at.isoformat()] for r in records]}
+        finishing = any(isinstance(r.event, TERMINAL_EVENTS) for r in records)
+
+        def after(outcome: dict[str, Any]) -> None:
+            if finishing:
+                self._signal_finished(run_id)
+
+        writer = self._require_writer()
+        if wait:
+            await writer.write(body, fence=run_id, after=after)
+        else:
+            writer.write_nowait(body, fence=run_id, after=after)
+
+    # -- queue ---------------------------------------------------------------------------
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+        if limit <= 0:
+            return []
+        now = self.now()
+        expires = now + dt.timedelta(seconds=lease_seconds)
+
+        async def claim(c: asyncpg.Connection) -> list[str]:
+            if not await c.fetchval(sql.ANY_CLAIMABLE, self.job_prefix, now):
+                return []
+            rows = await c.fetch(sql.CLAIM_READY, self.job_prefix, now, limit, owner,
+                                 expires)
+            if len(rows) < limit:
+                rows += await c.fetch(sql.CLAIM_EXPIRED, self.job_prefix, now,
+                                      limit - len(rows), owner, expires)
+            return [r[0] for r in rows]
+
+        return await self._run(claim, transaction=True)
+
+    async def renew_leases(self, owner: str, lease_seconds: float) -> set[str]:
+        expires = self.now() + dt.timedelta(seconds=lease_seconds)
+        rows = await self._run(lambda c: c.fetch(sql.RENEW_LEASES, self.job_prefix, owner,
+                                                 expires))
+        return {r[0] for r in rows}
+
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
+        now = self.now()
+
+        async def release(c: asyncpg.Connection) -> None:
+            available = await c.fetchval(sql.RELEASE_JOB, run_id, now, wake_at, owner)
+            if available is not None and available <= now:
+                await c.execute(sql.NOTIFY, self.channel, "w")
+
+        await self._run(release, transaction=True)
+        self.notify_work()
+
+    async def expire_leases(self, owners: Sequence[str]) -> int:
+        if not owners:
+            return 0
+        status = await self._run(lambda c: c.execute(sql.EXPIRE_LEASES, self.job_prefix,
+                                                     self.now(), list(owners)))
+        count = int(status.split()[-1])
+        if count:
+            self.notify_work()
+        return count
+
+    async def lease_owners(self) -> list[str]:
+        rows = await self._run(lambda c: c.fetch(sql.LEASE_OWNERS, self.job_prefix))
+        return [r[0] for r in rows]
+
+    async def next_wake_at(self) -> dt.datetime | None:
+        value: dt.datetime | None = await self._run(
+            lambda c: c.fetchval(sql.NEXT_WAKE, self.job_prefix))
+        return value
+
+    # -- input from outside ----------------------------------------------------------------
+    async def _push_inbox(self, c: asyncpg.Connection, run_id: str, kind: str,
+                          token: str | None, payload: Raw | None) -> None:
+        now = self.now()
+        await c.execute(sql.INSERT_INBOX, run_id, kind, token,
+                        None if payload is None else bytes(payload).decode(), now)
+        prefix = await c.fetchval(sql.WAKE_JOB, now, run_id)
+        await c.execute(sql.NOTIFY, self.channel, f"i:{run_id}")
+        if prefix is not None and prefix != self.job_prefix:
+            await c.execute(sql.NOTIFY, f"worldflow_{prefix.lower()}", f"i:{run_id}")
+
+    async def request_cancel(self, run_id: str) -> bool:
+        async def cancel(c: asyncpg.Connection) -> bool:
+            status = await c.fetchval(sql.RUN_STATUS, run_id)
+            if status is None:
+                raise RunNotFoundError(f"run not found: {run_id}")
+            if status in TERMINAL:
+                return False
+            await self._push_inbox(c, run_id, "cancel", None, None)
+            return True
+
+        queued = await self._run(cancel, transaction=True)
+        if queued:
+            self._signal_inbox(run_id)
+        return queued
+
+    async def resume_hook(self, token: str, payload: Raw) -> str:
+        async def resume(c: asyncpg.Connection) -> str:
+            row = await c.fetchrow(sql.HOOK_RUN, token)
+            if row is None or row[1] != "active":
+                raise HookNotFoundError(f"hook not found: {token!r} (unknown or disposed)")
+            if row[2] in TERMINAL:
+                raise RunFinishedError(f"run {row[0]} has finished; hook {token!r} takes "
+                                       f"no more payloads")
+            await self._push_inbox(c, row[0], "hook", token, payload)
+            return str(row[0])
+
+        run_id = await self._run(resume, transaction=True)
+        self._signal_inbox(run_id)
+        return run_id
+
+    async def read_inbox(self, run_id: str) -> list[InboxRecord]:
+        rows = await self._run(lambda c: c.fetch(sql.READ_INBOX, run_id))
+        return [InboxRecord(r[0], r[1], r[2], r[3], _raw(r[4]), r[5]) for r in rows]
+
+    async def get_hook(self, token: str) -> HookRecord | None:
+        row = await self._run(lambda c: c.fetchrow(sql.GET_HOOK, token))
+        return None if row is None else HookRecord(*row)
+
+    async def list_hooks(self, run_id: str | None = None) -> list[HookRecord]:
+        rows = await self._run(lambda c: c.fetch(sql.LIST_HOOKS, run_id))
+        return [HookRecord(*r) for r in rows]
+
+    # -- queue slots ------------------------------------------------------------------------
+    async def acquire_slot(self, queue: str, holder: str, *, concurrency: int | None,
+                           rate_limit: tuple[int, float] | None, priority: int,
+                           lease_seconds: float) -> float | None:
+        now, key = self.now(), self._queue_key(queue)
+        return await self._run(lambda c: acquire_slot(c, key, holder, concurrency, rate_limit,
+                                                      priority, lease_seconds, now),
+                               transaction=True)
+
+    async def release_slot(self, queue: str, holder: str) -> None:
+        key = self._queue_key(queue)
+
+        async def release(c: asyncpg.Connection) -> None:
+            await c.execute(sql.DELETE_SLOT, key, holder)
+            await c.execute(sql.DELETE_WAITER, key, holder)
+            await c.execute(sql.NOTIFY, self.channel, f"q:{queue}")
+
+        await self._run(release, transaction=True)
+        self.notify_slot(queue)
+
+    async def renew_slots(self, holder_prefix: str, lease_seconds: float) -> None:
+        expires = self.now() + dt.timedelta(seconds=lease_seconds)
+        await self._run(lambda c: c.execute(sql.RENEW_SLOTS, expires, holder_prefix,
+                                            self.job_prefix + "/"))
+
+    # -- streams ------------------------------------------------------------------------------
+    async def write_stream(self, run_id: str, name: str, chunks: Sequence[tuple[int, Raw]],
+                           *, close: bool = False) -> None:
+        now = self.now()
+
+        async def write(c: asyncpg.Connection) -> None:
+            if await c.fetchval(sql.STREAM_RUN_EXISTS, run_id) is None:
+                raise RunNotFoundError(f"run not found: {run_id}")
+            await c.execute(sql.STREAM_HEAD, run_id, name)
+            length = await c.fetchval(sql.STREAM_LENGTH, run_id, name)
+            for index, data in chunks:
+                if index > length:
+                    raise ValueError(f"stream {name!r}: chunk {index} written before "
+                                     f"chunk {length}")
+                if index == length:
+                    await c.execute(sql.INSERT_CHUNK, run_id, name, index,
+                                    bytes(data).decode(), now)
+                    length += 1
+            await c.execute(sql.SET_STREAM_HEAD, run_id, name, length, close)
+            await c.execute(sql.NOTIFY, self.channel, f"s:{run_id}:{name}")
+
+        await self._run(write, transaction=True)
+        self.notify_stream(run_id, name)
+
+    async def read_stream(self, run_id: str, name: str, start: int = 0,
+                          limit: int = 1000) -> tuple[list[StreamChunk], bool]:
+        async def read(c: asyncpg.Connection) -> tuple[list[StreamChunk], bool]:
+            closed = bool(await c.fetchval(sql.STREAM_CLOSED, run_id, name))
+            rows = await c.fetch(sql.READ_STREAM, run_id, name, start, limit)
+            return [StreamChunk(run_id, name, r[0], _raw(r[1]) or Raw(b"null"), r[2])
+                    for r in rows], closed
+
+        return await self._run(read, transaction=True)
+
+    async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
+        rows = await self._run(lambda c: c.fetch(sql.LIST_STREAMS, run_id))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def __repr__(self) -> str:
+        return f"<PostgresWorld {self.address} prefix={self.job_prefix}>"
+
+
+def _raw(text: str | None) -> Raw | None:
+    return None if text is None else Raw(text.encode())
+
+
+def _run_record(row: asyncpg.Record) -> RunRecord:
+    return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()), _raw(row[4]),
+                     decode_error(row[5]), row[6], row[7], row[8], row[9], row[10])
+
+
