@@ -34,6 +34,8 @@ logger = logging.getLogger("worldflow.world.postgres")
 
 APPLY = "SELECT worldflow_apply($1::json, $2)"
 MAX_BATCH = 1000
+#: seconds writes nobody awaits may wait for a write that is awaited, to share its commit
+LINGER = 0.002
 CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                      asyncpg.CannotConnectNowError, ConnectionError, asyncio.TimeoutError)
 _decode_outcomes = msgspec.json.Decoder(list[dict[str, Any]])
@@ -112,16 +114,34 @@ class GroupCommitWriter:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+            stopping = self._drain(batch)
+            if not stopping and all(w.future is None for w in batch):
+                # nobody waits for these (e.g. a step_started): give the awaited write
+                # that usually follows a moment to share their round trip
+                try:
+                    async with asyncio.timeout(LINGER):
+                        item = await self._queue.get()
+                except TimeoutError:
+                    pass
+                else:
+                    if item is None:
+                        stopping = True
+                    else:
+                        batch.append(item)
+                        stopping = self._drain(batch)
             live = [w for w in batch if not self._fenced_out(w)]
             if live:
                 outcomes = await self._send(live)
                 self._resolve(live, outcomes)
+
+    def _drain(self, batch: list[_Write]) -> bool:
+        """Add what is queued to `batch`; True if the writer was told to stop."""
+        while len(batch) < MAX_BATCH and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                return True
+            batch.append(item)
+        return False
 
     def _fenced_out(self, write: _Write) -> bool:
         if write.fence is None or write.fence not in self._poisoned:
