@@ -19,7 +19,8 @@ All of them derive from one base::
     ├── RegistrationError       a workflow or step name was registered twice
     ├── LeaseLostError          another worker took over the run (internal)
     └── WorldError              the storage world failed (bad file, unreachable server)
-        └── SchemaError         the database schema is not one this version can use
+        ├── SchemaError         the database schema is not one this version can use
+        └── CorruptRecordError  a stored event cannot be decoded
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import datetime as _dt
 
 __all__ = [
+    "CorruptRecordError",
     "FatalError",
     "HookConflictError",
     "HookNotFoundError",
@@ -161,6 +163,15 @@ class LeaseLostError(WorldflowError):
 class WorldError(WorldflowError):
     """The storage world failed: a file that is not a worldflow database, a server that
     cannot be reached, a query that failed."""
+
+
+class CorruptRecordError(WorldError):
+    """A stored event of run `run_id` at `seq` cannot be decoded."""
+
+    def __init__(self, message: str, run_id: str, seq: int) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.seq = seq
 
 
 class SchemaError(WorldError):

@@ -41,7 +41,7 @@ from worldflow.core.queues import get_queue, hold_slot
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import error_info
-from worldflow.errors import NonDeterminismError
+from worldflow.errors import CorruptRecordError, NonDeterminismError
 
 if TYPE_CHECKING:
     from worldflow.core.engine import Engine
@@ -121,7 +121,11 @@ class RunActor:
             events = [EventRecord(run.run_id, 0, RunCreated(run.workflow_name, run.input),
                                   run.created_at)]
         else:
-            events = await world.list_events(self.run_id)
+            try:
+                events = await world.list_events(self.run_id)
+            except CorruptRecordError as exc:
+                await self._fail_corrupt(exc)
+                return
         self._seq = events[-1].seq + 1 if events else 0
         if any(isinstance(e.event, TERMINAL_EVENTS) for e in events):
             return
@@ -136,6 +140,13 @@ class RunActor:
             self._deadline = started.created_at + dt.timedelta(seconds=defn.timeout)
         try:
             args, kwargs = defn.codec.decode(run.input)
+        except Exception as exc:
+            logger.error("run %s: its stored input cannot be decoded: %s", self.run_id, exc)
+            await world.append_events(self.run_id, [*first, self._record(RunFailed(ErrorInfo(
+                "CorruptRecordError", f"run {self.run_id}: its stored input cannot be "
+                f"decoded: {type(exc).__name__}: {exc}")))])
+            return
+        try:
             instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
             self._instance = instance
             instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
@@ -151,6 +162,22 @@ class RunActor:
             await world.append_events(self.run_id, first, wait=False)
         await self._resume_after_replay()
         await self._loop()
+
+    async def _fail_corrupt(self, exc: CorruptRecordError) -> None:
+        """A stored event cannot be decoded: the run cannot be replayed, so it fails
+        (with the reason), and other runs go on."""
+        logger.error("%s", exc)
+        after = exc.seq
+        while True:  # the last seq, past any other undecodable events
+            try:
+                rest = await self.world.list_events(self.run_id, after_seq=after)
+            except CorruptRecordError as later:
+                after = later.seq
+                continue
+            self._seq = (rest[-1].seq if rest else after) + 1
+            break
+        await self.world.append_events(self.run_id, [self._record(
+            RunFailed(ErrorInfo("CorruptRecordError", str(exc))))])
 
     async def _take_queue_slot(self, queue_name: str) -> bool:
         """A run started on a queue executes only while it holds one of its slots; while

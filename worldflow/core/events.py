@@ -162,5 +162,16 @@ def decode_event(payload: bytes | str) -> Event:
     return _decoder.decode(payload)
 
 
+def decode_stored_event(run_id: str, seq: int, payload: bytes | str) -> Event:
+    """Decode a stored event, or raise `CorruptRecordError` naming the run and seq."""
+    try:
+        return _decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        from worldflow.errors import CorruptRecordError
+
+        raise CorruptRecordError(f"run {run_id}: the stored event at seq {seq} cannot be "
+                                 f"decoded: {exc}", run_id, seq) from None
+
+
 def event_type(event: Event) -> str:
     return event.__struct_config__.tag  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import ErrorInfo, EventRecord, decode_event
+from worldflow.core.events import ErrorInfo, EventRecord, decode_stored_event
 
 if TYPE_CHECKING:
     import asyncpg
@@ -39,4 +39,4 @@ def decode_error(text: str | None) -> ErrorInfo | None:
 
 
 def decode_event_row(run_id: str, row: asyncpg.Record) -> EventRecord:
-    return EventRecord(run_id, row[0], decode_event(row[1]), row[2])
+    return EventRecord(run_id, row[0], decode_stored_event(run_id, row[0], row[1]), row[2])

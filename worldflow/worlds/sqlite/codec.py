@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import Raw
 
-from worldflow.core.events import ErrorInfo, EventRecord, decode_event
+from worldflow.core.events import ErrorInfo, EventRecord, decode_stored_event
 from worldflow.core.records import (
     HookRecord,
     InboxRecord,
@@ -117,7 +117,8 @@ def decode_inbox(row: Sequence[Any]) -> InboxRecord:
 
 
 def decode_event_row(row: Sequence[Any]) -> EventRecord:
-    return EventRecord(row[0], row[1], decode_event(row[2]), _time(row[3]))
+    return EventRecord(row[0], row[1], decode_stored_event(row[0], row[1], row[2]),
+                       _time(row[3]))
 
 
 def decode_chunk(row: Sequence[Any]) -> StreamChunk:

@@ -1,0 +1,211 @@
+"""Postgres-specific promises: setup, schema versions, the seed's queries, job prefixes,
+group commit, and clear errors for bad connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from worldflow import RunStatus, create_world, start, step, workflow
+from worldflow.cli.postgres_setup import postgres_setup
+from worldflow.errors import SchemaError, WorldError
+
+
+@step(name="pg_inc")
+async def inc(x: int) -> int:
+    return x + 1
+
+
+@step(name="pg_boom", max_retries=0)
+async def boom() -> None:
+    raise ValueError("boom")
+
+
+@workflow(name="pg_flow")
+async def flow(x: int) -> int:
+    return await inc(await inc(x))
+
+
+@workflow(name="pg_failing")
+async def failing() -> None:
+    await boom()
+
+
+def pg_world(url: str, **options: Any) -> Any:
+    options.setdefault("job_prefix", "p" + uuid.uuid4().hex[:10])
+    return create_world("postgres", connection_string=url, **options)
+
+
+async def test_setup_is_idempotent_and_reports_the_version(postgres_url: str) -> None:
+    first = await postgres_setup(postgres_url)
+    again = await postgres_setup(postgres_url)
+    assert "-> 1" in first and "up to date (version 1)" in again
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        tables = {r[0] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        versions = await conn.fetch("SELECT version FROM worldflow_schema_version")
+    finally:
+        await conn.close()
+    assert {"workflow_runs", "workflow_events", "workflow_steps", "workflow_hooks",
+            "workflow_streams", "workflow_jobs", "worldflow_schema_version"} <= tables
+    assert [r[0] for r in versions] == [1]
+
+
+async def test_a_newer_schema_is_refused_and_left_unchanged(postgres_url: str) -> None:
+    base = postgres_url.rsplit("/", 1)[0]
+    name = f"wf_newer_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(f"{base}/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        conn = await asyncpg.connect(f"{base}/{name}")
+        await conn.execute("CREATE TABLE worldflow_schema_version (version integer NOT NULL, "
+                           "applied_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute("INSERT INTO worldflow_schema_version (version) VALUES (99)")
+        with pytest.raises(SchemaError, match="version 99, newer"):
+            await postgres_setup(f"{base}/{name}")
+        with pytest.raises(SchemaError):
+            async with pg_world(f"{base}/{name}"):
+                pass
+        tables = [r[0] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        await conn.close()
+        assert tables == ["worldflow_schema_version"]
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_the_seed_debug_queries_run_as_written(postgres_url: str) -> None:
+    async with pg_world(postgres_url, queue_concurrency=20) as world:
+        ok = await start(flow, 1, world=world, run_id=f"run-{uuid.uuid4().hex[:8]}")
+        bad = await start(failing, world=world)
+        assert await ok.result(timeout=30) == 3
+        with pytest.raises(Exception, match="boom"):
+            await bad.result(timeout=30)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        latest = await conn.fetch("SELECT * FROM workflow_runs ORDER BY started_at DESC "
+                                  "LIMIT 10")
+        failed = await conn.fetch("SELECT * FROM workflow_runs WHERE status = 'failed'")
+        steps = await conn.fetch(f"SELECT * FROM workflow_steps WHERE workflow_run_id = "
+                                 f"'{ok.run_id}'")
+    finally:
+        await conn.close()
+    assert ok.run_id in {r["id"] for r in latest}
+    assert bad.run_id in {r["id"] for r in failed}
+    assert [(r["step_name"], r["status"], r["output"]) for r in steps] == [
+        ("pg_inc", "completed", "2"), ("pg_inc", "completed", "3")]
+    assert set(latest[0].keys()) >= {"id", "workflow_name", "status", "input", "output",
+                                     "error", "started_at", "completed_at", "created_at",
+                                     "updated_at"}
+
+
+async def test_two_job_prefixes_never_run_each_others_jobs(postgres_url: str) -> None:
+    app_a = pg_world(postgres_url, job_prefix="app_a" + uuid.uuid4().hex[:6])
+    app_b = pg_world(postgres_url, job_prefix="app_b" + uuid.uuid4().hex[:6])
+    await app_a.open()  # storage only: A never processes its queue here
+    try:
+        async with app_b:
+            run = await start(flow, 10, world=app_a)
+            await asyncio.sleep(1.0)
+            assert await app_b.get_run(run.run_id) is not None  # one database
+            assert (await app_a.get_run(run.run_id)).status == RunStatus.PENDING
+            assert await app_b.claim_runs("b-worker", 10, 30.0) == []
+        async with pg_world(postgres_url, job_prefix=app_a.job_prefix) as a_worker:
+            assert await (await a_worker_run(a_worker, run.run_id)).result(timeout=30) == 12
+    finally:
+        await app_a.close()
+
+
+async def a_worker_run(world: Any, run_id: str) -> Any:
+    from worldflow import get_run
+
+    return await get_run(run_id, world=world)
+
+
+async def test_group_commit_puts_many_runs_in_few_transactions(postgres_url: str) -> None:
+    async with pg_world(postgres_url, queue_concurrency=50) as world:
+        before = world.commits
+        runs = [await start(flow, i, world=world) for i in range(100)]
+        assert await asyncio.gather(*(r.result(timeout=60) for r in runs)) == [
+            i + 2 for i in range(100)]
+        # 100 runs x (create + 2 steps x 2 events + end) = 600 writes
+        assert world.commits - before < 300
+
+
+async def test_unreachable_server_fails_fast_naming_host_and_port() -> None:
+    world = create_world("postgres", connection_string="postgresql://root@127.0.0.1:1/x",
+                         connect_timeout=2)
+    t0 = time.monotonic()
+    with pytest.raises(WorldError, match=r"127\.0\.0\.1:1"):
+        await world.open()
+    assert time.monotonic() - t0 < 5
+
+
+async def test_bad_database_gives_the_server_message(postgres_url: str) -> None:
+    base = postgres_url.rsplit("/", 1)[0]
+    world = create_world("postgres", connection_string=f"{base}/no_such_db_{uuid.uuid4().hex}")
+    with pytest.raises(WorldError, match="does not exist"):
+        await world.open()
+    bad_user = postgres_url.replace("root@", "nobody_here@")
+    with pytest.raises(WorldError, match="nobody_here"):
+        await create_world("postgres", connection_string=bad_user).open()
+
+
+def test_missing_url_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKFLOW_POSTGRES_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ValueError, match="WORKFLOW_POSTGRES_URL"):
+        create_world("postgres")
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKFLOW_TARGET_WORLD", "postgres")
+    monkeypatch.delenv("WORKFLOW_POSTGRES_URL", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db.example:6543/app")
+    monkeypatch.setenv("WORKFLOW_POSTGRES_JOB_PREFIX", "billing")
+    monkeypatch.setenv("WORKFLOW_POSTGRES_WORKER_CONCURRENCY", "7")
+    world = create_world()
+    assert (world.address, world.job_prefix, world.queue_concurrency) == (
+        "db.example:6543", "billing", 7)
+    monkeypatch.setenv("WORKFLOW_POSTGRES_WORKER_CONCURRENCY", "zero")
+    with pytest.raises(ValueError, match="WORKFLOW_POSTGRES_WORKER_CONCURRENCY"):
+        create_world()
+
+
+@workflow(name="pg_sleepy")
+async def sleepy(x: int) -> int:
+    from worldflow import sleep
+
+    await sleep("300ms")
+    return await inc(x)
+
+
+async def test_a_payload_that_cannot_be_decoded_fails_only_its_run(postgres_url: str) -> None:
+    async with pg_world(postgres_url, keep_alive=0.0) as world:
+        broken = await start(sleepy, 1, world=world)
+        bad_input = await start(sleepy, 2, world=world)
+        await asyncio.sleep(0.1)  # both evicted while sleeping: they will be replayed
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute("UPDATE workflow_events SET payload = '{\"type\": \"nope\"}' "
+                               "WHERE workflow_run_id = $1 AND seq = 1", broken.run_id)
+            await conn.execute("UPDATE workflow_runs SET input = '[1]' WHERE id = $1",
+                               bad_input.run_id)
+        finally:
+            await conn.close()
+        other = await start(flow, 7, world=world)
+        assert await other.result(timeout=30) == 9
+        for run, reason in ((broken, "seq 1 cannot be decoded"),
+                            (bad_input, "input cannot be decoded")):
+            with pytest.raises(Exception, match=reason):
+                await run.result(timeout=30)
+            record = await world.get_run(run.run_id)
+            assert record.status == RunStatus.FAILED
+            assert record.error.type == "CorruptRecordError"
