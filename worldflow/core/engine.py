@@ -39,7 +39,7 @@ POLL_INTERVAL = 1.0
 class Engine:
     def __init__(self, world: BaseWorld, *, keep_alive: float = 1.0) -> None:
         self.world = world
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = f"{_hostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.keep_alive = keep_alive
         self.step_slots = asyncio.Semaphore(world.queue_concurrency)
         self.actors: dict[str, RunActor] = {}
@@ -194,10 +194,16 @@ class Engine:
                 if run_id not in held and actor.task is not None:
                     logger.warning("run %s: lease lost; stopping its actor", run_id)
                     actor.task.cancel()
+            # a run still leased here whose actor is gone (it crashed and could not give
+            # the run back, e.g. while the database was down) is restarted by replay
+            for run_id in held - set(self.actors):
+                if not self._stopping and self.free_slots > 0:
+                    logger.info("run %s: leased here without an actor; replaying it", run_id)
+                    self.dispatch(run_id)
 
     async def _expire_dead_local_leases(self) -> None:
         """Leases of dead processes on this host are taken back at once, not after expiry."""
-        host = socket.gethostname()
+        host = _hostname()
         dead = []
         try:
             owners = await self.world.lease_owners()
@@ -213,6 +219,12 @@ class Engine:
         if dead:
             count = await self.world.expire_leases(dead)
             logger.info("took back %d run(s) from %d stopped worker(s)", count, len(dead))
+
+
+def _hostname() -> str:
+    """This worker's host in lease owner ids (WORLDFLOW_HOSTNAME overrides it, e.g. for
+    containers that share a pid namespace but not a host name)."""
+    return os.environ.get("WORLDFLOW_HOSTNAME") or socket.gethostname()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,0 +1,214 @@
+"""Many processes, one database: load sharing, lease takeover after SIGKILL, and a
+Postgres restart in the middle of a load."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+pytestmark = pytest.mark.slow
+
+APP = Path(__file__).with_name("worker_app.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def expected(i: int) -> int:
+    return 8 * i + 2
+
+
+def env_for(url: str, prefix: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "WORKFLOW_TARGET_WORLD": "postgres", "WORKFLOW_POSTGRES_URL": url,
+            "WORKFLOW_POSTGRES_JOB_PREFIX": prefix, "PYTHONPATH": str(ROOT),
+            "LOG_LEVEL": "WARNING", **extra}
+
+
+def spawn(mode: str, marker: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, str(APP), mode, str(marker), *args], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    if mode == "work":
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY", proc.stderr.read()  # type: ignore
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+
+
+async def wait_all_done(url: str, n: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    ids = [f"load-{i}" for i in range(n)]
+    rows: list[Any] = []
+    while True:
+        try:  # the server may be restarting: keep asking
+            conn = await asyncpg.connect(url)
+            try:
+                rows = await conn.fetch("SELECT id, status, output::text FROM workflow_runs "
+                                        "WHERE id = ANY($1::text[])", ids)
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            rows = []
+        done = [r for r in rows if r["status"] in ("completed", "failed")]
+        if len(done) == n or time.monotonic() > deadline:
+            return {r["id"]: r for r in rows}
+        await asyncio.sleep(0.2)
+
+
+def marker_lines(marker: Path) -> list[list[str]]:
+    return [ln.split() for ln in marker.read_text().splitlines() if ln.strip()]
+
+
+async def fresh_db(postgres_url: str) -> str:
+    base = postgres_url.rsplit("/", 1)[0]
+    name = f"wf_mp_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(f"{base}/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return f"{base}/{name}"
+
+
+async def drop_db(url: str) -> None:
+    base, name = url.rsplit("/", 1)
+    admin = await asyncpg.connect(f"{base}/postgres")
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def test_three_worker_processes_share_the_load_and_run_each_step_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    url = await fresh_db(postgres_url)
+    marker = tmp_path / "marker.txt"
+    env = env_for(url, "shared")
+    n = 60
+    try:
+        workers = [spawn("work", marker, env) for _ in range(3)]
+        try:
+            enq = spawn("enqueue", marker, env, str(n))
+            out, err = enq.communicate(timeout=60)
+            assert "ENQUEUED" in out, err
+            runs = await wait_all_done(url, n, 90)
+        finally:
+            for w in workers:
+                stop(w)
+        assert {r["status"] for r in runs.values()} == {"completed"}
+        assert {rid: int(r["output"]) for rid, r in runs.items()} == {
+            f"load-{i}": expected(i) for i in range(n)}
+        lines = marker_lines(marker)
+        per_step = collections.Counter(ln[0] for ln in lines)
+        assert len(per_step) == 3 * n and set(per_step.values()) == {1}
+        pids = collections.Counter(ln[2] for ln in lines)
+        assert len(pids) == 3  # every process took a share
+    finally:
+        await drop_db(url)
+
+
+async def test_a_killed_workers_runs_are_taken_over_when_its_lease_expires(
+        postgres_url: str, tmp_path: Path) -> None:
+    url = await fresh_db(postgres_url)
+    marker = tmp_path / "marker.txt"
+    env = env_for(url, "takeover", LEASE_SECONDS="2", STEP_SECONDS="0.3")
+    n = 12
+    try:
+        victim = spawn("work", marker, env)
+        enq = spawn("enqueue", marker, env, str(n))
+        enq.communicate(timeout=60)
+        await asyncio.sleep(0.8)  # the victim holds runs, mid-step
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate()
+        killed_at = time.monotonic()
+        conn = await asyncpg.connect(url)
+        done_before = {f"{r[0]}:{r[1]}" for r in await conn.fetch(
+            "SELECT workflow_run_id, correlation_id FROM workflow_events "
+            "WHERE event_type = 'step_completed'")}
+        held = await conn.fetchval("SELECT count(*) FROM workflow_jobs "
+                                   "WHERE lease_owner IS NOT NULL")
+        await conn.close()
+        assert held > 0
+        # a process on another "host" cannot see that the victim died: it waits for the
+        # lease to expire (2 s) and then takes the runs over
+        survivor = spawn("work", marker, {**env, "WORLDFLOW_HOSTNAME": "elsewhere"})
+        try:
+            runs = await wait_all_done(url, n, 60)
+        finally:
+            stop(survivor)
+        assert time.monotonic() - killed_at >= 1.5
+        assert {int(r["output"]) for r in runs.values()} == {expected(i) for i in range(n)}
+        survivor_pid = str(survivor.pid)
+        rerun = [ln for ln in marker_lines(marker)
+                 if ln[0] in done_before and ln[2] == survivor_pid]
+        assert rerun == []  # completed steps were not run again
+    finally:
+        await drop_db(url)
+
+
+async def test_a_restarted_process_recovers_its_own_runs_at_once(
+        postgres_url: str, tmp_path: Path) -> None:
+    url = await fresh_db(postgres_url)
+    marker = tmp_path / "marker.txt"
+    env = env_for(url, "own", LEASE_SECONDS="60", STEP_SECONDS="0.3")
+    n = 8
+    try:
+        victim = spawn("work", marker, env)
+        spawn("enqueue", marker, env, str(n)).communicate(timeout=60)
+        await asyncio.sleep(0.8)
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate()
+        t0 = time.monotonic()
+        restarted = spawn("work", marker, env)  # same host: sees the dead pid
+        try:
+            runs = await wait_all_done(url, n, 30)
+        finally:
+            stop(restarted)
+        assert time.monotonic() - t0 < 20  # far less than the 60 s lease
+        assert {int(r["output"]) for r in runs.values()} == {expected(i) for i in range(n)}
+    finally:
+        await drop_db(url)
+
+
+def restart_postgres() -> None:
+    version = os.listdir("/etc/postgresql")[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+                   check=True, capture_output=True)
+
+
+async def test_postgres_restart_in_the_middle_of_a_load_loses_nothing(
+        postgres_url: str, tmp_path: Path) -> None:
+    url = await fresh_db(postgres_url)
+    marker = tmp_path / "marker.txt"
+    env = env_for(url, "restart", STEP_SECONDS="0.05")
+    n = 200
+    try:
+        workers = [spawn("work", marker, env) for _ in range(2)]
+        try:
+            enq = spawn("enqueue", marker, env, str(n))
+            out, err = enq.communicate(timeout=60)
+            assert "ENQUEUED" in out, err
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(restart_postgres)
+            runs = await wait_all_done(url, n, 120)
+        finally:
+            for w in workers:
+                stop(w)
+        assert len(runs) == n
+        assert {rid: (r["status"], int(r["output"] or -1)) for rid, r in runs.items()} == {
+            f"load-{i}": ("completed", expected(i)) for i in range(n)}
+        per_step = collections.Counter(ln[0] for ln in marker_lines(marker))
+        assert len(per_step) == 3 * n
+        assert max(per_step.values()) <= 2  # at least once; at most one retry
+    finally:
+        await drop_db(url)
