@@ -53,11 +53,18 @@ step_context: contextvars.ContextVar[StepContext | None] = contextvars.ContextVa
 
 
 def get_step_metadata() -> StepMetadata:
-    """The running step's id (stable across retries), name and attempt (1-based)."""
+    """The running step's id (stable across retries), name and attempt (1-based).
+
+    A step called directly (not by a durable run, e.g. in a unit test) gets metadata of
+    its own: a fresh `local:` step id and attempt 1.
+    """
     ctx = step_context.get()
     if ctx is None:
-        raise NotInWorkflowError("get_step_metadata() works only inside a step run by a "
-                                 "workflow")
+        if current_instance() is not None:
+            raise NotInWorkflowError("get_step_metadata() works inside steps, not in "
+                                     "workflow code")
+        local = f"local:{_uuid.uuid4().hex}"
+        return StepMetadata(local, "", 1, dt.datetime.now(dt.UTC), local, "")
     return ctx.metadata
 
 

@@ -119,7 +119,10 @@ class Engine:
                 await asyncio.shield(self._release_quietly(run_id, 0.0))
             raise
         except LeaseLostError as exc:
-            logger.warning("run %s: another worker took it over (%s)", run_id, exc)
+            # another worker took it over, or one of our own writes for it was lost: give
+            # it back if it is still ours (a no-op otherwise), to be replayed
+            logger.warning("run %s: stopped: %s", run_id, exc)
+            await asyncio.shield(self._release_quietly(run_id, self.crash_retry_delay))
         except Exception:
             logger.exception("run %s: actor crashed; the run will be replayed in %gs", run_id,
                              self.crash_retry_delay)
@@ -234,4 +237,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet is a zombie: dead
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True

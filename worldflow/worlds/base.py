@@ -61,6 +61,12 @@ class World(Protocol):
     async def close(self) -> None:
         """Stop processing, flush pending writes, release leases, disconnect."""
 
+    async def __aenter__(self) -> World:
+        """`start()`; `async with world:` closes it on exit."""
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None: ...
+
     def now(self) -> dt.datetime:
         """The world's clock (injectable for tests)."""
 

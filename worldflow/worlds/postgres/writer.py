@@ -36,8 +36,10 @@ APPLY = "SELECT worldflow_apply($1::json, $2)"
 MAX_BATCH = 1000
 #: seconds writes nobody awaits may wait for a write that is awaited, to share its commit
 LINGER = 0.002
+# the server is away (restarting, shutting down, unreachable): retry, never fail the write
 CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                     asyncpg.CannotConnectNowError, ConnectionError, asyncio.TimeoutError)
+                     asyncpg.exceptions.OperatorInterventionError, ConnectionError,
+                     asyncio.TimeoutError)
 _decode_outcomes = msgspec.json.Decoder(list[dict[str, Any]])
 _encode = msgspec.json.Encoder()
 
@@ -159,7 +161,10 @@ class GroupCommitWriter:
         while True:
             try:
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await self._connect()
+                    try:
+                        self._conn = await self._connect()
+                    except WorldError as exc:  # the world's wording of a connect failure
+                        raise ConnectionError(str(exc)) from None
                 result = await self._conn.fetchval(APPLY, payload, self._channel)
                 self.commits += 1
                 self.writes += len(batch)

@@ -1,0 +1,175 @@
+"""The web UI in a real headless browser: Playwright driving Debian's Chromium against
+`worldflow inspect runs --web` serving a SQLite file of real runs on a localhost socket.
+
+Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``); Playwright's own browser
+download is not used.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.cli import flows
+from tests.cli.flows import FAILED_RUN, OK_RUN
+from tests.cli.helpers import cli_env, run_async
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from playwright.sync_api import Browser, Dialog
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda message: problems.append(f"console: {message.text}")
+            if message.type == "error" else None)
+
+    def on_dialog(dialog: Dialog) -> None:
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    try:
+        yield page
+    finally:
+        context.close()
+    assert problems == []  # no script errors, CSP violations, alerts
+
+
+@pytest.fixture
+def serve_ui() -> Iterator[Callable[[str], str]]:
+    """Start `worldflow inspect runs --web --port 0` on a SQLite file; returns its URL."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(db_path: str) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worldflow.cli.main", "inspect", "runs", "--web", "--port",
+             "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(db_path))
+        procs.append(proc)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the web UI did not start within 30s"
+        line = proc.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        assert match, f"no URL in {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+        return match.group(1)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+            assert proc.returncode == 0, err  # SIGTERM: a clean stop that closes the world
+
+
+def _box(locator: Any) -> dict[str, float]:
+    box = locator.bounding_box()
+    assert box is not None
+    return box  # type: ignore[no-any-return]
+
+
+def test_click_into_failed_run_shows_error_retries_and_timeline(
+        populated_db: str, serve_ui: Callable[[str], str], page: Page, tmp_path: Path) -> None:
+    base = serve_ui(populated_db)
+    page.goto(base)
+    expect(page.locator("#runs-body tr")).to_have_count(3)
+    page.get_by_role("link", name=FAILED_RUN, exact=True).click()
+    page.wait_for_url(f"{base}runs/{FAILED_RUN}")
+
+    expect(page.locator("#run-status")).to_have_text("failed")
+    # textContent holding the tags proves they were escaped, not parsed as HTML
+    expect(page.locator("#run-error .error-message")).to_contain_text(
+        "ValueError: inventory service refused sku <b>42</b>")
+    expect(page.locator("#run-error .stack")).to_contain_text("Traceback (most recent call")
+    reserve = page.locator("tr.step-row[data-step='cli_reserve']")
+    expect(reserve.locator("td.attempts")).to_have_text("3")
+    expect(reserve.locator("td.retries")).to_have_text("2 retries")
+    expect(page.locator(".retry-history li")).to_have_count(2)
+    expect(page.locator(".retry-history li").first).to_contain_text("retried after")
+
+    step_rows = page.locator("#timeline .tl-row.tl-step")
+    expect(step_rows).to_have_count(2)
+    fetch_bar = _box(step_rows.nth(0).locator(".seg-attempt"))
+    attempts = step_rows.nth(1).locator(".seg-attempt")
+    expect(attempts).to_have_count(3)
+    boxes = [_box(attempts.nth(i)) for i in range(3)]
+    assert all(box["width"] > 0 and box["height"] > 0 for box in boxes)
+    assert fetch_bar["x"] < boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"]  # on one time axis
+    expect(attempts.nth(2)).to_have_class(re.compile(r"\bseg-failed\b"))
+    expect(step_rows.nth(1).locator(".seg-retry-wait")).to_have_count(2)
+    expect(page.locator("#events-table tbody tr")).to_have_count(11)
+
+    screenshot = tmp_path / "failed-run.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot of the failed run: {screenshot}")
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_script_in_a_run_output_is_shown_as_text_not_run(
+        populated_db: str, serve_ui: Callable[[str], str], page: Page) -> None:
+    base = serve_ui(populated_db)
+    page.goto(f"{base}runs/{OK_RUN}")
+    expect(page.locator("#run-output")).to_contain_text("<script>window.__xss = 1;")
+    assert page.evaluate("window.__xss") is None
+    expect(page.locator("#timeline .tl-row.tl-step")).to_have_count(2)
+    first, second = (_box(page.locator("#timeline .tl-row.tl-step").nth(i).locator(".tl-seg"))
+                     for i in range(2))
+    assert first["y"] != second["y"]  # parallel steps: side by side on their own rows
+    assert first["x"] < second["x"] + second["width"] and second["x"] < first["x"] + first[
+        "width"]  # ...overlapping in time
+    expect(page.locator("#streams .chunks li")).to_have_count(4)
+
+
+def test_filters_and_search_in_the_browser(
+        populated_db: str, serve_ui: Callable[[str], str], page: Page) -> None:
+    base = serve_ui(populated_db)
+    page.goto(base)
+    page.select_option("#filter-status", "failed")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#runs-body tr")).to_have_count(1)
+    expect(page.locator("#runs-body")).to_contain_text(FAILED_RUN)
+    page.get_by_label("search by run id").fill(OK_RUN)
+    page.get_by_label("search by run id").press("Enter")
+    page.wait_for_url(f"{base}runs/{OK_RUN}")
+    expect(page.locator("#run-status")).to_have_text("completed")
+
+
+def test_runs_list_refreshes_live_without_reloading(
+        scratch_db: str, serve_ui: Callable[[str], str], page: Page) -> None:
+    base = serve_ui(scratch_db)
+    page.goto(base)
+    expect(page.locator("#runs-body tr")).to_have_count(3)
+    expect(page.locator("#live-indicator")).to_be_visible()
+    page.evaluate("window.__same_document = true")
+    run_async(flows.add_pending_runs, scratch_db, 1, prefix="cli-live")
+    expect(page.locator("#runs-body")).to_contain_text("cli-live-0000", timeout=10_000)
+    expect(page.locator("#runs-body tr")).to_have_count(4)
+    assert page.evaluate("window.__same_document") is True

@@ -1,0 +1,393 @@
+"""`worldflow inspect ...` and `worldflow runs ...`: read a world, print tables or JSON.
+
+With ``--json`` each command prints one JSON document (``json.loads`` parses it). These
+shapes are stable: keys are only ever added. Times are ISO 8601 strings in UTC
+(``"2024-05-01T12:00:00.123456+00:00"``) or null; durations are milliseconds (float) or
+null while unfinished; `input`, `output`, `data` are the stored JSON values as written.
+
+``Error``::
+
+    {"type": str, "message": str, "fatal": bool, "traceback": str | null}
+    (no "traceback" key in RunSummary.error)
+
+``RunSummary`` (items of ``inspect runs``)::
+
+    {"run_id": str, "workflow_name": str,
+     "status": "pending" | "running" | "completed" | "failed" | "cancelled",
+     "queue": str, "created_at": str, "started_at": str | null,
+     "completed_at": str | null, "updated_at": str, "duration_ms": float | null,
+     "step_counts": {"total": int, "completed": int, "failed": int, "running": int,
+                     "pending": int},
+     "error": Error | null}
+
+``Step``::
+
+    {"step_id": str, "correlation_id": str, "step_name": str,
+     "status": "pending" | "running" | "completed" | "failed",
+     "attempts": int, "input": any, "output": any, "error": Error | null,
+     "started_at": str | null, "completed_at": str | null, "duration_ms": float | null,
+     "retries": [{"attempt": int, "failed_at": str, "retry_at": str,
+                  "delay_ms": float, "error": Error, "next_started_at": str | null}]}
+
+    (`retries`: each failed attempt that was retried; `delay_ms` is the backoff from the
+    failure to `retry_at`; `next_started_at` is when the next attempt really started)
+
+``RunDetail``: a RunSummary plus ``{"input": any, "output": any, "error": Error | null,
+"steps": [Step]}``.
+
+``Event``::
+
+    {"seq": int, "type": str, "correlation_id": str | null, "created_at": str,
+     "data": {the event's fields, e.g. "step_name", "attempt", "error", "retry_at",
+              "resume_at", "token", "payload", "input", "output"}}
+
+``Hook``::
+
+    {"token": str, "run_id": str, "correlation_id": str, "status": "active" | "disposed",
+     "created_at": str, "disposed_at": str | null}
+
+``Chunk``: ``{"index": int, "created_at": str, "encoding": "json" | "base64",
+"data": any}`` (``base64``: bytes were written; `data` is their base64 text).
+
+Commands and their documents:
+
+- ``inspect runs``: ``{"runs": [RunSummary], "next_cursor": str | null}``
+- ``inspect runs RUN_ID``: ``RunDetail``
+- ``inspect steps RUN_ID``: ``{"run_id": str, "steps": [Step]}``
+- ``inspect events RUN_ID``: ``{"run_id": str, "events": [Event]}``
+- ``inspect hooks [--run RUN_ID]``: ``{"hooks": [Hook]}``
+- ``inspect streams RUN_ID``: ``{"run_id": str, "streams": [{"name": str, "chunks": int,
+  "closed": bool}]}``
+- ``inspect streams RUN_ID NAME``: ``{"run_id": str, "name": str, "closed": bool,
+  "chunks": [Chunk]}``; with ``--follow``: one Chunk per line (JSON Lines) as they come
+- ``runs cancel RUN_ID``: ``{"run_id": str, "cancel_requested": bool, "status": str}``
+- ``runs retry RUN_ID``: ``{"run_id": str, "new_run_id": str}``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from rich.table import Table
+from rich.text import Text
+
+from worldflow.cli import shapes
+from worldflow.errors import RunNotFoundError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+    from worldflow.core.records import RunRecord
+    from worldflow.worlds.base import World
+
+__all__ = ["COMMANDS", "NotFound", "UsageError", "event_details", "format_duration"]
+
+STATUS_STYLES = {"pending": "yellow", "running": "cyan", "completed": "green",
+                 "failed": "bold red", "cancelled": "magenta", "active": "cyan",
+                 "disposed": "dim"}
+#: how long `--follow` waits between reads of a stream another process writes
+FOLLOW_POLL_SECONDS = 0.5
+
+
+class NotFound(LookupError):
+    """Something named on the command line does not exist (exit status 1)."""
+
+
+class UsageError(ValueError):
+    """A value on the command line that the world refuses, e.g. a bad cursor (status 2)."""
+
+
+def print_json(document: Any, *, indent: int | None = 2) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=indent) + "\n")
+    sys.stdout.flush()
+
+
+def format_duration(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m"
+
+
+def _time(value: str | None) -> str:
+    return "-" if value is None else value[:19].replace("T", " ")
+
+
+def _status(value: str) -> Text:
+    return Text(value, style=STATUS_STYLES.get(value, ""))
+
+
+def _compact(value: Any, limit: int | None = None) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    if limit is not None and len(text) > limit:
+        return text[:limit - 1] + "…"
+    return text
+
+
+async def _run(world: World, run_id: str) -> RunRecord:
+    run = await world.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(f"run not found: {run_id}")
+    return run
+
+
+# -- inspect runs -----------------------------------------------------------------------
+async def inspect_runs(world: World, args: argparse.Namespace, console: Console) -> None:
+    if args.run_id is not None:
+        await _run_detail(world, args, console)
+        return
+    try:
+        page = await world.list_runs(status=args.status, workflow_name=args.workflow,
+                                     limit=args.limit, cursor=args.cursor or None)
+    except ValueError as exc:  # a cursor this world did not hand out
+        raise UsageError(str(exc)) from exc
+    summaries = [shapes.run_summary(run, await world.list_steps(run.run_id))
+                 for run in page.items]
+    if args.json:
+        print_json({"runs": summaries, "next_cursor": page.next_cursor})
+        return
+    table = Table(title=None, header_style="bold")
+    for column in ("run id", "workflow", "status", "started (UTC)", "duration", "steps"):
+        table.add_column(column, overflow="fold")
+    for run in summaries:
+        counts = run["step_counts"]
+        steps = f"{counts['completed']}/{counts['total']}"
+        if counts["failed"]:
+            steps += f" ({counts['failed']} failed)"
+        table.add_row(Text(run["run_id"]), Text(run["workflow_name"]), _status(run["status"]),
+                      _time(run["started_at"]), format_duration(run["duration_ms"]), steps)
+    if summaries:
+        console.print(table)
+    else:
+        console.print("no runs")
+    if page.next_cursor is not None:
+        console.print(Text(f"next cursor: {page.next_cursor}"))
+
+
+async def _run_detail(world: World, args: argparse.Namespace, console: Console) -> None:
+    run = await _run(world, args.run_id)
+    detail = shapes.run_detail(run, await world.list_steps(run.run_id),
+                               await world.list_events(run.run_id))
+    if args.json:
+        print_json(detail)
+        return
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold")
+    fields.add_column(overflow="fold")
+    fields.add_row("run", Text(detail["run_id"]))
+    fields.add_row("workflow", Text(detail["workflow_name"]))
+    fields.add_row("status", _status(detail["status"]))
+    fields.add_row("queue", Text(detail["queue"]))
+    fields.add_row("created", _time(detail["created_at"]))
+    fields.add_row("started", _time(detail["started_at"]))
+    fields.add_row("completed", _time(detail["completed_at"]))
+    fields.add_row("duration", format_duration(detail["duration_ms"]))
+    fields.add_row("input", Text(_compact(detail["input"])))
+    if detail["status"] == "completed":
+        fields.add_row("output", Text(_compact(detail["output"])))
+    error = detail["error"]
+    if error is not None:
+        fields.add_row("error", Text(f"{error['type']}: {error['message']}", style="red"))
+    console.print(fields)
+    if error is not None and error.get("traceback"):
+        console.print(Text(error["traceback"].rstrip("\n"), style="dim"))
+    if detail["steps"]:
+        console.print()
+        _print_steps(detail["steps"], console)
+
+
+def _print_steps(steps: list[dict[str, Any]], console: Console) -> None:
+    table = Table(header_style="bold")
+    for column in ("#", "step", "status", "attempts", "started (UTC)", "duration", "error"):
+        table.add_column(column, overflow="fold")
+    for step in steps:
+        error = step["error"]
+        table.add_row(Text(step["correlation_id"]), Text(step["step_name"]),
+                      _status(step["status"]), str(step["attempts"]), _time(step["started_at"]),
+                      format_duration(step["duration_ms"]),
+                      Text("" if error is None else f"{error['type']}: {error['message']}"))
+    console.print(table)
+    for step in steps:
+        for retry in step["retries"]:
+            error = retry["error"]
+            console.print(Text(
+                f"  {step['step_name']} #{step['correlation_id']}: attempt {retry['attempt']} "
+                f"failed ({error['type']}: {error['message']}), retried after "
+                f"{format_duration(retry['delay_ms'])}"))
+
+
+# -- inspect steps / events / hooks ----------------------------------------------------
+async def inspect_steps(world: World, args: argparse.Namespace, console: Console) -> None:
+    run = await _run(world, args.run_id)
+    retries = shapes.retries_by_step(await world.list_events(run.run_id))
+    steps = [shapes.step_dict(step, retries.get(step.correlation_id, []))
+             for step in await world.list_steps(run.run_id)]
+    if args.json:
+        print_json({"run_id": run.run_id, "steps": steps})
+    elif steps:
+        _print_steps(steps, console)
+    else:
+        console.print("no steps")
+
+
+def event_details(event: dict[str, Any]) -> str:
+    """One line saying what an event recorded (for tables and the web UI's log)."""
+    data = event["data"]
+    parts: list[str] = []
+    if "step_name" in data:
+        parts.append(f"{data['step_name']} attempt {data.get('attempt', '?')}")
+    if "error" in data:
+        parts.append(f"{data['error']['type']}: {data['error']['message']}")
+    if "retry_at" in data:
+        parts.append(f"retry at {_time(data['retry_at'])}")
+    if "resume_at" in data:
+        parts.append(f"until {_time(data['resume_at'])}")
+    if "token" in data:
+        parts.append(f"token {data['token']}")
+    parts.extend(f"{key} {_compact(data[key], 120)}"
+                 for key in ("payload", "output", "workflow_name", "reason") if key in data)
+    return "; ".join(parts)
+
+
+async def inspect_events(world: World, args: argparse.Namespace, console: Console) -> None:
+    run = await _run(world, args.run_id)
+    events = [shapes.event_dict(record) for record in await world.list_events(run.run_id)]
+    if args.json:
+        print_json({"run_id": run.run_id, "events": events})
+        return
+    table = Table(header_style="bold")
+    for column in ("seq", "time (UTC)", "type", "#", "details"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        table.add_row(str(event["seq"]), event["created_at"][11:23], Text(event["type"]),
+                      Text(event["correlation_id"] or ""), Text(event_details(event)))
+    console.print(table)
+
+
+async def inspect_hooks(world: World, args: argparse.Namespace, console: Console) -> None:
+    if args.run is not None:
+        await _run(world, args.run)
+    hooks = [shapes.hook_dict(hook) for hook in await world.list_hooks(args.run)]
+    if args.json:
+        print_json({"hooks": hooks})
+        return
+    if not hooks:
+        console.print("no hooks")
+        return
+    table = Table(header_style="bold")
+    for column in ("token", "run id", "#", "status", "created (UTC)", "disposed (UTC)"):
+        table.add_column(column, overflow="fold")
+    for hook in hooks:
+        table.add_row(Text(hook["token"]), Text(hook["run_id"]), Text(hook["correlation_id"]),
+                      _status(hook["status"]), _time(hook["created_at"]),
+                      _time(hook["disposed_at"]))
+    console.print(table)
+
+
+# -- inspect streams --------------------------------------------------------------------
+async def inspect_streams(world: World, args: argparse.Namespace, console: Console) -> None:
+    run = await _run(world, args.run_id)
+    if args.name is None:
+        streams = [shapes.stream_dict(*row) for row in await world.list_streams(run.run_id)]
+        if args.json:
+            print_json({"run_id": run.run_id, "streams": streams})
+            return
+        table = Table(header_style="bold")
+        for column in ("stream", "chunks", "closed"):
+            table.add_column(column, overflow="fold")
+        for stream in streams:
+            table.add_row(Text(stream["name"]), str(stream["chunks"]),
+                          "yes" if stream["closed"] else "no")
+        console.print(table if streams else "no streams")
+        return
+    names = {row[0] for row in await world.list_streams(run.run_id)}
+    if args.name not in names and not args.follow:
+        raise NotFound(f"stream not found: {args.name} (run {run.run_id})")
+    collected: list[dict[str, Any]] = []
+
+    def emit(chunk: dict[str, Any]) -> None:
+        if not args.follow and args.json:
+            collected.append(chunk)
+        elif args.json:
+            print_json(chunk, indent=None)
+        else:
+            sys.stdout.write(f"{chunk['index']}\t{shapes.chunk_text(chunk)}\n")
+            sys.stdout.flush()
+
+    closed = await _read_stream(world, run.run_id, args.name, emit, follow=args.follow)
+    if not args.follow and args.json:
+        print_json({"run_id": run.run_id, "name": args.name, "closed": closed,
+                    "chunks": collected})
+
+
+async def _read_stream(world: World, run_id: str, name: str, emit: Any, *,
+                       follow: bool) -> bool:
+    """Emit the stream's chunks in order, a page at a time; with `follow`, keep reading
+    until the stream is closed or its run has ended. Returns whether it is closed."""
+    index = 0
+    while True:
+        chunks, closed = await world.read_stream(run_id, name, index)
+        for chunk in chunks:
+            emit(shapes.chunk_dict(chunk))
+            index = chunk.index + 1
+        if chunks:
+            continue
+        if closed or not follow:
+            return closed
+        run = await world.get_run(run_id)
+        if run is not None and run.status.is_terminal:
+            chunks, closed = await world.read_stream(run_id, name, index)
+            if not chunks:
+                return closed
+            continue
+        # another process writes the stream, so in-process wake-ups cannot be relied on
+        await anyio.sleep(FOLLOW_POLL_SECONDS)
+
+
+# -- runs cancel / retry ----------------------------------------------------------------
+async def runs_cancel(world: World, args: argparse.Namespace, console: Console) -> None:
+    run = await _run(world, args.run_id)
+    requested = await world.request_cancel(run.run_id)
+    if args.json:
+        print_json({"run_id": run.run_id, "cancel_requested": requested,
+                    "status": run.status.value})
+    elif requested:
+        console.print(Text(f"cancel requested for run {run.run_id}; it ends cancelled when a "
+                           f"worker of the world processes it"))
+    else:
+        console.print(Text(f"run {run.run_id} has already ended ({run.status.value})"))
+
+
+async def runs_retry(world: World, args: argparse.Namespace, console: Console) -> None:
+    from worldflow.core.api import retry_run
+
+    new = await retry_run(args.run_id, world=world)
+    if args.json:
+        print_json({"run_id": args.run_id, "new_run_id": new.run_id})
+    else:
+        console.print(Text(f"run {args.run_id} retried as {new.run_id}; completed steps are "
+                           f"replayed from the log, the rest runs when a worker picks it up"))
+
+
+COMMANDS = {
+    ("inspect", "runs"): inspect_runs,
+    ("inspect", "steps"): inspect_steps,
+    ("inspect", "events"): inspect_events,
+    ("inspect", "hooks"): inspect_hooks,
+    ("inspect", "streams"): inspect_streams,
+    ("runs", "cancel"): runs_cancel,
+    ("runs", "retry"): runs_retry,
+}
