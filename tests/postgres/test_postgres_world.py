@@ -188,6 +188,17 @@ async def sleepy(x: int) -> int:
 
 
 async def test_a_payload_that_cannot_be_decoded_fails_only_its_run(postgres_url: str) -> None:
+    from tests.postgres.test_processes import drop_db, fresh_db
+
+    # a database of its own: other tests read every run of the session's database
+    postgres_url = await fresh_db(postgres_url)
+    try:
+        await corrupt_records_fail_only_their_runs(postgres_url)
+    finally:
+        await drop_db(postgres_url)
+
+
+async def corrupt_records_fail_only_their_runs(postgres_url: str) -> None:
     async with pg_world(postgres_url, keep_alive=0.0) as world:
         broken = await start(sleepy, 1, world=world)
         bad_input = await start(sleepy, 2, world=world)
