@@ -41,7 +41,18 @@ def pg_world(url: str, **options: Any) -> Any:
     return create_world("postgres", connection_string=url, **options)
 
 
-async def test_setup_is_idempotent_and_reports_the_version(postgres_url: str) -> None:
+@pytest.fixture
+async def own_db(postgres_url: str) -> Any:
+    """A database of this test's own (the session's is shared with other tests)."""
+    from tests.postgres.test_processes import drop_db, fresh_db
+
+    url = await fresh_db(postgres_url)
+    yield url
+    await drop_db(url)
+
+
+async def test_setup_is_idempotent_and_reports_the_version(own_db: str) -> None:
+    postgres_url = own_db
     first = await postgres_setup(postgres_url)
     again = await postgres_setup(postgres_url)
     assert "-> 1" in first and "up to date (version 1)" in again
@@ -81,7 +92,8 @@ async def test_a_newer_schema_is_refused_and_left_unchanged(postgres_url: str) -
         await admin.close()
 
 
-async def test_the_seed_debug_queries_run_as_written(postgres_url: str) -> None:
+async def test_the_seed_debug_queries_run_as_written(own_db: str) -> None:
+    postgres_url = own_db
     async with pg_world(postgres_url, queue_concurrency=20) as world:
         ok = await start(flow, 1, world=world, run_id=f"run-{uuid.uuid4().hex[:8]}")
         bad = await start(failing, world=world)
@@ -187,18 +199,9 @@ async def sleepy(x: int) -> int:
     return await inc(x)
 
 
-async def test_a_payload_that_cannot_be_decoded_fails_only_its_run(postgres_url: str) -> None:
-    from tests.postgres.test_processes import drop_db, fresh_db
-
+async def test_a_payload_that_cannot_be_decoded_fails_only_its_run(own_db: str) -> None:
     # a database of its own: other tests read every run of the session's database
-    postgres_url = await fresh_db(postgres_url)
-    try:
-        await corrupt_records_fail_only_their_runs(postgres_url)
-    finally:
-        await drop_db(postgres_url)
-
-
-async def corrupt_records_fail_only_their_runs(postgres_url: str) -> None:
+    postgres_url = own_db
     async with pg_world(postgres_url, keep_alive=0.0) as world:
         broken = await start(sleepy, 1, world=world)
         bad_input = await start(sleepy, 2, world=world)

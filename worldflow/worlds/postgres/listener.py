@@ -8,8 +8,6 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from worldflow.errors import WorldError
-
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -57,7 +55,7 @@ class Listener:
                 try:
                     await self._listen()
                     break
-                except WorldError as exc:
+                except Exception as exc:  # whatever the broken server did: try again
                     logger.warning("LISTEN connection lost; reconnecting (%s)", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)

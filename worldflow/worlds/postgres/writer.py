@@ -39,7 +39,9 @@ LINGER = 0.002
 # the server is away (restarting, shutting down, unreachable): retry, never fail the write
 CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                      asyncpg.exceptions.OperatorInterventionError, ConnectionError,
-                     asyncio.TimeoutError)
+                     asyncio.TimeoutError,
+                     # raised by a connection that broke in the middle of an operation
+                     asyncpg.exceptions.InternalClientError)
 _decode_outcomes = msgspec.json.Decoder(list[dict[str, Any]])
 _encode = msgspec.json.Encoder()
 
@@ -132,9 +134,15 @@ class GroupCommitWriter:
                         batch.append(item)
                         stopping = self._drain(batch)
             live = [w for w in batch if not self._fenced_out(w)]
-            if live:
+            if not live:
+                continue
+            try:
                 outcomes = await self._send(live)
-                self._resolve(live, outcomes)
+            except Exception as exc:  # the writer must outlive any one batch
+                logger.exception("a Postgres write batch failed")
+                outcomes = [{"ok": False, "e": "world", "m": f"{type(exc).__name__}: {exc}"}
+                            for _ in live]
+            self._resolve(live, outcomes)
 
     def _drain(self, batch: list[_Write]) -> bool:
         """Add what is queued to `batch`; True if the writer was told to stop."""
