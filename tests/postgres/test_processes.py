@@ -220,3 +220,40 @@ async def test_postgres_restart_in_the_middle_of_a_load_loses_nothing(
         assert max(per_step.values()) <= 2  # at least once; at most one retry
     finally:
         await drop_db(url)
+
+
+async def test_queue_limits_hold_across_three_worker_processes(
+        postgres_url: str, tmp_path: Path) -> None:
+    url = await fresh_db(postgres_url)
+    marker = tmp_path / "times.txt"
+    env = env_for(url, "limits", FLOW="api")
+    n = 16
+    try:
+        workers = [spawn("work", marker, env) for _ in range(3)]
+        try:
+            enq = spawn("enqueue", marker, env, str(n))
+            out, err = enq.communicate(timeout=60)
+            assert "ENQUEUED" in out, err
+            runs = await wait_all_done(url, n, 90)
+        finally:
+            for w in workers:
+                stop(w)
+        assert {rid: int(r["output"]) for rid, r in runs.items()} == {
+            f"load-{i}": i for i in range(n)}
+        rows = [ln.split() for ln in marker.read_text().splitlines() if ln.strip()]
+        spans = {}
+        for kind, at, i, _pid in rows:
+            spans.setdefault(i, {})[kind] = float(at)
+        assert len(spans) == n and len({pid for *_, pid in rows}) > 1
+        # concurrency 2: at no start are more than 2 bodies running (including it)
+        for span in spans.values():
+            running = sum(1 for other in spans.values()
+                          if other["start"] <= span["start"] < other["end"])
+            assert running <= 2
+        # rate (4, 500 ms): no window of 500 ms holds more than 4 starts
+        starts = sorted(span["start"] for span in spans.values())
+        for k in range(len(starts) - 4):
+            # the limit counts grants; a body starts a scheduling delay after its grant
+            assert starts[k + 4] - starts[k] >= 0.5 - 0.1
+    finally:
+        await drop_db(url)

@@ -12,8 +12,9 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
-from worldflow import create_world, get_step_metadata, start, step, workflow
+from worldflow import Queue, create_world, get_step_metadata, start, step, workflow
 from worldflow.worlds.base import BaseWorld
 
 MARKER = sys.argv[2] if len(sys.argv) > 2 else os.devnull
@@ -39,6 +40,27 @@ async def mp_flow(x: int) -> int:
     return b + c
 
 
+api = Queue("partner_api", concurrency=2, rate_limit=(4, "500ms"))
+
+
+@step(name="mp_call_api", queue=api)
+async def call_api(i: int) -> int:
+    log_time("start", i)
+    await asyncio.sleep(0.05)
+    log_time("end", i)
+    return i
+
+
+def log_time(what: str, i: int) -> None:
+    with open(MARKER, "a") as f:
+        f.write(f"{what} {time.time():.6f} {i} {os.getpid()}\n")
+
+
+@workflow(name="mp_api_flow")
+async def api_flow(i: int) -> int:
+    return await call_api(i)
+
+
 async def main() -> None:
     mode = sys.argv[1]
     world = create_world(lease_seconds=float(os.environ.get("LEASE_SECONDS", "30")))
@@ -46,8 +68,9 @@ async def main() -> None:
     if mode == "enqueue":
         await world.open()  # storage only: this process never runs workflows
         try:
+            flow = api_flow if os.environ.get("FLOW") == "api" else mp_flow
             for i in range(int(sys.argv[3])):
-                await start(mp_flow, i, world=world, run_id=f"load-{i}")
+                await start(flow, i, world=world, run_id=f"load-{i}")
         finally:
             await world.close()
         print("ENQUEUED", flush=True)

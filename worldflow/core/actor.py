@@ -410,20 +410,20 @@ class RunActor:
 
     async def _run_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
         assert self._meta is not None
-        if call.step.queue is not None:  # the queue's limits hold across processes
-            holder = f"{self.engine.worker_id}/{self.run_id}/{call.cid}/{attempt}"
-            async with hold_slot(self.world, get_queue(call.step.queue), holder,
-                                 lease_seconds=self.world.lease_seconds):
-                await self._run_step_body(call, attempt, started_at)
-        else:
-            await self._run_step_body(call, attempt, started_at)
-
-    async def _run_step_body(self, call: StepCall, attempt: int,
-                             started_at: dt.datetime) -> None:
-        assert self._meta is not None
         async with self.engine.step_slots:
-            outcome = await self.engine.step_runner(call.step, call.cid, attempt, call.input,
-                                             self._meta, self.world, started_at)
+            if call.step.queue is not None:
+                # the queue's limits hold across processes; its slot is taken last, so
+                # that the body starts as soon as it is granted
+                holder = f"{self.engine.worker_id}/{self.run_id}/{call.cid}/{attempt}"
+                async with hold_slot(self.world, get_queue(call.step.queue), holder,
+                                     lease_seconds=self.world.lease_seconds):
+                    outcome = await self.engine.step_runner(
+                        call.step, call.cid, attempt, call.input, self._meta, self.world,
+                        started_at)
+            else:
+                outcome = await self.engine.step_runner(
+                    call.step, call.cid, attempt, call.input, self._meta, self.world,
+                    started_at)
         self.post("outcome", call.cid, outcome)
 
     # -- waiting ---------------------------------------------------------------------

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from worldflow.worlds.postgres import sql
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import asyncpg
 
 __all__ = ["acquire_slot"]
@@ -19,9 +21,13 @@ SLOT_RETRY = 0.05
 
 async def acquire_slot(c: asyncpg.Connection, queue: str, holder: str,
                        concurrency: int | None, rate_limit: tuple[int, float] | None,
-                       priority: int, lease_seconds: float, now: dt.datetime) -> float | None:
-    expires = now + dt.timedelta(seconds=lease_seconds)
+                       priority: int, lease_seconds: float,
+                       clock: Callable[[], dt.datetime]) -> float | None:
     await c.execute(sql.LOCK_QUEUE, queue)
+    # the time is read only once the queue's lock is held: a grant stamped with a time
+    # from before a wait for the lock would leave the rate window too early
+    now = clock()
+    expires = now + dt.timedelta(seconds=lease_seconds)
     await c.execute(sql.DELETE_EXPIRED_SLOTS, queue, now)
     if await c.fetchval(sql.HAS_SLOT, queue, holder) is not None:
         return None

@@ -385,9 +385,9 @@ class PostgresWorld(BaseWorld):
     async def acquire_slot(self, queue: str, holder: str, *, concurrency: int | None,
                            rate_limit: tuple[int, float] | None, priority: int,
                            lease_seconds: float) -> float | None:
-        now, key = self.now(), self._queue_key(queue)
+        key = self._queue_key(queue)
         return await self._run(lambda c: acquire_slot(c, key, holder, concurrency, rate_limit,
-                                                      priority, lease_seconds, now),
+                                                      priority, lease_seconds, self.now),
                                transaction=True)
 
     async def release_slot(self, queue: str, holder: str) -> None:
