@@ -56,9 +56,11 @@ async def test_queue_rate_limit_bounds_starts_per_window(world: Any) -> None:
     assert await run.result(timeout=30) == list(range(9))
     times = sorted(starts[key])
     assert len(times) == 9
-    for i in range(len(times) - 3):  # any 4 consecutive starts span at least the period
-        assert times[i + 3] - times[i] >= 0.3 - 0.02
-    assert times[-1] - times[0] >= 0.6 - 0.02
+    # any 4 consecutive starts span at least the period (the limit counts grants; a body
+    # starts a commit and a scheduling delay after its grant)
+    for i in range(len(times) - 3):
+        assert times[i + 3] - times[i] >= 0.3 - 0.05
+    assert times[-1] - times[0] >= 0.6 - 0.05
 
 
 @step(name="q_run_body")
