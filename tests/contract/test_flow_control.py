@@ -218,3 +218,29 @@ async def test_retry_run_resumes_a_failed_run_without_rerunning_completed_steps(
     assert counts[f"{key}:before"] == 1
     assert counts[f"{key}:switch"] == 2
     assert await run.status() == RunStatus.FAILED
+
+
+@step(name="f_held")
+async def held(key: str) -> None:
+    running[key] += 1
+    peak[key] = max(peak[key], running[key])
+    await asyncio.sleep(0.02)
+    running[key] -= 1
+
+
+@workflow(name="f_wide_wf")
+async def wide_wf(key: str) -> None:
+    await asyncio.gather(*(held(key) for _ in range(4)))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_queue_concurrency_bounds_what_one_process_runs(
+        kind: str, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    from tests.conftest import make_world
+
+    key = uuid.uuid4().hex
+    async with make_world(kind, tmp_path, request, queue_concurrency=2) as world:
+        runs = [await start(wide_wf, key, world=world) for _ in range(5)]
+        for run in runs:
+            await run.result(timeout=30)
+    assert peak[key] == 2  # step bodies at once in this process
