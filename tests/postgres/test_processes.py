@@ -257,3 +257,41 @@ async def test_queue_limits_hold_across_three_worker_processes(
             assert starts[k + 4] - starts[k] >= 0.5 - 0.1
     finally:
         await drop_db(url)
+
+
+async def test_chaos_restarts_every_5_to_15_seconds_lose_no_run(
+        postgres_url: str, tmp_path: Path) -> None:
+    import random
+
+    url = await fresh_db(postgres_url)
+    marker = tmp_path / "marker.txt"
+    env = env_for(url, "chaos", STEP_SECONDS="0.5",
+                  WORKFLOW_POSTGRES_WORKER_CONCURRENCY="15")
+    n = 500
+    restarts = 0
+    rng = random.Random(7)
+    try:
+        workers = [spawn("work", marker, env) for _ in range(2)]
+        try:
+            enq = spawn("enqueue", marker, env, str(n))
+            out, err = enq.communicate(timeout=60)
+            assert "ENQUEUED" in out, err
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                runs = await wait_all_done(url, n, rng.uniform(5, 15))
+                if sum(r["status"] == "completed" for r in runs.values()) == n:
+                    break
+                await asyncio.to_thread(restart_postgres)
+                restarts += 1
+        finally:
+            for w in workers:
+                stop(w)
+        print(f"\nchaos: {restarts} restarts while {n} runs went through")
+        assert restarts >= 2
+        assert {rid: (r["status"], int(r["output"] or -1)) for rid, r in runs.items()} == {
+            f"load-{i}": ("completed", expected(i)) for i in range(n)}
+        per_step = collections.Counter(ln[0] for ln in marker_lines(marker))
+        assert len(per_step) == 3 * n
+        assert max(per_step.values()) <= 2  # at least once; a restart costs one retry
+    finally:
+        await drop_db(url)
