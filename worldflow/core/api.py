@@ -102,6 +102,10 @@ class Run:
         """Wait for the run to end; return its result, or raise its error
         (`RunFailedError`, or the worldflow error the workflow raised;
         `RunCancelledError` if cancelled)."""
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float) or timeout < 0):
+            raise TypeError(f"result(timeout=...) must be a number of seconds >= 0, "
+                            f"got {timeout!r}")
         run = await self.world.wait_run_finished(self.run_id, timeout)
         if run.status == RunStatus.COMPLETED:
             defn = get_workflow(run.workflow_name)
@@ -184,6 +188,8 @@ async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
 
 async def get_run(run_id: str, world: World | None = None) -> Run:
     """The `Run` of an existing run; `RunNotFoundError` if there is none."""
+    if not isinstance(run_id, str) or not run_id:
+        raise TypeError(f"get_run(run_id=...) must be a non-empty string, got {run_id!r:.80}")
     the_world = await get_world(world)
     run = await the_world.get_run(run_id)
     if run is None:
