@@ -21,7 +21,7 @@ from worldflow import (
 )
 
 if TYPE_CHECKING:
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 OK_RUN = "cli-ok"
 FAILED_RUN = "cli-failed"

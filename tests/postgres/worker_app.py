@@ -15,7 +15,7 @@ import sys
 import time
 
 from worldflow import Queue, create_world, get_step_metadata, start, step, workflow
-from worldflow.worlds.base import BaseWorld
+from worldflow.core.world import BaseWorld
 
 MARKER = sys.argv[2] if len(sys.argv) > 2 else os.devnull
 

@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from worldflow.core.records import RunRecord
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["COMMANDS", "NotFound", "UsageError", "event_details", "format_duration"]
 

@@ -42,7 +42,7 @@ from worldflow.errors import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["build_parser", "main"]
 

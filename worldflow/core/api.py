@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from worldflow.core.records import RunRecord, StepRecord
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["Run", "get_run", "get_world", "resume_hook", "retry_run", "sleep", "start"]
 

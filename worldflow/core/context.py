@@ -14,7 +14,7 @@ from worldflow.core.instance import current_instance
 from worldflow.errors import NotInWorkflowError
 
 if TYPE_CHECKING:
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["StepMetadata", "WorkflowMetadata", "get_step_metadata", "get_workflow_metadata",
            "now", "random", "uuid4"]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import RunRecord
-    from worldflow.worlds.base import BaseWorld
+    from worldflow.core.world import BaseWorld
 
 __all__ = ["Engine"]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from worldflow.core.durations import parse_duration
 
 if TYPE_CHECKING:
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["Queue", "get_queue", "hold_slot"]
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from worldflow.core.context import WorkflowMetadata
     from worldflow.core.registry import StepDef
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["StepOutcome", "StepRunner", "run_step_attempt"]
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from types import TracebackType
 
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["StreamWriter", "get_writable", "read_stream"]
 

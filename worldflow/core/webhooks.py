@@ -62,7 +62,7 @@ from worldflow.core.registry import get_step
 
 if TYPE_CHECKING:
     from worldflow.core.records import HookRecord
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = [
     "WEBHOOK_PATH",

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from worldflow.core.context import WorkflowMetadata
     from worldflow.core.registry import StepDef
     from worldflow.core.steps import StepOutcome
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["HttpStepRunner", "use_http_steps"]
 

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpStepRunner", "app", "serve", "use_http_steps"]
 

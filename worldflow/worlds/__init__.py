@@ -6,7 +6,7 @@ import importlib
 import os
 from typing import Any
 
-from worldflow.worlds.base import BaseWorld, World
+from worldflow.core.world import BaseWorld, World
 
 __all__ = ["BaseWorld", "World", "create_world"]
 

@@ -30,7 +30,7 @@ from worldflow.errors import (
     RunFinishedError,
     RunNotFoundError,
 )
-from worldflow.worlds.base import BaseWorld
+from worldflow.core.world import BaseWorld
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.projection import project
 

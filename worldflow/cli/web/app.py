@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from worldflow.core.records import RunRecord
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["app"]
 

@@ -16,7 +16,7 @@ from worldflow.cli.web.app import app
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-    from worldflow.worlds.base import World
+    from worldflow.core.world import World
 
 __all__ = ["serve_web"]
 

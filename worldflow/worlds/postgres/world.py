@@ -37,7 +37,7 @@ from worldflow.errors import (
     WorldError,
     WorldflowError,
 )
-from worldflow.worlds.base import BaseWorld
+from worldflow.core.world import BaseWorld
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.postgres import sql
 from worldflow.worlds.postgres.codec import decode_error, decode_event_row, op_args

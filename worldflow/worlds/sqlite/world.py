@@ -19,7 +19,7 @@ import aiosqlite
 import anyio
 
 from worldflow.errors import WorldError
-from worldflow.worlds.base import BaseWorld
+from worldflow.core.world import BaseWorld
 from worldflow.worlds.sqlite import log, reads, streams
 from worldflow.worlds.sqlite import queue as _queue
 from worldflow.worlds.sqlite.schema import check_file, migrate
