@@ -23,6 +23,7 @@ from worldflow.core.records import (
     StepStatus,
     StreamChunk,
 )
+from worldflow.core.world import BaseWorld
 from worldflow.errors import (
     HookConflictError,
     HookNotFoundError,
@@ -30,7 +31,6 @@ from worldflow.errors import (
     RunFinishedError,
     RunNotFoundError,
 )
-from worldflow.core.world import BaseWorld
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.projection import project
 

@@ -30,6 +30,7 @@ from worldflow.core.records import (
     StepStatus,
     StreamChunk,
 )
+from worldflow.core.world import BaseWorld
 from worldflow.errors import (
     HookNotFoundError,
     RunFinishedError,
@@ -37,7 +38,6 @@ from worldflow.errors import (
     WorldError,
     WorldflowError,
 )
-from worldflow.core.world import BaseWorld
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.postgres import sql
 from worldflow.worlds.postgres.codec import decode_error, decode_event_row, op_args

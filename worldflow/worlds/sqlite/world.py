@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiosqlite
 import anyio
 
-from worldflow.errors import WorldError
 from worldflow.core.world import BaseWorld
+from worldflow.errors import WorldError
 from worldflow.worlds.sqlite import log, reads, streams
 from worldflow.worlds.sqlite import queue as _queue
 from worldflow.worlds.sqlite.schema import check_file, migrate
