@@ -24,6 +24,7 @@ from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
 from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
+from worldflow.core.runtime import set_default_world_factory
 from worldflow.core.streams import get_writable
 from worldflow.core.webhooks import WebhookRequest, create_webhook
 from worldflow.errors import (
@@ -35,6 +36,7 @@ from worldflow.errors import (
     RegistrationError,
     RetryableError,
     RunCancelledError,
+    RunConflictError,
     RunFailedError,
     RunFinishedError,
     RunNotFoundError,
@@ -45,6 +47,9 @@ from worldflow.errors import (
     WorldflowError,
 )
 from worldflow.worlds import World, create_world
+
+# core makes the default world with the package's factory (it knows no world itself)
+set_default_world_factory(create_world)
 
 __all__ = [
     "Backoff",
@@ -60,6 +65,7 @@ __all__ = [
     "RetryableError",
     "Run",
     "RunCancelledError",
+    "RunConflictError",
     "RunFailedError",
     "RunFinishedError",
     "RunNotFoundError",

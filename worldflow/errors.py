@@ -140,6 +140,11 @@ class RunFinishedError(WorldflowError):
     """The run has already ended, so it takes no more input (hook payloads, cancels)."""
 
 
+class RunConflictError(WorldflowError, ValueError):
+    """`start()` with a `run_id` (or `dedup_key`) that belongs to a run of another
+    workflow."""
+
+
 class HookNotFoundError(WorldflowError, LookupError):
     """No live hook has this token: it never existed or was disposed when its run ended."""
 

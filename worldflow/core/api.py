@@ -4,6 +4,8 @@ the process default world."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -16,12 +18,14 @@ from worldflow.core.instance import current_instance
 from worldflow.core.queues import get_queue
 from worldflow.core.records import NewRun, RunStatus
 from worldflow.core.registry import get_workflow
+from worldflow.core.runtime import engine_for, get_world
 from worldflow.core.serde import decode_value, encode_value
 from worldflow.errors import (
     FatalError,
     NonDeterminismError,
     NotInWorkflowError,
     RunCancelledError,
+    RunConflictError,
     RunFailedError,
     RunNotFoundError,
     StepFailedError,
@@ -37,51 +41,19 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "get_run", "get_world", "resume_hook", "retry_run", "sleep", "start"]
 
-_default_world: World | None = None
-_default_lock: asyncio.Lock | None = None
 _STEP_FAILED = re.compile(r"^step '(.*)' failed after (\d+) attempt\(s\): ([\w.]+): (.*)$", re.S)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
-
-
-async def get_world(world: World | None = None) -> World:
-    """`world`, or the process default: created from the environment and started on
-    first use (a world started with `async with` becomes the default if none is set)."""
-    global _default_world, _default_lock
-    if world is not None:
-        return world
-    if _default_world is not None:
-        return _default_world
-    if _default_lock is None:
-        _default_lock = asyncio.Lock()
-    async with _default_lock:
-        if _default_world is None:
-            from worldflow.worlds import create_world
-
-            created = create_world()
-            await created.start()
-            _default_world = created
-    return _default_world
-
-
-def set_default_world(world: World | None) -> None:
-    global _default_world
-    _default_world = world
-
-
-def default_world() -> World | None:
-    return _default_world
 
 
 class Run:
     """A handle on one run: `run_id`, `await result()`, `await status()`,
     `await cancel()`, `stream(name)`."""
 
-    __slots__ = ("_workflow_name", "run_id", "world")
+    __slots__ = ("run_id", "world")
 
-    def __init__(self, run_id: str, world: World, workflow_name: str | None = None) -> None:
+    def __init__(self, run_id: str, world: World) -> None:
         self.run_id = run_id
         self.world = world
-        self._workflow_name = workflow_name
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id}>"
@@ -172,18 +144,43 @@ async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
         raise ValueError(f"dedup_key must be a non-empty string of at most 500 characters, "
                          f"got {dedup_key!r:.80}")
     queue_name = "default" if queue is None else get_queue(queue).name
+    check_arguments(defn.fn, defn.name, args, kwargs)
     encoded = defn.codec.encode(args, kwargs, kind="workflow")
     the_world = await get_world(world)
-    engine = getattr(the_world, "engine", None)
+    engine = engine_for(the_world)
     local = engine is not None and engine.has_capacity
     record, created = await the_world.create_run(
         NewRun(run_id, defn.name, encoded, the_world.now(), queue=queue_name,
                dedup_key=dedup_key),
-        lease_owner=engine.worker_id if local else None,
-        lease_seconds=the_world.lease_seconds)  # type: ignore[attr-defined]
-    if created and local:
+        lease_owner=engine.worker_id if engine is not None and local else None,
+        lease_seconds=the_world.lease_seconds)
+    if created and engine is not None and local:
         engine.dispatch(run_id, fresh=record)
-    return Run(record.run_id, the_world, record.workflow_name)
+    elif not created and record.workflow_name != defn.name:
+        by = (f"dedup_key {dedup_key!r}" if record.run_id != run_id
+              else f"run_id {run_id!r}")
+        raise RunConflictError(
+            f"start({defn.name}): {by} belongs to run {record.run_id} of workflow "
+            f"{record.workflow_name!r}, not {defn.name!r}; nothing was started")
+    return Run(record.run_id, the_world)
+
+
+def check_arguments(fn: Callable[..., Any], name: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> None:
+    """`TypeError` naming the workflow if `fn` cannot be called with these arguments."""
+    try:
+        _signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"workflow {name!r}: {exc} (its signature is "
+                        f"{name}{_signature(fn)})") from None
+
+
+@functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    try:  # annotations as types, not strings, for the error message
+        return inspect.signature(fn, eval_str=True)
+    except Exception:
+        return inspect.signature(fn)
 
 
 async def get_run(run_id: str, world: World | None = None) -> Run:
@@ -194,7 +191,7 @@ async def get_run(run_id: str, world: World | None = None) -> Run:
     run = await the_world.get_run(run_id)
     if run is None:
         raise RunNotFoundError(f"run not found: {run_id}")
-    return Run(run_id, the_world, run.workflow_name)
+    return Run(run_id, the_world)
 
 
 async def sleep(duration: Any) -> None:
@@ -284,7 +281,7 @@ async def retry_run(run_id: str, world: World | None = None) -> Run:
         n += 1
     new_id = f"{run_id}-retry{n}"
     owner = f"retry:{uuid.uuid4().hex}"
-    record, _ = await the_world.create_run(
+    await the_world.create_run(
         NewRun(new_id, old.workflow_name, old.input, the_world.now()),
         lease_owner=owner, lease_seconds=60.0)
     from worldflow.core.events import EventRecord
@@ -292,5 +289,5 @@ async def retry_run(run_id: str, world: World | None = None) -> Run:
     await the_world.append_events(new_id, [
         EventRecord(new_id, seq, e.event, e.created_at) for seq, e in enumerate(copied, 1)])
     await the_world.release_run(new_id, owner, the_world.now())
-    the_world.notify_work()  # type: ignore[attr-defined]
-    return Run(new_id, the_world, record.workflow_name)
+    the_world.notify_work()
+    return Run(new_id, the_world)

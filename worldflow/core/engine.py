@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import RunRecord
-    from worldflow.core.world import BaseWorld
+    from worldflow.core.world import World
 
 __all__ = ["Engine"]
 
@@ -37,7 +37,7 @@ POLL_INTERVAL = 1.0
 
 
 class Engine:
-    def __init__(self, world: BaseWorld, *, keep_alive: float = 1.0) -> None:
+    def __init__(self, world: World, *, keep_alive: float = 1.0) -> None:
         self.world = world
         self.worker_id = f"{_hostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.keep_alive = keep_alive
@@ -65,12 +65,30 @@ class Engine:
         self.world.set_inbox_listener(self._on_inbox)
 
     async def _main(self, ready: asyncio.Future[None]) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            await self._expire_dead_local_leases()
-            tg.create_task(self._claim_loop(), name="worldflow claim loop")
-            tg.create_task(self._heartbeat(), name="worldflow lease heartbeat")
-            ready.set_result(None)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                await self._expire_dead_local_leases()
+                tg.create_task(self._claim_loop(), name="worldflow claim loop")
+                tg.create_task(self._heartbeat(), name="worldflow lease heartbeat")
+                ready.set_result(None)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                # cancelled from outside: the event loop is ending (asyncio.run returned)
+                # without `world.close()`; close the world now, so that no connection or
+                # driver thread outlives the loop and keeps the process alive
+                self._stopping = True
+                try:
+                    await self.world.close()
+                except Exception:
+                    logger.debug("closing the world as its event loop ended failed",
+                                 exc_info=True)
+            raise
+
+    @property
+    def finished(self) -> bool:
+        """True once the engine has stopped (or its event loop has ended)."""
+        return self._root is not None and self._root.done()
 
     async def stop(self) -> None:
         """Stop every actor (their runs go back to the queue at once), then the engine."""
@@ -81,10 +99,11 @@ class Engine:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._root is not None:
-            self._root.cancel()
+        root = self._root
+        if root is not None and root is not asyncio.current_task():
+            root.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._root
+                await root
 
     def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         assert self._tg is not None, "engine not started"

@@ -138,4 +138,4 @@ async def read_stream(world: World, run_id: str, name: str, start: int,
             if not chunks:
                 return
             continue
-        await world.wait_stream(run_id, name, poll)  # type: ignore[attr-defined]
+        await world.wait_stream(run_id, name, poll)

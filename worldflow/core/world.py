@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from worldflow.core.runtime import engine_for, start_engine, stop_engine
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -50,6 +52,12 @@ class World(Protocol):
     """Storage, queue and wake-ups for worldflow. All times are aware UTC datetimes."""
 
     name: str
+    #: steps and runs this process works on at once (the engine's limit)
+    queue_concurrency: int
+    #: how long a claimed run stays leased without a renewal
+    lease_seconds: float
+    #: a run whose next wake-up is further away than this many seconds is evicted
+    keep_alive: float
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
@@ -187,9 +195,23 @@ class World(Protocol):
     async def wait_slot(self, queue: str, timeout: float) -> None:
         """Return when a slot of `queue` may have been released, or after `timeout`."""
 
-    # -- notifications ------------------------------------------------------------
+    # -- notifications (in-process wake-ups; `BaseWorld` implements them) ----------
     async def wait_run_finished(self, run_id: str, timeout: float | None = None) -> RunRecord:
-        """Wait until the run has ended and return it (`RunNotFoundError` if none)."""
+        """Wait until the run has ended and return it (`RunNotFoundError` if none),
+        also when another process ran it."""
+
+    def notify_work(self) -> None:
+        """Wake this process's claim loop (`wait_for_work` returns)."""
+
+    def set_inbox_listener(self, listener: Callable[[str], None] | None) -> None:
+        """`listener(run_id)` is called when outside input (a hook payload, a cancel)
+        arrives for a run, from this process or, where the world can tell, another."""
+
+    def notify_stream(self, run_id: str, name: str) -> None:
+        """Wake readers following stream `name` of `run_id` (new chunks or closed)."""
+
+    async def wait_stream(self, run_id: str, name: str, timeout: float) -> None:
+        """Return when the stream may have changed, or after `timeout` seconds."""
 
 
 class BaseWorld:
@@ -211,7 +233,6 @@ class BaseWorld:
         #: a run whose next wake-up is further away than this many seconds is evicted
         self.keep_alive = float(keep_alive)
         self._clock = clock or system_clock
-        self._engine: Engine | None = None
         self._work_event = asyncio.Event()
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._inbox_listener: Callable[[str], None] | None = None
@@ -236,24 +257,10 @@ class BaseWorld:
 
     async def start(self) -> None:
         await self.open()
-        if self._engine is None:
-            from worldflow.core.engine import Engine
-
-            self._engine = Engine(self, keep_alive=self.keep_alive)
-            await self._engine.start()
-            from worldflow.core.api import default_world, set_default_world
-
-            if default_world() is None:
-                set_default_world(self)  # type: ignore[arg-type]
+        await start_engine(self, keep_alive=self.keep_alive)
 
     async def close(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await engine.stop()
-            from worldflow.core.api import default_world, set_default_world
-
-            if default_world() is self:
-                set_default_world(None)
+        await stop_engine(self)
         if self._opened:
             self._opened = False
             await self._close()
@@ -261,7 +268,7 @@ class BaseWorld:
     @property
     def engine(self) -> Engine | None:
         """The engine processing this world's queue in this process (after `start()`)."""
-        return self._engine
+        return engine_for(self)
 
     async def __aenter__(self) -> BaseWorld:
         await self.start()

@@ -33,6 +33,7 @@ from worldflow.core.events import (
     StepRetrying,
     decode_event,
 )
+from worldflow.core.runtime import engine_for
 from worldflow.transports.messages import STEP_PATH, StepRequest
 from worldflow.transports.signing import resolve_secret, signature_headers
 
@@ -158,7 +159,7 @@ def use_http_steps(world: World, url: str, secret: str | bytes | None = None,
     """Send the steps of runs processed by the started `world` in this process to the
     server at `url` (see `HttpStepRunner` for `options`). Returns the runner (close it
     with `aclose()`). Install it again after restarting the world."""
-    engine = getattr(world, "engine", None)
+    engine = engine_for(world)
     if engine is None:
         raise RuntimeError("use_http_steps() needs a started world: call it inside "
                            "`async with world:`")

@@ -44,6 +44,7 @@ from starlette.routing import Route
 from worldflow.core.context import WorkflowMetadata
 from worldflow.core.events import encode_event
 from worldflow.core.registry import get_step, get_workflow
+from worldflow.core.runtime import engine_for
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import run_step_attempt
 from worldflow.core.webhooks import WebhookRequest, WebhookResponse, find_webhook_response
@@ -124,7 +125,7 @@ class Endpoints:
         self.world = world
         self.secret = secret
         self.max_body = max_body
-        self._step_slots = asyncio.Semaphore(getattr(world, "queue_concurrency", 10))
+        self._step_slots = asyncio.Semaphore(world.queue_concurrency)
         #: (token, run_id, correlation_id) -> the webhook's response (None: not a webhook);
         #: static once the hook exists, since the two are committed together
         self._webhooks: dict[tuple[str, str, str], WebhookResponse | None] = {}
@@ -176,10 +177,10 @@ class Endpoints:
                             f"process; import the module that defines it")
         if run.status.is_terminal:
             return _json_response(200, {"run_id": run.run_id, "status": run.status.value})
-        if getattr(self.world, "engine", None) is None:
+        if engine_for(self.world) is None:
             raise HTTPError(503, "not_processing",
                             "this process does not process runs: start its world first")
-        self.world.notify_work()  # type: ignore[attr-defined]
+        self.world.notify_work()
         return _json_response(202, {"run_id": run.run_id, "status": "accepted"})
 
     # -- /step ---------------------------------------------------------------------
@@ -195,7 +196,7 @@ class Endpoints:
                             f"import the module that defines it")
         workflow = WorkflowMetadata(message.run_id, message.workflow_name,
                                     message.workflow_started_at or message.started_at)
-        engine = getattr(self.world, "engine", None)
+        engine = engine_for(self.world)
         slots = engine.step_slots if engine is not None else self._step_slots
         async with slots:
             outcome = await run_step_attempt(defn, message.correlation_id, message.attempt,
