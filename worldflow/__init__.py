@@ -26,7 +26,6 @@ from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
 from worldflow.core.runtime import set_default_world_factory
 from worldflow.core.streams import get_writable
-from worldflow.core.webhooks import WebhookRequest, create_webhook
 from worldflow.errors import (
     FatalError,
     HookConflictError,
@@ -46,6 +45,7 @@ from worldflow.errors import (
     WorldError,
     WorldflowError,
 )
+from worldflow.transports.webhooks import WebhookRequest, create_webhook
 from worldflow.worlds import World, create_world
 
 # core makes the default world with the package's factory (it knows no world itself)

@@ -70,7 +70,7 @@ async def wait_until(predicate: Any, timeout: float = 20.0, what: str = "conditi
 
 
 async def wait_webhook_ready(world: Any, token: str) -> str:
-    """Wait until webhook `token` exists and its run is idle (its marker step done);
+    """Wait until webhook `token` exists and its run is idle (no step running);
     return the run id."""
 
     async def ready() -> str | None:
@@ -78,10 +78,10 @@ async def wait_webhook_ready(world: Any, token: str) -> str:
         if hook is None or hook.status != "active":
             return None
         steps = await world.list_steps(hook.run_id)
-        if not steps or any(s.status != "completed" for s in steps):
+        if any(s.status != "completed" for s in steps):
             return None
         events = await world.list_events(hook.run_id)
-        if events[-1].event_type != "step_completed":
+        if events[-1].event_type not in ("hook_created", "step_completed"):
             return None
         return str(hook.run_id)
 

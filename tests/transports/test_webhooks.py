@@ -18,8 +18,7 @@ from tests.transports.helpers import (
     wait_webhook_ready,
 )
 from worldflow import NotInWorkflowError, WebhookRequest, create_webhook, start
-from worldflow.core.webhooks import (
-    WEBHOOK_STEP,
+from worldflow.transports.webhooks import (
     WebhookResponse,
     find_webhook_response,
     webhook_url,
@@ -136,8 +135,10 @@ async def test_workflow_chooses_the_response_at_creation(world: Any) -> None:
     assert response.headers["x-reply"] == "yes"
     assert response.headers["content-type"] == "application/json"
     assert await run.result(timeout=30) == "hello"
-    steps = await run.steps()
-    assert [s.step_name for s in steps] == [WEBHOOK_STEP]
+    assert await run.steps() == []  # a webhook is a hook: it makes no step
+    [hook] = await world.list_hooks(run.run_id)
+    assert await find_webhook_response(world, hook) == WebhookResponse(
+        202, {"content-type": "application/json"}, b'{"status":"accepted"}')
 
 
 async def test_unknown_token_is_404_and_changes_nothing(world: Any) -> None:
@@ -242,7 +243,7 @@ def test_create_webhook_outside_a_workflow_raises() -> None:
      WebhookResponse(200, {"x-a": "b", "content-type": "text/plain; charset=utf-8"}, b"")),
 ])
 def test_respond_with_forms(respond_with: Any, expected: WebhookResponse) -> None:
-    from worldflow.core.webhooks import _response
+    from worldflow.transports.webhooks import _response
 
     assert _response(respond_with) == expected
 
@@ -250,7 +251,7 @@ def test_respond_with_forms(respond_with: Any, expected: WebhookResponse) -> Non
 @pytest.mark.parametrize("respond_with", [99, 600, True, "200", (200, "a", {"k": 1}),
                                           (1, 2, 3, 4)])
 def test_bad_respond_with_is_refused_at_creation(respond_with: Any) -> None:
-    from worldflow.core.webhooks import _response
+    from worldflow.transports.webhooks import _response
 
     with pytest.raises((ValueError, TypeError)):
         _response(respond_with)

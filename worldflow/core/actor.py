@@ -391,7 +391,7 @@ class RunActor:
                 self._schedule_timer(call)
                 durable = True
             elif isinstance(call, HookCall):
-                records.append(self._record(HookCreated(call.cid, call.token)))
+                records.append(self._record(HookCreated(call.cid, call.token, call.hook.metadata)))
                 self._hooks_open[call.token] = call.cid
                 durable = True
         await self.world.append_events(self.run_id, records, wait=durable)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from worldflow.core.instance import WorkflowInstance
 
-__all__ = ["Hook", "HookType", "create_hook", "define_hook"]
+__all__ = ["Hook", "HookType", "create_hook", "define_hook", "new_hook"]
 
 T = TypeVar("T")
 
@@ -32,6 +32,8 @@ class Hook(Generic[T]):
         self.correlation_id = cid
         self._instance = instance
         self._type = payload_type
+        #: recorded on the hook's `hook_created` event (e.g. what a webhook answers)
+        self.metadata: Raw | None = None
         self._received: collections.deque[Any] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
 
@@ -73,7 +75,13 @@ class Hook(Generic[T]):
         return f"<Hook token={self.token!r}>"
 
 
-def _create(token: str | None, payload_type: Any, what: str) -> Hook[Any]:
+H = TypeVar("H", bound=Hook[Any])
+
+
+def new_hook(token: str | None, payload_type: Any, what: str, *,
+             cls: type[H] = Hook, metadata: Raw | None = None) -> H:  # type: ignore[assignment]
+    """Create a hook of class `cls` in the running workflow; `metadata` (JSON) is
+    recorded with it. For extensions such as webhooks; users call `create_hook`."""
     instance = current_instance()
     if instance is None:
         raise NotInWorkflowError(f"{what} works only inside a workflow function")
@@ -81,15 +89,20 @@ def _create(token: str | None, payload_type: Any, what: str) -> Hook[Any]:
                               or len(token) > 512):
         raise ValueError(f"hook token must be a non-empty string of at most 512 "
                          f"characters, got {token!r:.80}")
-    hook: Hook[Any] = instance.create_hook(
-        token, lambda tok, cid: Hook(instance, tok, cid, payload_type))
+
+    def make(tok: str, cid: str) -> H:
+        hook = cls(instance, tok, cid, payload_type)
+        hook.metadata = metadata
+        return hook
+
+    hook: H = instance.create_hook(token, make)
     return hook
 
 
 def create_hook(token: str | None = None) -> Hook[Any]:
     """Create a hook in the running workflow. Without `token`, an unguessable one
     (192 random bits) is made; give your own to make it addressable by a known key."""
-    return _create(token, Any, "create_hook()")
+    return new_hook(token, Any, "create_hook()")
 
 
 class HookType(Generic[T]):
@@ -99,7 +112,7 @@ class HookType(Generic[T]):
         self.payload_type = payload_type
 
     def create(self, token: str | None = None) -> Hook[T]:
-        return _create(token, self.payload_type, "create()")
+        return new_hook(token, self.payload_type, "create()")
 
     async def resume(self, token: str, payload: Any, world: Any = None) -> str:
         """Validate `payload` as the hook's type, then deliver it. A bad payload raises

@@ -10,7 +10,7 @@
 `/flow` and `/step` carry queue deliveries from another process (or a load balancer);
 they must be signed with ``WORKFLOW_SECRET`` (see `worldflow.transports.signing`).
 Webhook requests come from third parties and are not signed: the token is the
-credential (see `worldflow.core.webhooks`).
+credential (see `worldflow.transports.webhooks`).
 
 Answers: 401 unsigned, badly signed or expired; 400 malformed (not JSON, wrong
 fields); 404 unknown run, workflow, step or token; 410 a webhook whose run has ended;
@@ -47,7 +47,6 @@ from worldflow.core.registry import get_step, get_workflow
 from worldflow.core.runtime import engine_for
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import run_step_attempt
-from worldflow.core.webhooks import WebhookRequest, WebhookResponse, find_webhook_response
 from worldflow.errors import HookNotFoundError, RunFinishedError, WorldError
 from worldflow.transports.client import HttpStepRunner, use_http_steps
 from worldflow.transports.messages import (
@@ -59,6 +58,7 @@ from worldflow.transports.messages import (
     StepRequest,
 )
 from worldflow.transports.signing import SignatureError, resolve_secret, verify
+from worldflow.transports.webhooks import WebhookRequest, WebhookResponse, find_webhook_response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator

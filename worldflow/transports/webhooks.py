@@ -36,11 +36,9 @@ from the request would make the sender wait for the workflow to run; keep that
 outside the webhook: answer with 202 and call the sender back from a step.)
 
 How it is stored: `create_webhook` makes a hook (whose payloads decode as
-`WebhookRequest`) and, in the same commit, a step ``worldflow.webhook`` whose input
-is the token and the response. The step does nothing; its record marks the hook as
-a webhook and keeps its response, so it appears in ``worldflow inspect steps``. Only
-hooks made by `create_webhook` accept HTTP requests: a hook from `create_hook` is
-not reachable from outside by guessing or knowing its token.
+`WebhookRequest`) whose `hook_created` event carries, as its metadata, the response to
+send. Only hooks made by `create_webhook` accept HTTP requests: a hook from
+`create_hook` is not reachable from outside by guessing or knowing its token.
 
 A request to an unknown token is answered 404; to a webhook whose run has ended, 410.
 A ``HEAD`` request gets the status a delivery would get, and delivers nothing.
@@ -55,10 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.decorators import step
-from worldflow.core.hooks import Hook, _create
-from worldflow.core.instance import current_instance
-from worldflow.core.registry import get_step
+from worldflow.core.hooks import Hook, new_hook
 
 if TYPE_CHECKING:
     from worldflow.core.records import HookRecord
@@ -66,7 +61,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WEBHOOK_PATH",
-    "WEBHOOK_STEP",
     "Webhook",
     "WebhookRequest",
     "WebhookResponse",
@@ -77,8 +71,6 @@ __all__ = [
 
 #: where the HTTP transport receives webhook requests (`{token}` percent-encoded)
 WEBHOOK_PATH = "/.well-known/workflow/v1/webhook/"
-#: the name of the step that records a webhook and its response
-WEBHOOK_STEP = "worldflow.webhook"
 DEFAULT_BASE_URL = "http://127.0.0.1:3001"
 
 
@@ -193,9 +185,13 @@ class Webhook(Hook[WebhookRequest]):
         return f"<Webhook token={self.token!r}>"
 
 
-@step(name=WEBHOOK_STEP, max_retries=0)
-async def _record_webhook(token: str, response: WebhookResponse) -> None:
-    """Nothing to do: the step's recorded input is what marks the webhook."""
+class _WebhookMetadata(msgspec.Struct, frozen=True):
+    """What a webhook's `hook_created` event records: the response to send."""
+
+    webhook: WebhookResponse
+
+
+_metadata_decoder = msgspec.json.Decoder(_WebhookMetadata)
 
 
 def create_webhook(token: str | None = None, *, respond_with: Any = None) -> Webhook:
@@ -207,44 +203,19 @@ def create_webhook(token: str | None = None, *, respond_with: Any = None) -> Web
     body)``, ``(status, body, headers)`` or a `WebhookResponse`.
     """
     response = _response(respond_with)
-    hook = _create(token, WebhookRequest, "create_webhook()")
-    # the hook is already registered with the workflow; give it the Webhook interface
-    # (Webhook adds no state of its own, only `url` and `response`)
-    hook.__class__ = Webhook
-    webhook: Webhook = hook  # type: ignore[assignment]
+    metadata = msgspec.Raw(msgspec.json.encode(_WebhookMetadata(response)))
+    webhook = new_hook(token, WebhookRequest, "create_webhook()", cls=Webhook,
+                       metadata=metadata)
     webhook.response = response
-    instance = current_instance()
-    assert instance is not None  # _create checked it
-    defn = get_step(WEBHOOK_STEP)
-    assert defn is not None
-    # same batch as the hook's creation, so the two are committed together
-    marker = instance.call_step(defn, (webhook.token, response), {})
-    marker.add_done_callback(_ignore_result)
     return webhook
-
-
-def _ignore_result(future: Any) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-class _MarkerInput(msgspec.Struct):
-    args: tuple[str, WebhookResponse]
-
-
-_marker_decoder = msgspec.json.Decoder(_MarkerInput)
 
 
 async def find_webhook_response(world: World, hook: HookRecord) -> WebhookResponse | None:
     """The response recorded for the webhook `hook`, or None if `hook` was not made by
     `create_webhook` (so it takes no HTTP requests)."""
-    for record in await world.list_steps(hook.run_id):
-        if record.step_name != WEBHOOK_STEP or record.input is None:
-            continue
-        try:
-            token, response = _marker_decoder.decode(record.input).args
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if token == hook.token:
-            return response
-    return None
+    if hook.metadata is None:
+        return None
+    try:
+        return _metadata_decoder.decode(hook.metadata).webhook
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
