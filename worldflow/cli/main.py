@@ -40,7 +40,7 @@ from worldflow.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
     from worldflow.core.world import World
 
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `worldflow` command; returns its exit status."""
     args = build_parser().parse_args(argv)
     try:
-        asyncio.run(run_command(args))
+        _run(run_command(args), worker=args.command == "serve")
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -319,6 +319,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{prefix}{message}\n")
         return code
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None], *, worker: bool) -> None:
+    """Run the command's event loop: uvloop for `serve` (a long-lived worker whose
+    loop overhead is per step and per request; `benchmarks/engine.py --uvloop`
+    measures it), asyncio otherwise."""
+    if worker:
+        try:
+            import uvloop
+        except ImportError:  # not installed on this platform
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def _describe(exc: Exception) -> tuple[int, str]:
