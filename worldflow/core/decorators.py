@@ -50,7 +50,7 @@ def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...
     for item in items:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise TypeError(f"{what} must be exception types, got {item!r}")
-    return tuple(items)  # type: ignore[arg-type]
+    return tuple(items)
 
 
 @overload
@@ -112,7 +112,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
                     return _in_thread(func, args, kwargs)
                 return func(*args, **kwargs)
             wrapper = sync_wrapper
-        wrapper.__worldflow_step__ = defn
+        wrapper.__dict__["__worldflow_step__"] = defn
         return wrapper
 
     return decorate(fn) if fn is not None else decorate
@@ -159,7 +159,7 @@ def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None
             finally:
                 direct_run.reset(token)
 
-        wrapper.__worldflow_workflow__ = defn
+        wrapper.__dict__["__worldflow_workflow__"] = defn
         return wrapper
 
     return decorate(fn) if fn is not None else decorate

@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from worldflow.core.runtime import engine_for, start_engine, stop_engine
 
@@ -257,10 +257,10 @@ class BaseWorld:
 
     async def start(self) -> None:
         await self.open()
-        await start_engine(self, keep_alive=self.keep_alive)
+        await start_engine(self._as_world(), keep_alive=self.keep_alive)
 
     async def close(self) -> None:
-        await stop_engine(self)
+        await stop_engine(self._as_world())
         if self._opened:
             self._opened = False
             await self._close()
@@ -268,7 +268,11 @@ class BaseWorld:
     @property
     def engine(self) -> Engine | None:
         """The engine processing this world's queue in this process (after `start()`)."""
-        return engine_for(self)
+        return engine_for(self._as_world())
+
+    def _as_world(self) -> World:
+        # a BaseWorld subclass implements the storage half of the protocol
+        return cast("World", self)
 
     async def __aenter__(self) -> BaseWorld:
         await self.start()
