@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
 
+from worldflow.core.records import NewRun
 from worldflow.transports.http import app
 from worldflow.transports.signing import signature_headers
 
@@ -38,6 +41,17 @@ def signed(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> d
 async def post_signed(client: httpx.AsyncClient, path: str, body: bytes,
                       **kwargs: Any) -> httpx.Response:
     return await client.post(PREFIX + path, content=body, headers=signed(body, **kwargs))
+
+
+async def parked_run(world: Any, workflow: str = "t_remote_steps",
+                     run_id: str | None = None) -> str:
+    """Create a run of `workflow` leased to another process (so this process's engine
+    leaves it alone): a run that `/step` requests can name. Returns its id."""
+    run_id = run_id or f"run-{uuid.uuid4().hex}"
+    await world.create_run(NewRun(run_id, workflow, msgspec.Raw(b'{"args":[],"kwargs":{}}'),
+                                  world.now()), lease_owner="another-process",
+                           lease_seconds=600)
+    return run_id
 
 
 async def snapshot(world: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.transports import workflows as wf
-from tests.transports.helpers import PREFIX, SECRET, signed, wait_webhook_ready
+from tests.transports.helpers import PREFIX, SECRET, parked_run, signed, wait_webhook_ready
 from tests.transports.test_signed_endpoints import step_body
 from worldflow import start
 from worldflow.transports.http import serve
@@ -28,6 +28,7 @@ async def test_serve_answers_on_a_real_port_and_closes_its_world_when_cancelled(
         run = await start(wf.webhook_json, token, world=world)
         await wait_webhook_ready(world, token)
         base = f"http://127.0.0.1:{port}{PREFIX}"
+        await parked_run(world, run_id="run-x")
         async with httpx.AsyncClient() as client:
             body = step_body()
             step = await client.post(base + "/step", content=body, headers=signed(body))

@@ -6,6 +6,7 @@ Imported by the tests and by the subprocesses of the two-process tests.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 from typing import Any
 
@@ -93,3 +94,19 @@ async def slow_where(seconds: float) -> int:
 @workflow(name="t_remote_slow")
 async def remote_slow(seconds: float) -> int:
     return await slow_where(seconds)
+
+
+#: how often `t_count` ran, by label
+COUNTS: collections.Counter[str] = collections.Counter()
+#: `t_count` with a label in here waits for that event before it returns
+GATES: dict[str, asyncio.Event] = {}
+
+
+@step(name="t_count", max_retries=0)
+async def count(label: str) -> int:
+    """Counts its runs by `label` (and waits at `GATES[label]`, if there is one)."""
+    COUNTS[label] += 1
+    gate = GATES.get(label)
+    if gate is not None:
+        await gate.wait()
+    return COUNTS[label]

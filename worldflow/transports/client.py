@@ -1,4 +1,5 @@
-"""Sending step attempts to another process over HTTP (`POST /step`).
+"""Sending work to another process over HTTP: step attempts (`POST /step`) and
+wake-ups of runs (`POST /flow`, `request_flow`).
 
 ``use_http_steps(world, "http://workers:3001")`` makes the engine of a started world
 send each step attempt, signed, to that server (``worldflow serve``, or any process
@@ -15,6 +16,10 @@ itself), but it never fails the step. A request the
 server refuses as malformed or too large (400, 413) can never succeed: the step
 fails (fatally) with the server's message. Execution is at-least-once: if an answer
 is lost after the step ran, the step runs again.
+
+Each request carries a new `request_id` (one per delivery attempt, so a retried
+attempt is a new delivery); the server answers a repeat of the same id (a replay, or
+a proxy resending it) from its record instead of running the step again.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ from worldflow.core.events import (
     decode_event,
 )
 from worldflow.core.runtime import engine_for
-from worldflow.transports.messages import STEP_PATH, StepRequest
+from worldflow.transports.messages import (
+    FLOW_PATH,
+    STEP_PATH,
+    FlowRequest,
+    StepRequest,
+    new_request_id,
+)
 from worldflow.transports.signing import resolve_secret, signature_headers
 
 if TYPE_CHECKING:
@@ -45,7 +56,7 @@ if TYPE_CHECKING:
     from worldflow.core.steps import StepOutcome
     from worldflow.core.world import World
 
-__all__ = ["HttpStepRunner", "use_http_steps"]
+__all__ = ["HttpStepRunner", "request_flow", "use_http_steps"]
 
 logger = logging.getLogger("worldflow.http")
 
@@ -95,8 +106,10 @@ class HttpStepRunner:
                        workflow: WorkflowMetadata, world: World,
                        started_at: dt.datetime) -> StepOutcome:
         body = _encoder.encode(StepRequest(
-            workflow.run_id, workflow.workflow_name, cid, step.name, attempt, input,
-            started_at, workflow.started_at))
+            request_id=new_request_id(), run_id=workflow.run_id,
+            workflow_name=workflow.workflow_name, correlation_id=cid, step_name=step.name,
+            attempt=attempt, input=input, started_at=started_at,
+            workflow_started_at=workflow.started_at))
         headers = signature_headers(body, self._secret)
         headers["content-type"] = "application/json"
         read = self.timeout
@@ -152,6 +165,27 @@ def _message(response: httpx.Response) -> str:
     except msgspec.DecodeError:
         pass
     return response.text[:200] or response.reason_phrase
+
+
+async def request_flow(url: str, run_id: str, secret: str | bytes | None = None, *,
+                       timeout: float = 30.0,
+                       transport: httpx.AsyncBaseTransport | None = None) -> httpx.Response:
+    """Ask the server at `url` (its base URL) to work on run `run_id` now: a signed
+    ``POST /flow`` with a new request id. Returns the answer (202 accepted, 200 the run
+    has ended with its status, 404 unknown run or workflow there, 503 not processing);
+    raises `httpx.HTTPError` if the server cannot be reached. `secret` defaults to
+    ``WORKFLOW_SECRET``."""
+    key = resolve_secret(secret)
+    if key is None:
+        raise ValueError("request_flow() needs a secret: pass secret=... or set "
+                         "WORKFLOW_SECRET (the server must use the same one)")
+    base = url.rstrip("/")
+    target = base if base.endswith(FLOW_PATH) else base + FLOW_PATH
+    body = _encoder.encode(FlowRequest(request_id=new_request_id(), run_id=run_id))
+    headers = signature_headers(body, key)
+    headers["content-type"] = "application/json"
+    async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+        return await client.post(target, content=body, headers=headers)
 
 
 def use_http_steps(world: World, url: str, secret: str | bytes | None = None,

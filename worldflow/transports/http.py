@@ -13,10 +13,18 @@ Webhook requests come from third parties and are not signed: the token is the
 credential (see `worldflow.transports.webhooks`).
 
 Answers: 401 unsigned, badly signed or expired; 400 malformed (not JSON, wrong
-fields); 404 unknown run, workflow, step or token; 410 a webhook whose run has ended;
+fields, no `request_id`); 404 unknown run, workflow, step or token (for `/step`: the
+run is not in this world, its workflow or the step is not registered in this process);
+409 a request id reused for another body; 410 a webhook whose run has ended;
 413 a body over `max_body` (checked on Content-Length and on the bytes read); 503 the
 world failed. None of these changes any state: every check runs before the first
 write. Errors are JSON: ``{"error": "<code>", "message": "<what to do>"}``.
+
+Replays: a signed body carries a `request_id`, and the answer to each id is recorded
+for as long as its signature is valid; the same request again (sequentially or while the
+first is still running) gets the same answer and runs nothing. The record is per
+process: several processes behind a load balancer each keep their own (see
+`worldflow.transports.deliveries`).
 
 A process that runs steps for others (``worldflow serve``, or `serve()` below)
 receives `/step` requests; a process that sends its steps there installs
@@ -28,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import signal
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -48,16 +58,23 @@ from worldflow.core.runtime import engine_for
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import run_step_attempt
 from worldflow.errors import HookNotFoundError, RunFinishedError, WorldError
-from worldflow.transports.client import HttpStepRunner, use_http_steps
+from worldflow.transports.client import HttpStepRunner, request_flow, use_http_steps
+from worldflow.transports.deliveries import (
+    DEFAULT_MAX_ENTRIES,
+    Answer,
+    DeliveryLog,
+    RequestIdReusedError,
+)
 from worldflow.transports.messages import (
     FLOW_PATH,
+    REQUEST_ID_FIELD,
     STEP_PATH,
     WEBHOOK_ROUTE,
     FlowRequest,
     StepArgs,
     StepRequest,
 )
-from worldflow.transports.signing import SignatureError, resolve_secret, verify
+from worldflow.transports.signing import MAX_AGE, SignatureError, resolve_secret, verify
 from worldflow.transports.webhooks import WebhookRequest, WebhookResponse, find_webhook_response
 
 if TYPE_CHECKING:
@@ -67,7 +84,8 @@ if TYPE_CHECKING:
 
     from worldflow.core.world import World
 
-__all__ = ["DEFAULT_MAX_BODY", "HttpStepRunner", "app", "serve", "use_http_steps"]
+__all__ = ["DEFAULT_MAX_BODY", "HttpStepRunner", "app", "request_flow", "serve",
+           "use_http_steps"]
 
 logger = logging.getLogger("worldflow.http")
 
@@ -121,10 +139,13 @@ def _answers_errors(handler: Callable[[Endpoints, Request], Awaitable[Response]]
 class Endpoints:
     """The endpoints of `app()`, bound to one world."""
 
-    def __init__(self, world: World, secret: bytes | None, max_body: int) -> None:
+    def __init__(self, world: World, secret: bytes | None, max_body: int,
+                 deliveries: DeliveryLog) -> None:
         self.world = world
         self.secret = secret
         self.max_body = max_body
+        #: answers to recent signed deliveries, against replays (per process)
+        self.deliveries = deliveries
         self._step_slots = asyncio.Semaphore(world.queue_concurrency)
         #: (token, run_id, correlation_id) -> the webhook's response (None: not a webhook);
         #: static once the hook exists, since the two are committed together
@@ -148,33 +169,63 @@ class Endpoints:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def read_signed(self, request: Request) -> bytes:
+    async def read_signed(self, request: Request) -> tuple[bytes, int]:
+        """The body and the unix time it was signed at, refused with 401 unless signed."""
         body = await self.read_body(request)
         try:
-            verify(request.headers, body, self.secret)
+            signed_at = verify(request.headers, body, self.secret)
         except SignatureError as exc:
             raise HTTPError(401, "unauthorized", str(exc)) from None
-        return body
+        return body, signed_at
 
     @staticmethod
     def decode(decoder: msgspec.json.Decoder[Any], body: bytes, what: str) -> Any:
         try:
             return decoder.decode(body)
         except (msgspec.DecodeError, RecursionError) as exc:
-            raise HTTPError(400, "bad_request", f"malformed {what} request: {exc}") from None
+            hint = ""
+            if f"missing required field `{REQUEST_ID_FIELD}`" in str(exc):
+                hint = ("; the sender uses a version of worldflow from before request ids "
+                        "(replay protection): upgrade it")
+            raise HTTPError(400, "bad_request", f"malformed {what} request: {exc}{hint}"
+                            ) from None
+
+    async def once(self, kind: str, request_id: str, body: bytes, signed_at: int,
+                   handle: Callable[[], Awaitable[Response]]) -> Response:
+        """Answer the delivery `request_id` by `handle()` the first time, and with the
+        same answer every time it comes again while its signature is valid."""
+
+        async def answer() -> Answer:
+            try:
+                response = await handle()
+            except HTTPError as exc:  # refusals are answers too: recorded like any other
+                response = _error_response(exc.status, exc.code, exc.message)
+            return Answer(response.status_code, bytes(response.body),
+                          response.media_type or "application/json")
+
+        # kept until the signature expires (it may be dated ahead of our clock)
+        ttl = max(signed_at - time.time(), 0.0) + MAX_AGE
+        try:
+            recorded = await self.deliveries.once(kind, request_id,
+                                                  hashlib.sha256(body).digest(), ttl, answer)
+        except RequestIdReusedError as exc:
+            raise HTTPError(409, "request_id_reused", str(exc)) from None
+        return Response(recorded.body, recorded.status, media_type=recorded.media_type)
 
     # -- /flow ---------------------------------------------------------------------
     @_answers_errors
     async def flow(self, request: Request) -> Response:
-        body = await self.read_signed(request)
+        body, signed_at = await self.read_signed(request)
         message: FlowRequest = self.decode(_flow_decoder, body, "flow")
+        return await self.once("flow", message.request_id, body, signed_at,
+                               functools.partial(self._flow, message))
+
+    async def _flow(self, message: FlowRequest) -> Response:
         run = await self.world.get_run(message.run_id)
         if run is None:
             raise HTTPError(404, "run_not_found", f"no run {message.run_id!r} in this world")
         if get_workflow(run.workflow_name) is None:
-            raise HTTPError(404, "workflow_not_found",
-                            f"workflow {run.workflow_name!r} is not registered in this "
-                            f"process; import the module that defines it")
+            raise _workflow_not_registered(run.workflow_name)
         if run.status.is_terminal:
             return _json_response(200, {"run_id": run.run_id, "status": run.status.value})
         if engine_for(self.world) is None:
@@ -186,14 +237,28 @@ class Endpoints:
     # -- /step ---------------------------------------------------------------------
     @_answers_errors
     async def step(self, request: Request) -> Response:
-        body = await self.read_signed(request)
+        body, signed_at = await self.read_signed(request)
         message: StepRequest = self.decode(_step_decoder, body, "step")
         self.decode(_args_decoder, message.input, "step")  # args shaped as stored
+        return await self.once("step", message.request_id, body, signed_at,
+                               functools.partial(self._step, message))
+
+    async def _step(self, message: StepRequest) -> Response:
         defn = get_step(message.step_name)
         if defn is None:
             raise HTTPError(404, "step_not_found",
                             f"step {message.step_name!r} is not registered in this process; "
                             f"import the module that defines it")
+        run = await self.world.get_run(message.run_id)
+        if run is None:
+            raise HTTPError(404, "run_not_found", f"no run {message.run_id!r} in this world; "
+                            f"serve the world that holds the run")
+        if run.workflow_name != message.workflow_name:
+            raise HTTPError(404, "workflow_not_found",
+                            f"run {run.run_id!r} is a run of workflow {run.workflow_name!r}, "
+                            f"not {message.workflow_name!r}")
+        if get_workflow(run.workflow_name) is None:
+            raise _workflow_not_registered(run.workflow_name)
         workflow = WorkflowMetadata(message.run_id, message.workflow_name,
                                     message.workflow_started_at or message.started_at)
         engine = engine_for(self.world)
@@ -244,6 +309,12 @@ class Endpoints:
         return response
 
 
+def _workflow_not_registered(name: str) -> HTTPError:
+    return HTTPError(404, "workflow_not_found",
+                     f"workflow {name!r} is not registered in this process; import the "
+                     f"module that defines it")
+
+
 def _run_ended() -> HTTPError:
     return HTTPError(410, "webhook_gone", "this webhook's run has ended; it takes no more "
                                           "requests")
@@ -262,17 +333,21 @@ def _headers(request: Request) -> dict[str, str]:
 
 
 def app(world: World, *, secret: str | bytes | None = None,
-        max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+        max_body: int = DEFAULT_MAX_BODY,
+        max_recorded_deliveries: int = DEFAULT_MAX_ENTRIES) -> Starlette:
     """The ASGI app of the HTTP transport for `world` (see the module docstring).
 
     `secret` signs `/flow` and `/step` (default: ``WORKFLOW_SECRET``; with neither,
     those endpoints answer 401 to everything). `max_body` caps every request body
-    (bytes; default 1 MiB). Webhooks are resumed in `world`; `/step` runs the step in
+    (bytes; default 1 MiB). `max_recorded_deliveries` bounds the answers kept against
+    replays (see `worldflow.transports.deliveries`; size it for the deliveries this
+    process answers in ten minutes). Webhooks are resumed in `world`; `/step` runs the step in
     this process; `/flow` wakes `world`'s engine, so the world must be started for it.
     """
     if not isinstance(max_body, int) or max_body < 1:
         raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
-    transport = Endpoints(world, resolve_secret(secret), max_body)
+    transport = Endpoints(world, resolve_secret(secret), max_body,
+                          DeliveryLog(max_recorded_deliveries))
     application = Starlette(routes=[
         Route(FLOW_PATH, transport.flow, methods=["POST"]),
         Route(STEP_PATH, transport.step, methods=["POST"]),

@@ -2,11 +2,19 @@
 
 Stored nowhere, but sent between processes that may run different versions: new
 fields get defaults and field types never change (msgspec schema evolution).
+
+One exception, on purpose: `request_id` is required. A body's shape is versioned by
+its presence: version 1 bodies (worldflow before request ids) carried none and could
+be replayed within the signature window; a server refuses them with 400, so a sender
+that must be upgraded says so at once instead of silently losing replay protection.
+Every delivery attempt carries a new id (`new_request_id()`); the same id twice is
+the same delivery (see `worldflow.transports.deliveries`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import Annotated, Any
 
 import msgspec
@@ -15,11 +23,13 @@ from msgspec import Meta, Raw
 __all__ = [
     "FLOW_PATH",
     "PREFIX",
+    "REQUEST_ID_FIELD",
     "STEP_PATH",
     "WEBHOOK_ROUTE",
     "FlowRequest",
     "StepArgs",
     "StepRequest",
+    "new_request_id",
 ]
 
 PREFIX = "/.well-known/workflow/v1"
@@ -31,17 +41,29 @@ WEBHOOK_ROUTE = PREFIX + "/webhook/{token:path}"
 Id = Annotated[str, Meta(min_length=1, max_length=200, pattern="^[^\x00]+$")]
 Name = Annotated[str, Meta(min_length=1, max_length=500, pattern="^[^\x00]+$")]
 AwareTime = Annotated[dt.datetime, Meta(tz=True)]
+#: a delivery's id: printable ASCII without spaces, so it logs and compares plainly
+RequestId = Annotated[str, Meta(min_length=8, max_length=128, pattern="^[!-~]+$")]
+#: the field whose absence marks a version 1 body
+REQUEST_ID_FIELD = "request_id"
+
+
+def new_request_id() -> str:
+    """A fresh, unguessable id for one delivery attempt (128 random bits)."""
+    return secrets.token_hex(16)
 
 
 class StepRequest(msgspec.Struct, frozen=True):
     """One attempt of one step, to be run by the receiving process (`POST /step`).
 
-    `input` is the step's arguments JSON as stored (``{"args": [...], "kwargs": {...}}``);
+    `request_id` names this delivery attempt (`new_request_id()`; a retry is a new
+    attempt with a new id). `input` is the step's arguments JSON as stored
+    (``{"args": [...], "kwargs": {...}}``);
     `started_at` is when this attempt started, `workflow_started_at` when the run did.
     The answer (200) is the outcome event's JSON: step_completed, step_failed or
     step_retrying.
     """
 
+    request_id: RequestId
     run_id: Id
     workflow_name: Name
     correlation_id: Id
@@ -61,6 +83,7 @@ class StepArgs(msgspec.Struct, frozen=True):
 
 class FlowRequest(msgspec.Struct, frozen=True):
     """Work on this run (`POST /flow`): the receiving process claims it through the
-    world's queue, like any other worker."""
+    world's queue, like any other worker. `request_id` as in `StepRequest`."""
 
+    request_id: RequestId
     run_id: Id

@@ -8,7 +8,9 @@ A request carries two headers::
 The secret is ``WORKFLOW_SECRET`` (or the `secret` given to the app and the client).
 The timestamp is part of what is signed and must be within `MAX_AGE` seconds of the
 receiver's clock (either way, for clock skew), so a captured request cannot be replayed
-later. Signatures are compared in constant time.
+later. Signatures are compared in constant time. Within that window, a repeated
+request is answered from a record instead of being run again: bodies carry a
+`request_id` (see `worldflow.transports.deliveries`).
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def signature_headers(body: bytes, secret: bytes, timestamp: int | None = None) 
 
 
 def verify(headers: Mapping[str, str], body: bytes, secret: bytes | None, *,
-           now: float | None = None, max_age: int = MAX_AGE) -> None:
-    """Raise `SignatureError` unless `headers` sign `body` with `secret`, recently.
+           now: float | None = None, max_age: int = MAX_AGE) -> int:
+    """Raise `SignatureError` unless `headers` sign `body` with `secret`, recently;
+    return the unix time the request was signed at.
 
     `headers` must be looked up case-insensitively (lower-case names are used).
     """
@@ -96,3 +99,4 @@ def verify(headers: Mapping[str, str], body: bytes, secret: bytes | None, *,
     if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         raise SignatureError("bad signature: the body was not signed with this server's "
                              "WORKFLOW_SECRET")
+    return ts
