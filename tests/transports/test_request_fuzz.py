@@ -28,16 +28,20 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12)
+request_ids = st.uuids().map(lambda u: u.hex) | json_values
 step_fields = st.fixed_dictionaries({}, optional={
-    "run_id": json_values, "workflow_name": json_values, "correlation_id": json_values,
+    "request_id": request_ids, "run_id": json_values, "workflow_name": json_values,
+    "correlation_id": json_values,
     "step_name": st.sampled_from(["t_add", "t_where", "nope"]) | json_values,
     "attempt": st.integers() | json_values,
     "input": st.fixed_dictionaries({}, optional={"args": json_values,
                                                  "kwargs": json_values}) | json_values,
     "started_at": st.datetimes().map(str) | st.text(),
 })
+flow_fields = st.fixed_dictionaries({}, optional={"request_id": request_ids,
+                                                  "run_id": json_values})
 bodies = (st.binary(max_size=300) | json_values.map(msgspec.json.encode)
-          | step_fields.map(msgspec.json.encode))
+          | step_fields.map(msgspec.json.encode) | flow_fields.map(msgspec.json.encode))
 header_names = st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12).map(
     lambda name: "x-" + name)
 header_values = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30)

@@ -20,7 +20,6 @@ from tests.transports.helpers import (
     post_signed,
     signed,
     snapshot,
-    wait_webhook_ready,
 )
 from worldflow import start
 from worldflow.core.events import StepCompleted, StepFailed, StepRetrying, decode_event
@@ -45,17 +44,6 @@ def step_body(step_name: str = "t_add", **changes: Any) -> bytes:
 def flow_body(run_id: Any, **changes: Any) -> bytes:
     body = {"request_id": new_request_id(), "run_id": run_id, **changes}
     return msgspec.json.encode({k: v for k, v in body.items() if v is not ...})
-
-
-@pytest.fixture
-async def busy_world(world: Any) -> Any:
-    """A world holding a run that waits on a hook, and a finished run."""
-    tok = f"hook-{uuid.uuid4().hex}"
-    await start(wf.plain_hook, tok, world=world)
-    await wait_webhook_ready(world, tok)
-    done = await start(wf.remote_steps, 2, world=world)
-    await done.result(timeout=30)
-    return world
 
 
 async def test_step_runs_the_step_and_answers_its_outcome(memory_world: Any) -> None:

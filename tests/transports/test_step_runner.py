@@ -3,21 +3,25 @@ other side cannot be reached."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
 import pytest
 
 from tests.transports import workflows as wf
-from tests.transports.helpers import BASE, SECRET
+from tests.transports.helpers import BASE, SECRET, parked_run
 from worldflow import start
 from worldflow.core.context import WorkflowMetadata
 from worldflow.core.events import StepCompleted, StepFailed, StepRetrying
 from worldflow.core.registry import get_step
 from worldflow.transports.http import HttpStepRunner, app, use_http_steps
 from worldflow.worlds import create_world
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 class FlakyTransport(httpx.AsyncBaseTransport):
@@ -38,8 +42,27 @@ class FlakyTransport(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
+@contextlib.asynccontextmanager
+async def same_storage(world: Any) -> AsyncIterator[Any]:
+    """Another world object on `world`'s storage (opened, not started), as a server
+    process would have; the memory world has no storage to share, so itself."""
+    if world.name == "memory":
+        yield world
+        return
+    if world.name == "sqlite":
+        other = create_world("sqlite", path=world.path)
+    else:
+        other = create_world("postgres", connection_string=world.connection_string,
+                             job_prefix=world.job_prefix)
+    await other.open()
+    try:
+        yield other
+    finally:
+        await other.close()
+
+
 async def test_steps_run_in_the_other_app_and_the_run_completes(world: Any) -> None:
-    async with create_world("memory") as remote:
+    async with same_storage(world) as remote:
         transport = httpx.ASGITransport(app=app(remote, secret=SECRET))
         runner = use_http_steps(world, BASE, SECRET, transport=transport)
         try:
@@ -48,22 +71,20 @@ async def test_steps_run_in_the_other_app_and_the_run_completes(world: Any) -> N
         finally:
             await runner.aclose()
     assert [r["i"] for r in result] == [0, 1, 2, 3]
-    assert {r["world"] for r in result} == {id(remote)}  # not the world of the run
+    assert {r["world"] for r in result} == {id(remote)}  # the world of the app
     steps = await run.steps()
     assert [s.status for s in steps] == ["completed"] * 5
 
 
 async def test_unreachable_or_failing_server_retries_until_it_answers(
         memory_world: Any) -> None:
-    async with create_world("memory") as remote:
-        flaky = FlakyTransport(httpx.ASGITransport(app=app(remote, secret=SECRET)), 4)
-        runner = use_http_steps(memory_world, BASE, SECRET, transport=flaky,
-                                retry_delay=0.01)
-        try:
-            run = await start(wf.remote_slow, 0, world=memory_world)
-            assert await run.result(timeout=30) > 0
-        finally:
-            await runner.aclose()
+    flaky = FlakyTransport(httpx.ASGITransport(app=app(memory_world, secret=SECRET)), 4)
+    runner = use_http_steps(memory_world, BASE, SECRET, transport=flaky, retry_delay=0.01)
+    try:
+        run = await start(wf.remote_slow, 0, world=memory_world)
+        assert await run.result(timeout=30) > 0
+    finally:
+        await runner.aclose()
     (step,) = await run.steps()
     assert step.status == "completed"
     assert step.attempt == 5  # four failed deliveries, each a retried attempt
@@ -120,6 +141,7 @@ async def test_a_200_without_the_right_outcome_is_retried(content: bytes) -> Non
 
 
 async def test_runner_signs_what_the_app_verifies(memory_world: Any) -> None:
+    await parked_run(memory_world, run_id="run-1")
     runner = HttpStepRunner(BASE + "/", SECRET,
                             transport=httpx.ASGITransport(app=app(memory_world, secret=SECRET)))
     outcome = await runner(*call_args("t_add", [1, 2]))

@@ -138,7 +138,7 @@ async def test_workflow_chooses_the_response_at_creation(world: Any) -> None:
     assert await run.steps() == []  # a webhook is a hook: it makes no step
     [hook] = await world.list_hooks(run.run_id)
     assert await find_webhook_response(world, hook) == WebhookResponse(
-        202, {"content-type": "application/json"}, b'{"status":"accepted"}')
+        200, {"x-reply": "yes", "content-type": "application/json"}, b'{"ok":true}')
 
 
 async def test_unknown_token_is_404_and_changes_nothing(world: Any) -> None:
