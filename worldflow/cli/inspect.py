@@ -309,7 +309,7 @@ async def inspect_streams(world: World, args: argparse.Namespace, console: Conso
         for column in ("stream", "chunks", "closed"):
             table.add_column(column, overflow="fold")
         for stream in streams:
-            table.add_row(Text(stream["name"]), str(stream["chunks"]),
+            table.add_row(Text(shapes.shown_name(stream["name"])), str(stream["chunks"]),
                           "yes" if stream["closed"] else "no")
         console.print(table if streams else "no streams")
         return

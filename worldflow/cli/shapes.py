@@ -31,6 +31,7 @@ __all__ = [
     "retries_by_step",
     "run_detail",
     "run_summary",
+    "shown_name",
     "step_counts",
     "step_dict",
     "stream_dict",
@@ -202,3 +203,20 @@ def chunk_text(chunk: dict[str, Any]) -> str:
             return f"<{len(raw)} bytes: {raw[:32].hex()}{'…' if len(raw) > 32 else ''}>"
     data = chunk["data"]
     return data if isinstance(data, str) else _encoder.encode(data).decode()
+
+
+def shown_name(name: str) -> str:
+    """A stream name for people: as is, or quoted like a JSON string when it would not
+    show plainly (blank at either end, or characters that are not printable, such as
+    a zero-width joiner, which are then written as ``\\uXXXX``)."""
+    if name and name == name.strip() and name.isprintable():
+        return name
+    return '"' + "".join(_escaped(char) for char in name) + '"'
+
+
+def _escaped(char: str) -> str:
+    if char in '"\\':
+        return "\\" + char
+    if char.isprintable():
+        return char
+    return f"\\u{ord(char):04x}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,7 +27,11 @@ if TYPE_CHECKING:
 
     from worldflow.core.world import World
 
-__all__ = ["StreamWriter", "get_writable", "read_stream"]
+__all__ = ["MAX_STREAM_NAME", "StreamWriter", "check_stream_name", "get_writable",
+           "read_stream"]
+
+#: the longest stream name, in characters
+MAX_STREAM_NAME = 200
 
 _locks: dict[tuple[int, str, str], asyncio.Lock] = {}
 _next_index: dict[tuple[int, str, str], int] = {}
@@ -38,17 +43,42 @@ def get_writable(name: str = "default") -> StreamWriter:
     ``await w.write(chunk)`` stores bytes or any encodable value durably and in order;
     ``await w.close()`` marks the stream complete (``async with get_writable() as w:``
     closes it on exit). Readers use ``run.stream(name)``.
+
+    `name` may hold any printable text (``/``, ``?``, ``#``, ``%``, spaces, any script);
+    wherever it goes into a URL it is percent-encoded. Refused with ValueError: an empty
+    name, one with control characters (or lone surrogates), or more than
+    `MAX_STREAM_NAME` characters.
     """
     ctx = step_context.get()
     if ctx is None:
         raise NotInWorkflowError("get_writable() works only inside a step run by a workflow")
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise ValueError(f"stream name must be a non-empty string of at most 200 "
-                         f"characters, got {name!r:.80}")
+    check_stream_name(name)
     return StreamWriter(ctx.world, ctx.metadata.run_id, name, ctx.metadata.step_id)
 
 
+def check_stream_name(name: object) -> None:
+    """Raise ValueError (TypeError for a non-string) unless `name` can name a stream."""
+    if not isinstance(name, str):
+        raise TypeError(f"get_writable(name=...) takes a string, got {type(name).__name__}")
+    if not name:
+        raise ValueError("get_writable(name=...): the stream name is empty; give it a name "
+                         "(the default is 'default')")
+    if len(name) > MAX_STREAM_NAME:
+        raise ValueError(f"get_writable(name=...): the stream name has {len(name)} "
+                         f"characters, at most {MAX_STREAM_NAME} are allowed: {name!r:.60}")
+    for position, char in enumerate(name):
+        # control characters cannot be shown or typed, and a NUL or lone surrogate
+        # cannot even be stored; everything else is fine, and percent-encoded in URLs
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(f"get_writable(name=...): the stream name {name!r:.80} has a "
+                             f"control character {char!r} at position {position}; use "
+                             f"printable characters only")
+
+
 class StreamWriter:
+    """Writes the chunks of one stream of one run (made by `get_writable()`)."""
+
+
     def __init__(self, world: World, run_id: str, name: str, writer_id: str) -> None:
         self.world = world
         self.run_id = run_id

@@ -7,7 +7,13 @@
     GET /api/runs/{run_id}/events          {"run_id", "events": [Event]}
     GET /api/runs/{run_id}/hooks           {"hooks": [Hook]}
     GET /api/runs/{run_id}/streams         {"run_id", "streams": [...]}
-    GET /api/runs/{run_id}/streams/{name}  {"run_id", "name", "closed", "chunks"} (?start, ?limit)
+    GET /api/runs/{run_id}/stream?name=N   {"run_id", "name", "closed", "chunks"} (?start, ?limit)
+    GET /api/runs/{run_id}/streams/{name}  the same, the name percent-encoded in the path
+
+A stream name may hold any printable text. The run page links to the `?name=` form,
+which works for every name: in a path, a name of ``.`` or ``..`` would be taken as a
+dot-segment (even encoded, browsers remove ``%2E``), and ``/`` must be encoded as
+``%2F``; the path form accepts the rest.
 
 Shapes as in `worldflow.cli.inspect`. Unknown runs answer 404, bad query parameters 400
 (never 500), a failing world 503. Everything shown is escaped (Jinja autoescape on the
@@ -64,6 +70,7 @@ _templates.filters["duration"] = format_duration
 _templates.filters["time"] = lambda v: "-" if v is None else v[:23].replace("T", " ")
 _templates.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
 _templates.filters["chunk_text"] = shapes.chunk_text
+_templates.filters["shown_name"] = shapes.shown_name
 
 
 class HTTPError(Exception):
@@ -162,8 +169,7 @@ class WebUI:
             chunks, _ = await self.world.read_stream(run.run_id, name, 0, PAGE_CHUNKS)
             streams.append({**shapes.stream_dict(name, count, closed),
                             "shown": [shapes.chunk_dict(chunk) for chunk in chunks],
-                            "url": str(request.url_for("api_stream", run_id=run.run_id,
-                                                       name=name))})
+                            "url": stream_url(request, run.run_id, name)})
         event_rows = [shapes.event_dict(record) for record in events[:PAGE_EVENTS]]
         for row in event_rows:
             row["details"] = event_details(row)
@@ -209,8 +215,17 @@ class WebUI:
 
     @_answers_errors("json")
     async def api_stream(self, request: Request) -> Response:
+        return await self.stream_chunks(request, request.path_params["name"])
+
+    @_answers_errors("json")
+    async def api_stream_by_name(self, request: Request) -> Response:
+        name = request.query_params.get("name")
+        if name is None:
+            raise HTTPError(400, "name the stream: ?name=...")
+        return await self.stream_chunks(request, name)
+
+    async def stream_chunks(self, request: Request, name: str) -> Response:
         run = await self.run_or_404(request.path_params["run_id"])
-        name = request.path_params["name"]
         if name not in {row[0] for row in await self.world.list_streams(run.run_id)}:
             raise HTTPError(404, f"stream not found: {name}")
         start = _int_param(request, "start", 0, 0, 2**62)
@@ -219,6 +234,12 @@ class WebUI:
         return JSONResponse({"run_id": run.run_id, "name": name, "closed": closed,
                              "chunks": [shapes.chunk_dict(chunk) for chunk in chunks]},
                             headers=SECURITY_HEADERS)
+
+
+def stream_url(request: Request, run_id: str, name: str) -> str:
+    """The URL of a stream's chunks: its name goes in the query, percent-encoded."""
+    url = request.url_for("api_stream_by_name", run_id=run_id)
+    return str(url.include_query_params(name=name))
 
 
 def _int_param(request: Request, key: str, default: int, low: int, high: int) -> int:
@@ -267,7 +288,8 @@ def app(world: World) -> Starlette:
         Route("/api/runs/{run_id}/events", ui.api_events, name="api_events"),
         Route("/api/runs/{run_id}/hooks", ui.api_hooks, name="api_hooks"),
         Route("/api/runs/{run_id}/streams", ui.api_streams, name="api_streams"),
-        Route("/api/runs/{run_id}/streams/{name}", ui.api_stream, name="api_stream"),
+        Route("/api/runs/{run_id}/stream", ui.api_stream_by_name, name="api_stream_by_name"),
+        Route("/api/runs/{run_id}/streams/{name:path}", ui.api_stream, name="api_stream"),
         Mount("/static", StaticFiles(packages=[("worldflow.cli.web", "static")]),
               name="static"),
     ])
