@@ -7,6 +7,7 @@ download is not used.
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import subprocess
@@ -173,3 +174,37 @@ def test_runs_list_refreshes_live_without_reloading(
     expect(page.locator("#runs-body")).to_contain_text("cli-live-0000", timeout=10_000)
     expect(page.locator("#runs-body tr")).to_have_count(4)
     assert page.evaluate("window.__same_document") is True
+
+
+BROWSER_STREAM_NAMES = [".", "..", "a/../b?c#d%2Fe", "ünï ✓ 名前", "  ", "<i>x</i>&amp;"]
+
+
+async def _write_streams(path: str) -> str:
+    from tests.web.test_stream_names import many_streams
+    from worldflow import create_world, start
+
+    async with create_world("sqlite", path=path) as world:
+        run = await start(many_streams, BROWSER_STREAM_NAMES, world=world)
+        await run.result(timeout=60)
+        return run.run_id
+
+
+def test_every_stream_link_opens_its_stream_whatever_its_name(
+        tmp_path: Path, serve_ui: Callable[[str], str], page: Page) -> None:
+    path = str(tmp_path / "streams.db")
+    run_id = run_async(_write_streams, path)
+    base = serve_ui(path)
+    page.goto(f"{base}runs/{run_id}")
+    links = page.locator("#streams a.stream-link")
+    expect(links).to_have_count(len(BROWSER_STREAM_NAMES))
+    opened = []
+    for i in range(len(BROWSER_STREAM_NAMES)):
+        page.locator("#streams a.stream-link").nth(i).click()
+        page.wait_for_load_state()
+        document = json.loads(page.locator("body").inner_text())
+        assert document["run_id"] == run_id
+        assert document["chunks"][0]["data"] == {"name": document["name"]}
+        opened.append(document["name"])
+        page.go_back()
+        page.wait_for_url(f"{base}runs/{run_id}")
+    assert sorted(opened) == sorted(BROWSER_STREAM_NAMES)

@@ -9,6 +9,7 @@
     GET /api/runs/{run_id}/streams         {"run_id", "streams": [...]}
     GET /api/runs/{run_id}/stream?name=N   {"run_id", "name", "closed", "chunks"} (?start, ?limit)
     GET /api/runs/{run_id}/streams/{name}  the same, the name percent-encoded in the path
+    GET /favicon.ico                       204 (there is no icon)
 
 A stream name may hold any printable text. The run page links to the `?name=` form,
 which works for every name: in a path, a name of ``.`` or ``..`` would be taken as a
@@ -236,6 +237,10 @@ class WebUI:
                             headers=SECURITY_HEADERS)
 
 
+async def _no_icon(request: Request) -> Response:
+    return Response(status_code=204, headers=SECURITY_HEADERS)
+
+
 def stream_url(request: Request, run_id: str, name: str) -> str:
     """The URL of a stream's chunks: its name goes in the query, percent-encoded."""
     url = request.url_for("api_stream_by_name", run_id=run_id)
@@ -290,6 +295,8 @@ def app(world: World) -> Starlette:
         Route("/api/runs/{run_id}/streams", ui.api_streams, name="api_streams"),
         Route("/api/runs/{run_id}/stream", ui.api_stream_by_name, name="api_stream_by_name"),
         Route("/api/runs/{run_id}/streams/{name:path}", ui.api_stream, name="api_stream"),
+        # a browser showing a JSON answer asks for the site's icon: there is none
+        Route("/favicon.ico", _no_icon, name="favicon"),
         Mount("/static", StaticFiles(packages=[("worldflow.cli.web", "static")]),
               name="static"),
     ])
