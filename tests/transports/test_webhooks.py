@@ -158,7 +158,8 @@ async def test_unknown_token_is_404_and_changes_nothing(world: Any) -> None:
 async def test_plain_hook_is_not_reachable_as_a_webhook(world: Any) -> None:
     tok = token()
     run = await start(wf.plain_hook, tok, world=world)
-    hook = await wait_until(lambda: world.get_hook(tok), what="hook")
+    await wait_webhook_ready(world, tok)  # the run is idle: it writes nothing meanwhile
+    hook = await world.get_hook(tok)
     assert await find_webhook_response(world, hook) is None
     before = await snapshot(world)
     async with asgi_client(world) as client:
