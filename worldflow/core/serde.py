@@ -33,8 +33,12 @@ def encode_value(value: Any, *, what: str) -> Raw:
     try:
         return Raw(_encoder.encode(value))
     except _UNENCODABLE as exc:
-        reason = ("it contains itself or is nested too deeply"
-                  if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, RecursionError):
+            reason = "it contains itself or is nested too deeply"
+        elif isinstance(exc, TypeError | msgspec.EncodeError):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
         raise TypeError(f"{what} cannot be stored: {reason}. Arguments and results must "
                         f"be values msgspec can encode (dict, list, str, int, float, bool, "
                         f"None, bytes, datetime, UUID, Decimal, Struct, dataclass, enum)"
