@@ -211,7 +211,7 @@ async def test_unencodable_step_result_fails_the_step_without_retry(local_world:
 
 @pytest.mark.parametrize("kind", sorted(UNENCODABLE))
 def test_encode_value_turns_every_unencodable_value_into_a_type_error(kind: str) -> None:
-    with pytest.raises(TypeError, match="^the thing cannot be stored: "):
+    with pytest.raises(TypeError, match=r"^the thing cannot be stored: "):
         encode_value(UNENCODABLE[kind](), what="the thing")
 
 

@@ -20,6 +20,7 @@ import collections.abc
 import dataclasses
 import datetime as dt
 import logging
+import os
 import random as _random
 import secrets
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
@@ -341,15 +342,17 @@ class WorkflowInstance:
         return calls
 
     def blocked_at(self) -> str:
-        """Where the workflow's main task waits: "file:line in function", or ""."""
+        """Where the workflow's main task waits, as "file:line in function": the
+        innermost frame of the user's code (not asyncio's or worldflow's), or ""."""
         where = ""
         awaited: Any = self.root.get_coro() if self.root is not None else None
-        for _ in range(100):  # the chain of awaits, down to the innermost frame
+        for _ in range(200):  # down the chain of awaits
             frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
             if frame is None:
                 break
-            where = (f"{frame.f_code.co_filename}:{frame.f_lineno} in "
-                     f"{frame.f_code.co_name}")
+            filename = frame.f_code.co_filename
+            if not filename.startswith(_LIBRARY_DIRS):
+                where = f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
             awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom",
                                                                     None)
         return where
@@ -402,6 +405,9 @@ class WorkflowInstance:
 
 
 _C = TypeVar("_C", StepCall, TimerCall, HookCall)
+#: frames of these packages are not where the user's workflow code waits
+_LIBRARY_DIRS = (os.path.dirname(asyncio.__file__) + os.sep,
+                 os.path.dirname(os.path.dirname(__file__)) + os.sep)
 _KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookCall: "hook"}
 
 

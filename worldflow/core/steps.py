@@ -104,7 +104,8 @@ async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
             return StepFailed(cid, step.name, attempt, error_info(exc))
         if attempt > step.max_retries:
             return StepFailed(cid, step.name, attempt, error_info(exc))
-        now = world.now()
+        info = error_info(exc)
+        now = world.now()  # last: the actor counts the delay from when this returns
         if isinstance(exc, RetryableError) and exc.retry_after is not None:
             try:  # checked when the RetryableError was made; unless changed since
                 retry_at = resolve_deadline(exc.retry_after, now,
@@ -113,7 +114,7 @@ async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
                 return StepFailed(cid, step.name, attempt, error_info(bad, fatal=True))
         else:
             retry_at = now + dt.timedelta(seconds=step.backoff.delay(attempt))
-        return StepRetrying(cid, step.name, attempt, error_info(exc), retry_at)
+        return StepRetrying(cid, step.name, attempt, info, retry_at)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit
         return StepFailed(cid, step.name, attempt, base_exception_info(
             exc, f"step {step.name!r}", fatal=True))
