@@ -203,3 +203,23 @@ async def test_events_and_queues_completed_by_workflow_code_still_work(
     run = await start(event_set_by_task_wf, key, world=local_world)
     assert await run.result(timeout=10) == "got 2, then timed out"
     assert ran[key] == 2
+
+
+@workflow(name="a_blocked_after_sleep")
+async def blocked_after_sleep_wf(key: str) -> str:
+    await count_step(key)
+    await sleep("30ms")
+    await asyncio.Event().wait()
+    return "not reached"
+
+
+async def test_wait_nothing_can_complete_fails_the_run_after_replay(
+        local_world: Any) -> None:
+    local_world.engine.keep_alive = 0.0  # evicted while it sleeps: replayed on waking
+    key = uuid.uuid4().hex
+    run = await start(blocked_after_sleep_wf, key, world=local_world)
+    with pytest.raises(WorkflowAwaitError, match="cannot deliver"):
+        await run.result(timeout=10)
+    assert ran[key] == 1  # the step ran once, and was replayed from the log
+    events = [e.event_type for e in await local_world.list_events(run.run_id)]
+    assert events.count("step_started") == 1 and events[-1] == "run_failed"

@@ -292,10 +292,11 @@ class RunActor:
         instance.new_calls = new_calls
         if self._deadline is not None:
             delay = (self._deadline - self.world.now()).total_seconds()
+            if delay <= 0:  # past its deadline: start nothing new, end it first thing
+                self.post(DeadlinePassed())
+                return
             self._timers["deadline"] = asyncio.get_running_loop().call_later(
-                max(0.0, delay), self.post, DeadlinePassed())
-            if delay <= 0:
-                return  # past its deadline: start nothing new
+                delay, self.post, DeadlinePassed())
         await self._start_new_calls()
 
     # -- the live loop -------------------------------------------------------------------
@@ -509,7 +510,8 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         return (not self._steps and not self._retries and not self._hooks_open
-                and not instance.done and not instance.pending_timers())
+                and not instance.new_calls and not instance.done
+                and not instance.pending_timers())
 
     async def _fail_stalled(self) -> None:
         instance = self._instance
