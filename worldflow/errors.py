@@ -165,7 +165,8 @@ class WorkflowAwaitError(WorldflowError, RuntimeError):
     are recorded and replayed. A future of another event loop (a database driver's or
     HTTP client's call awaited in workflow code) raises this at the await; a wait on
     something nothing can ever complete (an `asyncio.Event`, `Queue` or bare future
-    while no step, timer or hook is pending) fails the run with it. Do I/O in a @step.
+    while no step, timer or hook is pending) fails the run with it, and so do threads,
+    sockets and subprocesses started from workflow code. Do I/O in a @step.
     """
 
 

@@ -223,3 +223,23 @@ async def test_wait_nothing_can_complete_fails_the_run_after_replay(
     assert ran[key] == 1  # the step ran once, and was replayed from the log
     events = [e.event_type for e in await local_world.list_events(run.run_id)]
     assert events.count("step_started") == 1 and events[-1] == "run_failed"
+
+
+@workflow(name="a_thread")
+async def thread_wf(key: str) -> str:
+    await count_step(key)
+    return await asyncio.to_thread(str, 1)
+
+
+@workflow(name="a_socket")
+async def socket_wf() -> Any:
+    return await asyncio.open_connection("127.0.0.1", 5432)
+
+
+@pytest.mark.parametrize("wf", [thread_wf, socket_wf])
+async def test_threads_and_sockets_in_workflow_code_fail_the_run(local_world: Any,
+                                                                 wf: Any) -> None:
+    args = (uuid.uuid4().hex,) if wf is thread_wf else ()
+    run = await start(wf, *args, world=local_world)
+    with pytest.raises(WorkflowAwaitError, match="inside a @step"):
+        await run.result(timeout=10)

@@ -246,8 +246,9 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
 
 
 def _no_io(self: WorkflowLoop, *args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError("workflow code cannot do I/O, threads or subprocesses: "
-                       "do them inside a @step")
+    raise WorkflowAwaitError(f"workflow {self._instance.defn.name!r} (run "
+                             f"{self._instance.run_id}): workflow code cannot do I/O, "
+                             f"threads or subprocesses: do them inside a @step")
 
 
 for _name in ("run_in_executor", "getaddrinfo", "create_connection", "create_server",
