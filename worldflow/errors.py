@@ -16,6 +16,7 @@ All of them derive from one base::
     ├── HookNotFoundError       unknown or disposed hook token
     ├── HookConflictError       a hook token is already in use by a live run
     ├── NotInWorkflowError      a workflow-only function was called outside a workflow
+    ├── WorkflowAwaitError      workflow code awaited something worldflow cannot deliver
     ├── RegistrationError       a workflow or step name was registered twice
     ├── LeaseLostError          another worker took over the run (internal)
     └── WorldError              the storage world failed (bad file, unreachable server)
@@ -25,10 +26,12 @@ All of them derive from one base::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as _dt
 
-if TYPE_CHECKING:
-    import datetime as _dt
+from worldflow.core.durations import resolve_deadline
+
+#: any aware time: RetryableError checks that `retry_after` resolves, not when to
+_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.UTC)
 
 __all__ = [
     "CorruptRecordError",
@@ -47,6 +50,7 @@ __all__ = [
     "SchemaError",
     "StepFailedError",
     "StepTimeoutError",
+    "WorkflowAwaitError",
     "WorkflowTimeoutError",
     "WorldError",
     "WorldflowError",
@@ -78,6 +82,8 @@ class RetryableError(WorldflowError):
 
     def __init__(self, message: str = "",
                  retry_after: float | str | _dt.timedelta | _dt.datetime | None = None) -> None:
+        if retry_after is not None:  # a bad value fails here, where it was written
+            resolve_deadline(retry_after, _EPOCH, what="RetryableError(retry_after=...)")
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
@@ -155,6 +161,18 @@ class HookConflictError(WorldflowError):
 
 class NotInWorkflowError(WorldflowError, RuntimeError):
     """A function that only works inside a running workflow was called outside one."""
+
+
+class WorkflowAwaitError(WorldflowError, RuntimeError):
+    """Workflow code awaited something that worldflow cannot deliver.
+
+    A workflow may only wait for steps, sleeps, hooks, messages and child runs: they
+    are recorded and replayed. A future of another event loop (a database driver's or
+    HTTP client's call awaited in workflow code) raises this at the await; a wait on
+    something nothing can ever complete (an `asyncio.Event`, `Queue` or bare future
+    while no step, timer or hook is pending) fails the run with it, and so do threads,
+    sockets and subprocesses started from workflow code. Do I/O in a @step.
+    """
 
 
 class RegistrationError(WorldflowError, ValueError):

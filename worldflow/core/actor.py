@@ -14,7 +14,9 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from worldflow.core.context import WorkflowMetadata
 from worldflow.core.events import (
@@ -36,18 +38,42 @@ from worldflow.core.events import (
     WaitCompleted,
     WaitCreated,
 )
-from worldflow.core.instance import HookCall, StepCall, TimerCall, WorkflowInstance, check_match
+from worldflow.core.instance import (
+    AWAITABLE_THINGS,
+    HookCall,
+    StepCall,
+    TimerCall,
+    WorkflowInstance,
+)
+from worldflow.core.mailbox import (
+    DeadlinePassed,
+    InboxChanged,
+    Message,
+    Recorded,
+    RetryDue,
+    StepFinished,
+    TimerDue,
+)
 from worldflow.core.queues import get_queue, hold_slot
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
-from worldflow.core.steps import error_info
+from worldflow.core.steps import base_exception_info, error_info
 from worldflow.errors import CorruptRecordError, NonDeterminismError
 
 if TYPE_CHECKING:
     from worldflow.core.engine import Engine
     from worldflow.core.events import Event
-    from worldflow.core.instance import Call
     from worldflow.core.records import RunRecord
+    from worldflow.core.steps import StepOutcome
+    from worldflow.core.world import World
+
+    class _EngineWorld(World, Protocol):
+        """The world as the engine holds it: the protocol, plus what `BaseWorld` adds
+        (every world in this package derives from it)."""
+
+        lease_seconds: float
+
+        def notify_work(self) -> None: ...
 
 __all__ = ["RunActor"]
 
@@ -60,9 +86,10 @@ class RunActor:
         self.engine = engine
         # created by this process just now: its log is run_created alone, its inbox empty
         self._fresh = fresh
-        self.world = engine.world
+        world: Any = engine.world  # a BaseWorld that implements the World protocol
+        self.world: _EngineWorld = world
         self.run_id = run_id
-        self._mailbox: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._mailbox: collections.deque[Message] = collections.deque()
         self._wakeup = asyncio.Event()
         self._seq = 0
         self._instance: WorkflowInstance | None = None
@@ -78,9 +105,13 @@ class RunActor:
         self._queue_slot: tuple[str, str] | None = None
 
     # -- mailbox -------------------------------------------------------------------
-    def post(self, *message: Any) -> None:
+    def post(self, message: Message) -> None:
         self._mailbox.append(message)
         self._wakeup.set()
+
+    def inbox_changed(self) -> None:
+        """The run's inbox got input (a hook payload, a cancel request)."""
+        self.post(InboxChanged())
 
     def _record(self, event: Event) -> EventRecord:
         record = EventRecord(self.run_id, self._seq, event, self.world.now())
@@ -204,45 +235,30 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         for record in events:
-            event = record.event
-            cid = getattr(event, "correlation_id", None)
-            match event:
-                case StepStarted(step_name=name, attempt=attempt):
-                    check_match(instance, self._call(cid, "step", name), "step", name)
-                    self._recorded.add(cid)  # type: ignore[arg-type]
-                    self._attempts[cid] = attempt  # type: ignore[index]
-                    self._retries.pop(cid, None)  # type: ignore[arg-type]
-                case StepRetrying(step_name=name, attempt=attempt, retry_at=retry_at):
-                    check_match(instance, self._call(cid, "step", name), "step", name)
-                    self._attempts[cid] = attempt  # type: ignore[index]
-                    self._retries[cid] = (attempt + 1, retry_at)  # type: ignore[index]
-                case WaitCreated(resume_at=resume_at):
-                    call = self._call(cid, "wait", None)
-                    check_match(instance, call, "wait", None)
-                    assert isinstance(call, TimerCall)
-                    call.resume_at = resume_at
-                    self._recorded.add(cid)  # type: ignore[arg-type]
-                case HookCreated(token=token):
-                    check_match(instance, self._call(cid, "hook", None), "hook", None)
-                    self._recorded.add(cid)  # type: ignore[arg-type]
-                    self._hooks_open[token] = cid  # type: ignore[assignment]
+            match record.event:
+                case StepStarted(correlation_id=cid, step_name=name, attempt=attempt):
+                    instance.expect(cid, StepCall, name)
+                    self._recorded.add(cid)
+                    self._attempts[cid] = attempt
+                    self._retries.pop(cid, None)
+                case StepRetrying(correlation_id=cid, step_name=name, attempt=attempt,
+                                  retry_at=retry_at):
+                    instance.expect(cid, StepCall, name)
+                    self._attempts[cid] = attempt
+                    self._retries[cid] = (attempt + 1, retry_at)
+                case WaitCreated(correlation_id=cid, resume_at=resume_at):
+                    instance.expect(cid, TimerCall).resume_at = resume_at
+                    self._recorded.add(cid)
+                case HookCreated(correlation_id=cid, token=token):
+                    instance.expect(cid, HookCall)
+                    self._recorded.add(cid)
+                    self._hooks_open[token] = cid
                 case HookDisposed(token=token):
                     self._hooks_open.pop(token, None)
-                case StepCompleted() | StepFailed() | WaitCompleted() | HookReceived():
-                    self._retries.pop(cid, None)  # type: ignore[arg-type]
+                case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
+                      | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
+                    self._retries.pop(cid, None)
                     instance.deliver(record)
-
-    def _call(self, cid: str | None, kind: str, step_name: str | None) -> Call:
-        instance = self._instance
-        assert instance is not None
-        call = instance.calls.get(cid) if cid is not None else None
-        if call is None:
-            what = f"step {step_name!r}" if step_name else f"a {kind}"
-            raise NonDeterminismError(
-                f"workflow {instance.defn.name!r} (run {self.run_id}): the log records {what} "
-                f"at position {cid}, but the workflow code made no such call there; the "
-                f"code changed under a running run")
-        return call
 
     async def _resume_after_replay(self) -> None:
         """Carry on with whatever the log shows as started but not finished."""
@@ -250,7 +266,7 @@ class RunActor:
         assert instance is not None
         new_calls = [c for c in instance.take_new_calls() if c.cid not in self._recorded]
         if self._fresh is None:
-            self.post("inbox")  # input that arrived while no actor held the run
+            self.post(InboxChanged())  # input that arrived while no actor held the run
         failed: list[EventRecord] = []
         for call in instance.calls.values():
             if call.cid not in self._recorded:
@@ -268,18 +284,19 @@ class RunActor:
                             "WorkerDied", f"the worker running attempt {attempt - 1} of "
                             f"step {call.step.name!r} stopped before it finished"))))
                 else:
-                    self.post("retry", call.cid, attempt)
+                    self.post(RetryDue(call.cid, attempt))
             elif isinstance(call, TimerCall) and not call.fired and not call.handle._cancelled:
                 self._schedule_timer(call)
         if failed:
-            self.post("recorded", failed)
+            self.post(Recorded(failed))
         instance.new_calls = new_calls
         if self._deadline is not None:
             delay = (self._deadline - self.world.now()).total_seconds()
+            if delay <= 0:  # past its deadline: start nothing new, end it first thing
+                self.post(DeadlinePassed())
+                return
             self._timers["deadline"] = asyncio.get_running_loop().call_later(
-                max(0.0, delay), self.post, "deadline")
-            if delay <= 0:
-                return  # past its deadline: start nothing new
+                delay, self.post, DeadlinePassed())
         await self._start_new_calls()
 
     # -- the live loop -------------------------------------------------------------------
@@ -291,6 +308,9 @@ class RunActor:
                 await self._finish()
                 return
             if not self._mailbox:
+                if self._stalled():
+                    await self._fail_stalled()
+                    return
                 if self._should_evict():
                     await self._evict()
                     return
@@ -302,7 +322,7 @@ class RunActor:
             if await self._process(messages):
                 return
 
-    async def _process(self, messages: list[tuple[Any, ...]]) -> bool:
+    async def _process(self, messages: list[Message]) -> bool:
         """Record and deliver a batch of messages; True if the run ended (cancelled)."""
         instance = self._instance
         assert instance is not None
@@ -311,53 +331,52 @@ class RunActor:
         inbox_ids: list[int] = []
         cancel = False
         for message in messages:
-            kind = message[0]
-            if kind == "deadline" and self._deadline is not None:
-                assert self._meta is not None
-                timeout = (self._deadline - self._meta.started_at).total_seconds()
-                await self._end(RunFailed(ErrorInfo(
-                    "WorkflowTimeoutError", f"workflow {instance.defn.name!r} timed out "
-                    f"after {timeout:g}s")), records, inbox_ids)
-                logger.info("run %s: timed out", self.run_id)
-                return True
-            if kind == "outcome":
-                _, cid, outcome = message
-                self._steps.pop(cid, None)
-                record = self._record(outcome)
-                records.append(record)
-                if isinstance(outcome, StepRetrying):
-                    self._schedule_retry(cid, outcome.attempt + 1, outcome.retry_at)
-                else:
-                    deliveries.append(record)
-            elif kind == "timer":
-                call = instance.calls[message[1]]
-                assert isinstance(call, TimerCall)
-                self._timers.pop(call.cid, None)
-                if not call.fired and not call.handle._cancelled:
-                    record = self._record(WaitCompleted(call.cid))
-                    records.append(record)
-                    deliveries.append(record)
-            elif kind == "retry":
-                _, cid, attempt = message
-                self._retries.pop(cid, None)
-                call = instance.calls[cid]
-                assert isinstance(call, StepCall)
-                records.append(self._start_step(call, attempt))
-            elif kind == "recorded":
-                records.extend(message[1])
-                deliveries.extend(r for r in message[1] if isinstance(r.event, StepFailed))
-            elif kind == "inbox":
-                for item in await self.world.read_inbox(self.run_id):
-                    if item.id in inbox_ids:
-                        continue
-                    inbox_ids.append(item.id)
-                    if item.kind == "cancel":
-                        cancel = True
-                    elif item.kind == "hook" and item.token in self._hooks_open:
-                        record = self._record(HookReceived(
-                            self._hooks_open[item.token], item.token, item.payload))
+            match message:
+                case StepFinished(cid=cid, outcome=outcome, at=at):
+                    self._steps.pop(cid, None)
+                    if isinstance(outcome, StepRetrying):
+                        record, retry_at = self._record_retrying(outcome, at)
+                        records.append(record)
+                        self._schedule_retry(cid, outcome.attempt + 1, retry_at)
+                    else:
+                        record = self._record(outcome)
                         records.append(record)
                         deliveries.append(record)
+                case TimerDue(cid=cid):
+                    timer = instance.expect(cid, TimerCall)
+                    self._timers.pop(cid, None)
+                    if not timer.fired and not timer.handle._cancelled:
+                        record = self._record(WaitCompleted(cid))
+                        records.append(record)
+                        deliveries.append(record)
+                case RetryDue(cid=cid, attempt=attempt):
+                    self._retries.pop(cid, None)
+                    records.append(self._start_step(instance.expect(cid, StepCall), attempt))
+                case Recorded(records=recorded):
+                    records.extend(recorded)
+                    deliveries.extend(r for r in recorded if isinstance(r.event, StepFailed))
+                case InboxChanged():
+                    for item in await self.world.read_inbox(self.run_id):
+                        if item.id in inbox_ids:
+                            continue
+                        inbox_ids.append(item.id)
+                        if item.kind == "cancel":
+                            cancel = True
+                        elif (item.kind == "hook" and item.token in self._hooks_open
+                              and item.payload is not None):
+                            record = self._record(HookReceived(
+                                self._hooks_open[item.token], item.token, item.payload))
+                            records.append(record)
+                            deliveries.append(record)
+                case DeadlinePassed():
+                    if self._deadline is not None:
+                        assert self._meta is not None
+                        timeout = (self._deadline - self._meta.started_at).total_seconds()
+                        await self._end(RunFailed(ErrorInfo(
+                            "WorkflowTimeoutError", f"workflow {instance.defn.name!r} timed "
+                            f"out after {timeout:g}s")), records, inbox_ids)
+                        logger.info("run %s: timed out", self.run_id)
+                        return True
         if cancel:
             await self._end(RunCancelled(), records, inbox_ids)
             logger.info("run %s: cancelled", self.run_id)
@@ -368,6 +387,19 @@ class RunActor:
             instance.deliver(record)
         await self._start_new_calls()
         return False
+
+    def _record_retrying(self, outcome: StepRetrying, ended_at: dt.datetime
+                         ) -> tuple[EventRecord, dt.datetime]:
+        """Record a failed attempt that will be retried. The delay before the retry
+        counts from this record, not from when the attempt ended: however long the
+        outcome waited in the mailbox, the log never shows a shorter wait than asked."""
+        record = self._record(outcome)
+        late = record.created_at - ended_at
+        if late <= dt.timedelta(0):
+            return record, outcome.retry_at
+        retry_at = outcome.retry_at + late
+        return msgspec.structs.replace(record, event=msgspec.structs.replace(
+            outcome, retry_at=retry_at)), retry_at
 
     async def _start_new_calls(self) -> None:
         instance = self._instance
@@ -417,27 +449,42 @@ class RunActor:
                 holder = f"{self.engine.worker_id}/{self.run_id}/{call.cid}/{attempt}"
                 async with hold_slot(self.world, get_queue(call.step.queue), holder,
                                      lease_seconds=self.world.lease_seconds):
-                    outcome = await self.engine.step_runner(
-                        call.step, call.cid, attempt, call.input, self._meta, self.world,
-                        started_at)
+                    outcome = await self._attempt(call, attempt, started_at)
             else:
-                outcome = await self.engine.step_runner(
-                    call.step, call.cid, attempt, call.input, self._meta, self.world,
-                    started_at)
-        self.post("outcome", call.cid, outcome)
+                outcome = await self._attempt(call, attempt, started_at)
+        self.post(StepFinished(call.cid, outcome, self.world.now()))
+
+    async def _attempt(self, call: StepCall, attempt: int,
+                       started_at: dt.datetime) -> StepOutcome:
+        """One attempt by the engine's step runner. The runner reports failures as
+        outcomes; should it raise, the attempt fails without retry (and the engine,
+        whose task group runs this, goes on)."""
+        assert self._meta is not None
+        try:
+            return await self.engine.step_runner(
+                call.step, call.cid, attempt, call.input, self._meta, self.world, started_at)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("run %s: the step runner failed on step %r", self.run_id,
+                             call.step.name)
+            return StepFailed(call.cid, call.step.name, attempt, error_info(exc, fatal=True))
+        except BaseException as exc:
+            return StepFailed(call.cid, call.step.name, attempt, base_exception_info(
+                exc, f"step {call.step.name!r}", fatal=True))
 
     # -- waiting ---------------------------------------------------------------------
     def _schedule_timer(self, call: TimerCall) -> None:
         delay = (call.resume_at - self.world.now()).total_seconds()
         loop = asyncio.get_running_loop()
-        self._timers[call.cid] = loop.call_later(max(0.0, delay), self.post, "timer", call.cid)
+        self._timers[call.cid] = loop.call_later(max(0.0, delay), self.post, TimerDue(call.cid))
 
     def _schedule_retry(self, cid: str, attempt: int, at: dt.datetime) -> None:
         self._retries[cid] = (attempt, at)
         delay = (at - self.world.now()).total_seconds()
         loop = asyncio.get_running_loop()
-        self._timers["retry" + cid] = loop.call_later(max(0.0, delay), self.post, "retry",
-                                                      cid, attempt)
+        self._timers["retry" + cid] = loop.call_later(max(0.0, delay), self.post,
+                                                      RetryDue(cid, attempt))
 
     def _wake_at(self) -> dt.datetime | None:
         instance = self._instance
@@ -456,6 +503,29 @@ class RunActor:
             return True
         return (wake_at - self.world.now()).total_seconds() > self.engine.keep_alive
 
+    def _stalled(self) -> bool:
+        """The workflow waits, but for nothing that can come: no step attempt runs or
+        waits for a retry, no timer is pending, no hook is open (and the mailbox is
+        empty). Only workflow code could wake it, and it is all blocked."""
+        instance = self._instance
+        assert instance is not None
+        return (not self._steps and not self._retries and not self._hooks_open
+                and not instance.new_calls and not instance.done
+                and not instance.pending_timers())
+
+    async def _fail_stalled(self) -> None:
+        instance = self._instance
+        assert instance is not None
+        where = instance.blocked_at()
+        message = (f"workflow {instance.defn.name!r} (run {self.run_id}) waits for "
+                   f"something worldflow cannot deliver{f' at {where}' if where else ''}: "
+                   f"no step, sleep or hook it started is pending, so nothing can wake "
+                   f"it. Workflow code can only wait for {AWAITABLE_THINGS}; an asyncio "
+                   f"Event, Queue or Future made in workflow code is completed only by "
+                   f"workflow code. Do I/O and waiting on other systems inside a @step")
+        await self._end(RunFailed(ErrorInfo("WorkflowAwaitError", message)), [], [])
+        logger.info("run %s: failed: WorkflowAwaitError: %s", self.run_id, message)
+
     async def _evict(self) -> None:
         wake_at = self._wake_at()
         logger.debug("run %s: waiting until %s; evicted", self.run_id, wake_at or "input")
@@ -469,10 +539,9 @@ class RunActor:
         event: Event
         if root.cancelled():
             event = RunFailed(ErrorInfo("CancelledError", "the workflow task was cancelled"))
-        elif root.exception() is not None:
-            exc = root.exception()
-            assert exc is not None
-            event = RunFailed(error_info(exc))
+        elif (error := root.exception()) is not None:
+            event = RunFailed(error_info(error) if isinstance(error, Exception) else
+                              base_exception_info(error, f"workflow {instance.defn.name!r}"))
         else:
             try:
                 event = RunCompleted(encode_value(root.result(),

@@ -103,21 +103,31 @@ class Run:
 
 
 def _run_error(run: RunRecord) -> Exception:
+    from worldflow.errors import WorkflowAwaitError
+
     error = run.error
     if error is None:
         return RunFailedError(run.run_id, "Error", "unknown error")
     if error.type == "StepFailedError":
+        if error.step_name is not None:
+            return StepFailedError(error.step_name, error.cause_type or "Error",
+                                   error.cause_message or "", error.traceback,
+                                   error.attempts or 0)
+        # stored before ErrorInfo had these fields: only the message tells them
         match = _STEP_FAILED.match(error.message)
         if match is not None:
             name, attempts, error_type, message = match.groups()
             return StepFailedError(name, error_type, message, error.traceback, int(attempts))
         return StepFailedError("?", "Error", error.message, error.traceback)
     if error.type == "FatalError" or error.fatal:
-        return FatalError(error.message, error_type=error.type, traceback=error.traceback)
+        return FatalError(error.message, error_type=error.type, traceback=error.traceback,
+                          step_name=error.step_name)
     if error.type == "NonDeterminismError":
         return NonDeterminismError(error.message)
     if error.type == "WorkflowTimeoutError":
         return WorkflowTimeoutError(error.message)
+    if error.type == "WorkflowAwaitError":
+        return WorkflowAwaitError(error.message)
     return RunFailedError(run.run_id, error.type, error.message, error.traceback)
 
 

@@ -165,7 +165,7 @@ class Engine:
     def _on_inbox(self, run_id: str) -> None:
         actor = self.actors.get(run_id)
         if actor is not None:
-            actor.post("inbox")
+            actor.inbox_changed()
 
     def log_event(self, record: EventRecord) -> None:
         log_event(record)

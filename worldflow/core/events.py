@@ -14,6 +14,8 @@ import datetime as dt
 import msgspec
 from msgspec import Raw
 
+from worldflow.errors import CorruptRecordError
+
 __all__ = [
     "ErrorInfo",
     "Event",
@@ -38,49 +40,59 @@ __all__ = [
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
-    """An error as stored: its type name, message and traceback text."""
+    """An error as stored: its type name, message and traceback text.
+
+    A step's error that failed the run also names the step (`step_name`), how many
+    attempts it made (`attempts`) and the original error (`cause_type`,
+    `cause_message`), so that `Run.result()` raises the same `StepFailedError` the
+    workflow saw. Those fields are absent from records written before they existed.
+    """
 
     type: str
     message: str
     traceback: str | None = None
     fatal: bool = False
+    step_name: str | None = None
+    attempts: int | None = None
+    cause_type: str | None = None
+    cause_message: str | None = None
 
 
 class _Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
     pass
 
 
-class RunCreated(_Event, tag="run_created"):
+class RunCreated(_Event, tag="run_created", frozen=True):
     workflow_name: str
     input: Raw
 
 
-class RunStarted(_Event, tag="run_started"):
+class RunStarted(_Event, tag="run_started", frozen=True):
     pass
 
 
-class StepStarted(_Event, tag="step_started"):
+class StepStarted(_Event, tag="step_started", frozen=True):
     correlation_id: str
     step_name: str
     attempt: int
     input: Raw = Raw(b"null")
 
 
-class StepCompleted(_Event, tag="step_completed"):
+class StepCompleted(_Event, tag="step_completed", frozen=True):
     correlation_id: str
     step_name: str
     attempt: int
     output: Raw
 
 
-class StepFailed(_Event, tag="step_failed"):
+class StepFailed(_Event, tag="step_failed", frozen=True):
     correlation_id: str
     step_name: str
     attempt: int
     error: ErrorInfo
 
 
-class StepRetrying(_Event, tag="step_retrying"):
+class StepRetrying(_Event, tag="step_retrying", frozen=True):
     correlation_id: str
     step_name: str
     attempt: int  # the attempt that failed
@@ -88,12 +100,12 @@ class StepRetrying(_Event, tag="step_retrying"):
     retry_at: dt.datetime
 
 
-class WaitCreated(_Event, tag="wait_created"):
+class WaitCreated(_Event, tag="wait_created", frozen=True):
     correlation_id: str
     resume_at: dt.datetime
 
 
-class WaitCompleted(_Event, tag="wait_completed"):
+class WaitCompleted(_Event, tag="wait_completed", frozen=True):
     correlation_id: str
 
 
@@ -103,26 +115,26 @@ class HookCreated(_Event, tag="hook_created"):
     metadata: Raw | None = None
 
 
-class HookReceived(_Event, tag="hook_received"):
+class HookReceived(_Event, tag="hook_received", frozen=True):
     correlation_id: str
     token: str
     payload: Raw
 
 
-class HookDisposed(_Event, tag="hook_disposed"):
+class HookDisposed(_Event, tag="hook_disposed", frozen=True):
     correlation_id: str
     token: str
 
 
-class RunCompleted(_Event, tag="run_completed"):
+class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
 
-class RunFailed(_Event, tag="run_failed"):
+class RunFailed(_Event, tag="run_failed", frozen=True):
     error: ErrorInfo
 
 
-class RunCancelled(_Event, tag="run_cancelled"):
+class RunCancelled(_Event, tag="run_cancelled", frozen=True):
     reason: str | None = None
 
 
@@ -160,19 +172,15 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(payload: bytes | str) -> Event:
-    return _decoder.decode(payload)
+    event: Event = _decoder.decode(payload)
+    return event
 
 
 def decode_stored_event(run_id: str, seq: int, payload: bytes | str) -> Event:
     """Decode a stored event, or raise `CorruptRecordError` naming the run and seq."""
     try:
-        return _decoder.decode(payload)
+        event: Event = _decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        from worldflow.errors import CorruptRecordError
-
         raise CorruptRecordError(f"run {run_id}: the stored event at seq {seq} cannot be "
                                  f"decoded: {exc}", run_id, seq) from None
-
-
-def event_type(event: Event) -> str:
-    return event.__struct_config__.tag  # type: ignore[return-value]
+    return event

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
+import collections.abc
 import dataclasses
 import datetime as dt
 import logging
+import os
 import random as _random
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from worldflow.core.events import (
     ErrorInfo,
@@ -31,10 +32,17 @@ from worldflow.core.events import (
     StepFailed,
     WaitCompleted,
 )
-from worldflow.errors import FatalError, NonDeterminismError, StepFailedError
+from worldflow.errors import (
+    FatalError,
+    NonDeterminismError,
+    StepFailedError,
+    WorkflowAwaitError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    import contextvars
+    import types
+    from collections.abc import Callable, Coroutine, Generator
 
     from msgspec import Raw
 
@@ -45,6 +53,13 @@ __all__ = ["HookCall", "StepCall", "TimerCall", "WorkflowInstance", "WorkflowLoo
            "current_instance"]
 
 logger = logging.getLogger("worldflow.workflow")
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+#: what workflow code may wait for; said whenever it waits for something else
+AWAITABLE_THINGS = ("a step, sleep, hook, message or child run (or asyncio tools such as "
+                    "gather, wait_for and Semaphore built on them)")
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -80,6 +95,76 @@ class _DurableTimerHandle(asyncio.TimerHandle):
     """An `asyncio.TimerHandle` whose firing is a `wait_completed` event in the log."""
 
     __slots__ = ("cid",)
+    cid: str
+
+
+class _WorkflowCoroutine(collections.abc.Coroutine[Any, Any, Any]):
+    """Workflow code as its task runs it: a future of another event loop that the code
+    awaits (a database driver's or HTTP client's call) is refused at the await with a
+    `WorkflowAwaitError`, instead of asyncio's cross-loop error or a run that hangs.
+
+    One attribute check per suspension of a workflow task: nothing on the step path.
+    """
+
+    __slots__ = ("_coro", "_loop")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], loop: WorkflowLoop) -> None:
+        self._coro = coro
+        self._loop = loop
+
+    def send(self, value: Any) -> Any:
+        yielded = self._coro.send(value)
+        if yielded is None or getattr(yielded, "_loop", self._loop) is self._loop:
+            return yielded
+        return self._refuse(yielded)
+
+    def throw(self, exc: Any, value: Any = None, tb: Any = None, /) -> Any:
+        if value is None and tb is None:
+            yielded = self._coro.throw(exc)
+        else:  # the legacy three-argument form
+            yielded = self._coro.throw(exc, value, tb)
+        if yielded is None or getattr(yielded, "_loop", self._loop) is self._loop:
+            return yielded
+        return self._refuse(yielded)
+
+    def _refuse(self, yielded: Any) -> Any:
+        while yielded is not None and getattr(yielded, "_loop", self._loop) is not self._loop:
+            # the future is not ours to wait on: asyncio would otherwise complain about
+            # "a different loop" (or, for a bare future, wait forever)
+            if hasattr(yielded, "_asyncio_future_blocking"):
+                yielded._asyncio_future_blocking = False
+            shown = repr(yielded)
+            if len(shown) > 120:
+                shown = shown[:117] + "..."
+            yielded = self._coro.throw(WorkflowAwaitError(
+                f"workflow {self._loop._instance.defn.name!r} (run "
+                f"{self._loop._instance.run_id}) awaited {shown}, which belongs to another "
+                f"event loop: workflow code can only wait for {AWAITABLE_THINGS}. Do I/O "
+                f"(database queries, HTTP calls, other clients) inside a @step"))
+        return yielded
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    # what asyncio shows of a task's coroutine (repr, get_stack)
+    @property
+    def cr_frame(self) -> types.FrameType | None:
+        return getattr(self._coro, "cr_frame", None)
+
+    @property
+    def cr_await(self) -> Any:
+        return getattr(self._coro, "cr_await", None)
+
+    @property
+    def cr_running(self) -> bool:
+        return bool(getattr(self._coro, "cr_running", False))
+
+    @property
+    def cr_code(self) -> types.CodeType | None:
+        return getattr(self._coro, "cr_code", None)
 
 
 class WorkflowLoop(asyncio.AbstractEventLoop):
@@ -90,7 +175,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
 
     # -- what asyncio's tasks and futures use --------------------------------------
-    def call_soon(self, callback: Callable[..., Any], *args: Any,
+    def call_soon(self, callback: Callable[[*_Ts], object], *args: *_Ts,
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
         self._ready.append(handle)
@@ -98,13 +183,15 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
 
     call_soon_threadsafe = call_soon
 
-    def call_at(self, when: float, callback: Callable[..., Any], *args: Any,
-                context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+    def call_at(self, when: float, callback: Callable[[*_Ts], object],
+                *args: *_Ts, context: contextvars.Context | None = None
+                ) -> asyncio.TimerHandle:
         return self._instance.create_timer(
             dt.datetime.fromtimestamp(when, dt.UTC), callback, args, context)
 
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any,
-                   context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+    def call_later(self, delay: float, callback: Callable[[*_Ts], object],
+                   *args: *_Ts, context: contextvars.Context | None = None
+                   ) -> asyncio.TimerHandle:
         return self.call_at(self.time() + max(0.0, delay), callback, *args, context=context)
 
     def time(self) -> float:
@@ -113,12 +200,15 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
-    def create_task(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None,
-                    context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+    def create_task(self, coro: Generator[Any, None, _T] | Coroutine[Any, Any, _T], *,
+                    name: str | None = None, context: contextvars.Context | None = None
+                    ) -> asyncio.Task[_T]:
+        if isinstance(coro, collections.abc.Coroutine):
+            coro = _WorkflowCoroutine(coro, self)
         return asyncio.Task(coro, loop=self, name=name, context=context)
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
-        self._instance.timer_cancelled(handle)
+        """A cancelled timer is no longer waited for (it stays in the log as created)."""
 
     def get_debug(self) -> bool:
         return False
@@ -137,14 +227,6 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         self.call_exception_handler(context)
 
-    # -- I/O belongs in steps ------------------------------------------------------------
-    def _no_io(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("workflow code cannot do I/O, threads or subprocesses: "
-                           "do them inside a @step")
-
-    run_in_executor = getaddrinfo = create_connection = create_server = _no_io
-    subprocess_exec = subprocess_shell = sock_connect = sock_recv = sock_sendall = _no_io
-
     def run_ready(self) -> None:
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self)
@@ -153,13 +235,26 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
             while ready:
                 handle = ready.popleft()
                 if not handle._cancelled:
-                    handle._run()
+                    try:
+                        handle._run()
+                    except (SystemExit, KeyboardInterrupt):
+                        # raised by workflow code: its task holds it as its exception, and
+                        # the run fails with it; the worker must not stop
+                        pass
         finally:
             asyncio.events._set_running_loop(previous)
 
 
-_current: contextvars.ContextVar[WorkflowInstance | None] = contextvars.ContextVar(
-    "worldflow_workflow", default=None)
+def _no_io(self: WorkflowLoop, *args: Any, **kwargs: Any) -> Any:
+    raise WorkflowAwaitError(f"workflow {self._instance.defn.name!r} (run "
+                             f"{self._instance.run_id}): workflow code cannot do I/O, "
+                             f"threads or subprocesses: do them inside a @step")
+
+
+for _name in ("run_in_executor", "getaddrinfo", "create_connection", "create_server",
+              "subprocess_exec", "subprocess_shell", "sock_connect", "sock_recv",
+              "sock_sendall"):
+    setattr(WorkflowLoop, _name, _no_io)
 
 
 def current_instance() -> WorkflowInstance | None:
@@ -179,7 +274,9 @@ class WorkflowInstance:
         self.run_id = run_id
         self.started_at = started_at
         self.now = started_at
-        self.loop = WorkflowLoop(self)
+        # asyncio's stubs mark every loop method abstract; WorkflowLoop implements the
+        # ones tasks and futures use, and refuses I/O
+        self.loop = WorkflowLoop(self)  # type: ignore[abstract]
         self.random = _random.Random(run_id)
         self.calls: dict[str, Call] = {}
         self.new_calls: list[Call] = []
@@ -190,10 +287,7 @@ class WorkflowInstance:
 
     # -- driving -----------------------------------------------------------------
     def start(self) -> None:
-        context = contextvars.copy_context()
-        context.run(_current.set, self)
-        self.root = asyncio.Task(self.defn.fn(*self._args, **self._kwargs), loop=self.loop,
-                                 context=context)
+        self.root = self.loop.create_task(self.defn.fn(*self._args, **self._kwargs))
         self.loop.run_ready()
 
     @property
@@ -203,54 +297,66 @@ class WorkflowInstance:
     def deliver(self, record: EventRecord) -> None:
         """Feed one completion event to the workflow and let it run until it blocks."""
         self.now = max(self.now, record.created_at)
-        event = record.event
-        cid = getattr(event, "correlation_id", None)
-        call = self.calls.get(cid) if cid is not None else None
-        match event:
-            case StepCompleted(step_name=name, output=output):
-                call = self._expect(call, cid, "step", name)
-                assert isinstance(call, StepCall)
+        match record.event:
+            case StepCompleted(correlation_id=cid, step_name=name, output=output):
+                call = self.expect(cid, StepCall, name)
                 if not call.future.done():
                     try:
                         call.future.set_result(call.step.codec.decode_result(output))
                     except Exception as exc:
                         call.future.set_exception(exc)
-            case StepFailed(step_name=name, attempt=attempt, error=error):
-                call = self._expect(call, cid, "step", name)
-                assert isinstance(call, StepCall)
+            case StepFailed(correlation_id=cid, step_name=name, attempt=attempt, error=error):
+                call = self.expect(cid, StepCall, name)
                 if not call.future.done():
                     call.future.set_exception(step_error(name, attempt, error))
-            case WaitCompleted():
-                call = self._expect(call, cid, "wait", None)
-                assert isinstance(call, TimerCall)
-                call.fired = True
-                handle = call.handle
+            case WaitCompleted(correlation_id=cid):
+                timer = self.expect(cid, TimerCall)
+                timer.fired = True
+                handle = timer.handle
                 if not handle._cancelled:
                     self.loop._ready.append(handle)
-            case HookReceived(payload=payload):
-                call = self._expect(call, cid, "hook", None)
-                assert isinstance(call, HookCall)
-                call.hook._deliver(payload)
+            case HookReceived(correlation_id=cid, payload=payload):
+                self.expect(cid, HookCall).hook._deliver(payload)
         self.loop.run_ready()
 
-    def _expect(self, call: Call | None, cid: str | None, kind: str,
-                step_name: str | None) -> Call:
+    def expect(self, cid: str, kind: type[_C], step_name: str | None = None) -> _C:
+        """The call at position `cid`, which the log records as a `kind` call (of step
+        `step_name`); `NonDeterminismError` if the code made no such call there."""
+        call = self.calls.get(cid)
+        if isinstance(call, kind) and (step_name is None or not isinstance(call, StepCall)
+                                       or call.step.name == step_name):
+            return call
+        recorded = f"step {step_name!r}" if step_name else f"a {_KIND_NAMES[kind]}"
         if call is None:
-            what = f"step {step_name!r}" if step_name else f"a {kind}"
             raise NonDeterminismError(
-                f"workflow {self.defn.name!r} (run {self.run_id}): the log records {what} at "
-                f"position {cid}, but the workflow code made no such call there; the code "
-                f"changed under a running run")
-        check_match(self, call, kind, step_name)
-        return call
+                f"workflow {self.defn.name!r} (run {self.run_id}): the log records "
+                f"{recorded} at position {cid}, but the workflow code made no such call "
+                f"there; the code changed under a running run")
+        made = f"step {call.step.name!r}" if isinstance(call, StepCall) else f"a {call.kind}"
+        raise NonDeterminismError(
+            f"workflow {self.defn.name!r} (run {self.run_id}): at position {cid} the code "
+            f"made {made} but the log records {recorded}; the code changed under a "
+            f"running run")
 
     def take_new_calls(self) -> list[Call]:
         calls, self.new_calls = self.new_calls, []
         return calls
 
-    def pending_steps(self) -> list[StepCall]:
-        return [c for c in self.calls.values()
-                if isinstance(c, StepCall) and not c.future.done()]
+    def blocked_at(self) -> str:
+        """Where the workflow's main task waits, as "file:line in function": the
+        innermost frame of the user's code (not asyncio's or worldflow's), or ""."""
+        where = ""
+        awaited: Any = self.root.get_coro() if self.root is not None else None
+        for _ in range(200):  # down the chain of awaits
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                break
+            filename = frame.f_code.co_filename
+            if not filename.startswith(_LIBRARY_DIRS):
+                where = f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom",
+                                                                    None)
+        return where
 
     # -- calls made by workflow code ---------------------------------------------------
     def _cid(self) -> str:
@@ -268,7 +374,7 @@ class WorkflowInstance:
         self.new_calls.append(call)
         return future
 
-    def create_timer(self, resume_at: dt.datetime, callback: Callable[..., Any],
+    def create_timer(self, resume_at: dt.datetime, callback: Callable[..., object],
                      args: tuple[Any, ...], context: contextvars.Context | None
                      ) -> asyncio.TimerHandle:
         cid = self._cid()
@@ -278,9 +384,6 @@ class WorkflowInstance:
         self.calls[cid] = call
         self.new_calls.append(call)
         return handle
-
-    def timer_cancelled(self, handle: asyncio.TimerHandle) -> None:
-        """A cancelled timer is no longer waited for (it stays in the log as created)."""
 
     def create_hook(self, token: str | None, hook_factory: Callable[[str, str], Any]) -> Any:
         cid = self._cid()
@@ -302,20 +405,15 @@ class WorkflowInstance:
                 and not c.fired]
 
 
-def check_match(instance: WorkflowInstance, call: Call, kind: str,
-                step_name: str | None) -> None:
-    if call.kind != kind or (kind == "step" and step_name is not None
-                             and call.step.name != step_name):  # type: ignore[union-attr]
-        made = (f"step {call.step.name!r}" if isinstance(call, StepCall)  # type: ignore[union-attr]
-                else f"a {call.kind}")
-        recorded = f"step {step_name!r}" if kind == "step" else f"a {kind}"
-        raise NonDeterminismError(
-            f"workflow {instance.defn.name!r} (run {instance.run_id}): at position {call.cid} "
-            f"the code made {made} but the log records {recorded}; the code changed under "
-            f"a running run")
+_C = TypeVar("_C", StepCall, TimerCall, HookCall)
+#: frames of these packages are not where the user's workflow code waits
+_LIBRARY_DIRS = (os.path.dirname(asyncio.__file__) + os.sep,
+                 os.path.dirname(os.path.dirname(__file__)) + os.sep)
+_KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookCall: "hook"}
 
 
 def step_error(step_name: str, attempt: int, error: ErrorInfo) -> Exception:
+    """The exception a failed step raises in the workflow."""
     if error.fatal:
         return FatalError(error.message, error_type=error.type, traceback=error.traceback,
                           step_name=step_name)

@@ -22,17 +22,27 @@ __all__ = ["ArgsCodec", "decode_value", "encode_value"]
 
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
-NULL = Raw(b"null")
+
+#: what msgspec raises for a value it cannot encode: an unsupported type, an int too
+#: large, a value nested too deeply or containing itself (RecursionError)
+_UNENCODABLE = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 
 
 def encode_value(value: Any, *, what: str) -> Raw:
     """Encode `value`, or raise TypeError naming `what` (e.g. "step 'fetch' argument 1")."""
     try:
         return Raw(_encoder.encode(value))
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
-        raise TypeError(f"{what} cannot be stored: {exc}. Arguments and results must be "
-                        f"values msgspec can encode (dict, list, str, int, float, bool, None, "
-                        f"bytes, datetime, UUID, Decimal, Struct, dataclass, enum)") from None
+    except _UNENCODABLE as exc:
+        if isinstance(exc, RecursionError):
+            reason = "it contains itself or is nested too deeply"
+        elif isinstance(exc, TypeError | msgspec.EncodeError):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        raise TypeError(f"{what} cannot be stored: {reason}. Arguments and results must "
+                        f"be values msgspec can encode (dict, list, str, int, float, bool, "
+                        f"None, bytes, datetime, UUID, Decimal, Struct, dataclass, enum)"
+                        ) from None
 
 
 def decode_value(raw: Raw | bytes, type_: Any = Any) -> Any:
@@ -62,7 +72,7 @@ class ArgsCodec:
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, kind: str) -> Raw:
         try:
             return Raw(_encoder.encode({"args": args, "kwargs": kwargs}))
-        except (TypeError, msgspec.EncodeError, OverflowError):
+        except _UNENCODABLE:
             pass
         for i, arg in enumerate(args):
             encode_value(arg, what=f"{kind} {self.name!r}: argument {i + 1}")

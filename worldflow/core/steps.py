@@ -15,7 +15,7 @@ from worldflow.core.durations import resolve_deadline
 from worldflow.core.events import ErrorInfo, StepCompleted, StepFailed, StepRetrying
 from worldflow.core.records import step_id_for
 from worldflow.core.serde import encode_value
-from worldflow.errors import FatalError, RetryableError, StepTimeoutError
+from worldflow.errors import FatalError, RetryableError, StepFailedError, StepTimeoutError
 
 if TYPE_CHECKING:
     from msgspec import Raw
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from worldflow.core.registry import StepDef
     from worldflow.core.world import World
 
-__all__ = ["StepOutcome", "StepRunner", "run_step_attempt"]
+__all__ = ["StepOutcome", "StepRunner", "base_exception_info", "error_info",
+           "run_step_attempt"]
 
 StepOutcome = StepCompleted | StepFailed | StepRetrying
 #: (step, correlation_id, attempt, input, workflow metadata, world, started_at) -> outcome
@@ -32,10 +33,40 @@ StepRunner = Callable[["StepDef", str, int, "Raw", "WorkflowMetadata", "World", 
                       Awaitable[StepOutcome]]
 
 
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ fails must not stop the engine
+        return f"<{type(exc).__name__}: its message cannot be shown>"
+
+
+def _traceback_text(exc: BaseException) -> str | None:
+    try:
+        return "".join(_traceback.format_exception(exc))
+    except Exception:
+        return None
+
+
 def error_info(exc: BaseException, *, fatal: bool = False) -> ErrorInfo:
-    text = "".join(_traceback.format_exception(exc))
-    error_type = getattr(exc, "error_type", None) if isinstance(exc, FatalError) else None
-    return ErrorInfo(error_type or type(exc).__name__, str(exc), text, fatal)
+    """`exc` as stored in the log. A `StepFailedError` or a step's `FatalError` keeps
+    its step (and attempts, and original error) as fields, not only as text."""
+    if isinstance(exc, StepFailedError):
+        return ErrorInfo("StepFailedError", _text(exc), _traceback_text(exc), fatal,
+                         step_name=exc.step_name, attempts=exc.attempts,
+                         cause_type=exc.error_type, cause_message=exc.message)
+    if isinstance(exc, FatalError):
+        return ErrorInfo(exc.error_type or type(exc).__name__, _text(exc),
+                         _traceback_text(exc), fatal, step_name=exc.step_name)
+    return ErrorInfo(type(exc).__name__, _text(exc), _traceback_text(exc), fatal)
+
+
+def base_exception_info(exc: BaseException, where: str, *, fatal: bool = False) -> ErrorInfo:
+    """A `BaseException` that is not an `Exception` (SystemExit, KeyboardInterrupt,
+    GeneratorExit) raised by user code: it fails `where` ("step 'x'", "workflow 'y'"),
+    never the worker that ran it."""
+    return ErrorInfo(type(exc).__name__, f"{where} raised {exc!r}: a BaseException in "
+                     f"workflow or step code fails the run (it does not stop the worker)",
+                     _traceback_text(exc), fatal)
 
 
 async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
@@ -73,16 +104,20 @@ async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
             return StepFailed(cid, step.name, attempt, error_info(exc))
         if attempt > step.max_retries:
             return StepFailed(cid, step.name, attempt, error_info(exc))
-        now = dt.datetime.now(dt.UTC)
-        retry_at = None
+        info = error_info(exc)
+        now = world.now()  # last: the actor counts the delay from when this returns
         if isinstance(exc, RetryableError) and exc.retry_after is not None:
-            try:
-                retry_at = resolve_deadline(exc.retry_after, now, what="retry_after")
-            except (TypeError, ValueError):
-                retry_at = None
-        if retry_at is None:
+            try:  # checked when the RetryableError was made; unless changed since
+                retry_at = resolve_deadline(exc.retry_after, now,
+                                            what=f"step {step.name!r}: retry_after")
+            except (TypeError, ValueError) as bad:
+                return StepFailed(cid, step.name, attempt, error_info(bad, fatal=True))
+        else:
             retry_at = now + dt.timedelta(seconds=step.backoff.delay(attempt))
-        return StepRetrying(cid, step.name, attempt, error_info(exc), retry_at)
+        return StepRetrying(cid, step.name, attempt, info, retry_at)
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit
+        return StepFailed(cid, step.name, attempt, base_exception_info(
+            exc, f"step {step.name!r}", fatal=True))
     finally:
         step_context.reset(token)
 

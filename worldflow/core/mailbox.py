@@ -1,0 +1,56 @@
+"""What reaches a run's actor: a tagged union of small message types.
+
+Step outcomes, timer firings, retry times, inbox changes and the workflow's deadline
+are posted to the actor's mailbox as these, and the actor `match`es on their type.
+They live in memory only (never stored), so they may carry Python objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from worldflow.core.events import EventRecord, StepCompleted, StepFailed, StepRetrying
+
+__all__ = ["DeadlinePassed", "InboxChanged", "Message", "Recorded", "RetryDue",
+           "StepFinished", "TimerDue"]
+
+
+class StepFinished(msgspec.Struct, frozen=True):
+    """An attempt of the step at `cid` ended with `outcome`, at `at` (world clock)."""
+
+    cid: str
+    outcome: StepCompleted | StepFailed | StepRetrying
+    at: dt.datetime
+
+
+class TimerDue(msgspec.Struct, frozen=True):
+    """The durable timer (sleep, timeout) at `cid` is due."""
+
+    cid: str
+
+
+class RetryDue(msgspec.Struct, frozen=True):
+    """The step at `cid` is due to start `attempt`."""
+
+    cid: str
+    attempt: int
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """Events decided while resuming (e.g. a step whose worker died too often) to be
+    written, and delivered if they complete a call."""
+
+    records: list[EventRecord]
+
+
+class InboxChanged(msgspec.Struct, frozen=True):
+    """The run's inbox has input (a hook payload, a cancel request): read it."""
+
+
+class DeadlinePassed(msgspec.Struct, frozen=True):
+    """The workflow's `timeout` has passed."""
+
+
+Message = StepFinished | TimerDue | RetryDue | Recorded | InboxChanged | DeadlinePassed
