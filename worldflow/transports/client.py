@@ -120,27 +120,28 @@ class HttpStepRunner:
             response = await self._http().post(self.url, content=body, headers=headers,
                                                timeout=timeout)
         except httpx.HTTPError as exc:
-            return self._retry(step, cid, attempt, f"could not reach {self.url}: "
+            return self._retry(world, step, cid, attempt, f"could not reach {self.url}: "
                                f"{type(exc).__name__}: {exc}")
         if response.status_code == 200:
             outcome = _outcome(response.content, step, cid, attempt)
             if outcome is not None:
                 return outcome
-            return self._retry(step, cid, attempt, f"{self.url} answered 200 without a "
+            return self._retry(world, step, cid, attempt, f"{self.url} answered 200 without a "
                                f"valid outcome of attempt {attempt}")
         detail = _message(response)
         if response.status_code in (400, 413):
             return StepFailed(cid, step.name, attempt, ErrorInfo(
                 "StepTransportError", f"{self.url} refused step {step.name!r} "
                 f"({response.status_code}): {detail}", None, fatal=True))
-        return self._retry(step, cid, attempt,
+        return self._retry(world, step, cid, attempt,
                            f"{self.url} answered {response.status_code}: {detail}")
 
-    def _retry(self, step: StepDef, cid: str, attempt: int, message: str) -> StepRetrying:
+    def _retry(self, world: World, step: StepDef, cid: str, attempt: int,
+               message: str) -> StepRetrying:
         delay = min(self.max_retry_delay, self.retry_delay * 2 ** min(attempt - 1, 30))
         logger.warning("step %s (attempt %d) not run remotely: %s; retrying in %gs",
                        step.name, attempt, message, delay)
-        retry_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+        retry_at = world.now() + dt.timedelta(seconds=delay)
         return StepRetrying(cid, step.name, attempt, ErrorInfo("StepTransportError", message),
                             retry_at)
 
