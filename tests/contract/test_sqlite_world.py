@@ -24,6 +24,7 @@ from worldflow.core.events import (
 from worldflow.core.records import NewRun, RunStatus
 from worldflow.errors import LeaseLostError, SchemaError, WorldError
 from worldflow.worlds.sqlite import SQLiteWorld
+from worldflow.worlds.sqlite.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -255,7 +256,8 @@ async def test_reopening_a_current_database_keeps_its_schema(tmp_path: Path) -> 
         await world.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM worldflow_schema").fetchall() == [(1,)]
+        rows = conn.execute("SELECT version FROM worldflow_schema").fetchall()
+        assert rows == [(SCHEMA_VERSION,)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()

@@ -100,6 +100,7 @@ class WaitCompleted(_Event, tag="wait_completed"):
 class HookCreated(_Event, tag="hook_created"):
     correlation_id: str
     token: str
+    metadata: Raw | None = None
 
 
 class HookReceived(_Event, tag="hook_received"):

@@ -88,6 +88,7 @@ class HookRecord(msgspec.Struct, frozen=True):
     status: str  # "active" | "disposed"
     created_at: dt.datetime
     disposed_at: dt.datetime | None = None
+    metadata: Raw | None = None
 
 
 class InboxRecord(msgspec.Struct, frozen=True):

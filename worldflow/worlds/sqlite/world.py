@@ -23,11 +23,12 @@ from worldflow.errors import WorldError
 from worldflow.worlds.sqlite import log, reads, streams
 from worldflow.worlds.sqlite import queue as _queue
 from worldflow.worlds.sqlite.schema import check_file, migrate
-from worldflow.worlds.sqlite.writer import GroupCommitWriter, in_thread, world_error
+from worldflow.worlds.batching import GroupCommitQueue
+from worldflow.worlds.sqlite.writer import SQLiteCommitter, in_thread, world_error
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from msgspec import Raw
 
@@ -82,7 +83,7 @@ class SQLiteWorld(BaseWorld):
                              f"(for a world in memory, use the memory world)")
         self.path = path
         self.synchronous = mode
-        self._writer: GroupCommitWriter | None = None
+        self._writer: GroupCommitQueue[Callable[[sqlite3.Connection], Any]] | None = None
         self._write_conn: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._reader_load: list[int] = []
@@ -109,7 +110,7 @@ class SQLiteWorld(BaseWorld):
             await self._disconnect()
             raise
         self._reader_load = [0] * len(self._readers)
-        self._writer = GroupCommitWriter(self._write_conn, self.path)
+        self._writer = SQLiteCommitter(self._write_conn, self.path).queue
         self._writer.start()
 
     def _prepare_file(self) -> None:
@@ -160,7 +161,7 @@ class SQLiteWorld(BaseWorld):
         return await self._require_writer().write(functools.partial(_call, fn, args),
                                                   after=after, fence=fence)
 
-    def _require_writer(self) -> GroupCommitWriter:
+    def _require_writer(self) -> GroupCommitQueue[Callable[[sqlite3.Connection], Any]]:
         if self._writer is None:
             raise WorldError(f"SQLite world {self.path} is not open; use `async with world` "
                              f"or `await world.open()` first")
@@ -225,17 +226,21 @@ class SQLiteWorld(BaseWorld):
             self._require_writer().write_nowait(apply, after=after, fence=run_id)
 
     # -- queue -----------------------------------------------------------------------
-    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float, *,
+                         workflows: Collection[str] | None = None) -> list[str]:
+        names = None if workflows is None else frozenset(workflows)
         # an idle poll only reads: the write lock is taken when there is work to lease
-        if limit <= 0 or not await self._read(reads.any_claimable, self.now()):
+        if limit <= 0 or not await self._read(reads.any_claimable, self.now(), names):
             return []
-        return await self._write(_queue.claim_runs, owner, limit, lease_seconds, self.now())
+        return await self._write(_queue.claim_runs, owner, limit, lease_seconds, self.now(),
+                                 names)
 
     async def renew_leases(self, owner: str, lease_seconds: float) -> set[str]:
         return await self._write(_queue.renew_leases, owner, lease_seconds, self.now())
 
-    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
-        await self._write(_queue.release_run, run_id, owner, wake_at, self.now(),
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None, *,
+                          backoff: bool = False) -> None:
+        await self._write(_queue.release_run, run_id, owner, wake_at, self.now(), backoff,
                           after=self._notify_if)
 
     async def expire_leases(self, owners: Sequence[str]) -> int:
@@ -251,8 +256,10 @@ class SQLiteWorld(BaseWorld):
     async def lease_owners(self) -> list[str]:
         return await self._read(reads.lease_owners)
 
-    async def next_wake_at(self) -> dt.datetime | None:
-        return await self._read(reads.next_wake_at)
+    async def next_wake_at(self, *, workflows: Collection[str] | None = None
+                           ) -> dt.datetime | None:
+        names = None if workflows is None else frozenset(workflows)
+        return await self._read(reads.next_wake_at, names)
 
     # -- input from outside a run -------------------------------------------------
     async def request_cancel(self, run_id: str) -> bool:
