@@ -14,6 +14,7 @@ import pytest
 from worldflow import RunStatus, create_world, start, step, workflow
 from worldflow.cli.postgres_setup import postgres_setup
 from worldflow.errors import SchemaError, WorldError
+from worldflow.worlds.postgres.schema import SCHEMA_VERSION
 
 
 @step(name="pg_inc")
@@ -55,7 +56,8 @@ async def test_setup_is_idempotent_and_reports_the_version(own_db: str) -> None:
     postgres_url = own_db
     first = await postgres_setup(postgres_url)
     again = await postgres_setup(postgres_url)
-    assert "-> 1" in first and "up to date (version 1)" in again
+    assert f"-> {SCHEMA_VERSION}" in first
+    assert f"up to date (version {SCHEMA_VERSION})" in again
     conn = await asyncpg.connect(postgres_url)
     try:
         tables = {r[0] for r in await conn.fetch(
@@ -65,7 +67,7 @@ async def test_setup_is_idempotent_and_reports_the_version(own_db: str) -> None:
         await conn.close()
     assert {"workflow_runs", "workflow_events", "workflow_steps", "workflow_hooks",
             "workflow_streams", "workflow_jobs", "worldflow_schema_version"} <= tables
-    assert [r[0] for r in versions] == [1]
+    assert [r[0] for r in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
 async def test_a_newer_schema_is_refused_and_left_unchanged(postgres_url: str) -> None:

@@ -10,8 +10,6 @@ import datetime as dt
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from msgspec import Raw
-
 from worldflow.core.events import RunCreated
 from worldflow.core.records import (
     HookRecord,
@@ -27,16 +25,17 @@ from worldflow.core.world import BaseWorld
 from worldflow.errors import (
     HookConflictError,
     HookNotFoundError,
-    LeaseLostError,
     RunFinishedError,
     RunNotFoundError,
 )
-from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds import projection
+from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.projection import ProjectionOp, check_fence, plan_append
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
+
+    from msgspec import Raw
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import NewRun

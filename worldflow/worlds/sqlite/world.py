@@ -23,7 +23,6 @@ from worldflow.errors import WorldError
 from worldflow.worlds.sqlite import log, reads, streams
 from worldflow.worlds.sqlite import queue as _queue
 from worldflow.worlds.sqlite.schema import check_file, migrate
-from worldflow.worlds.batching import GroupCommitQueue
 from worldflow.worlds.sqlite.writer import SQLiteCommitter, in_thread, world_error
 
 if TYPE_CHECKING:
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
         StepRecord,
         StreamChunk,
     )
+    from worldflow.worlds.batching import GroupCommitQueue
 
 __all__ = ["SQLiteWorld"]
 

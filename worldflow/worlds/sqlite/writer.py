@@ -10,7 +10,6 @@ and is raised only to that caller.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
