@@ -113,7 +113,7 @@ class RunActor:
             logger.error("run %s: workflow %r is not registered in this process; "
                          "retrying in 30s", self.run_id, run.workflow_name)
             await world.release_run(self.run_id, self.engine.worker_id,
-                                    world.now() + dt.timedelta(seconds=30))
+                                    world.now() + dt.timedelta(seconds=30), backoff=True)
             return
         if run.queue != "default" and not await self._take_queue_slot(run.queue):
             return

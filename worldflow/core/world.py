@@ -340,6 +340,11 @@ class BaseWorld:
         except TimeoutError:
             pass
 
+    def _watch_run_ends(self) -> None:
+        """Someone waits for a run's end (its id is in `_run_waiters`). A world that
+        learns of run ends committed by other processes by watching starts watching
+        here, and wakes the waiters with `_signal_finished`."""
+
     def _signal_finished(self, run_id: str) -> None:
         for fut in self._run_waiters.pop(run_id, ()):
             if not fut.done():
@@ -353,6 +358,7 @@ class BaseWorld:
         while True:
             fut: asyncio.Future[None] = loop.create_future()
             self._run_waiters.setdefault(run_id, []).append(fut)
+            self._watch_run_ends()
             try:
                 run = await self.get_run(run_id)
                 if run is None:

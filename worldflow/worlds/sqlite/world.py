@@ -23,6 +23,7 @@ from worldflow.errors import WorldError
 from worldflow.worlds.sqlite import log, reads, streams
 from worldflow.worlds.sqlite import queue as _queue
 from worldflow.worlds.sqlite.schema import check_file, migrate
+from worldflow.worlds.sqlite.watcher import FinishWatcher
 from worldflow.worlds.sqlite.writer import SQLiteCommitter, in_thread, world_error
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class SQLiteWorld(BaseWorld):
         self._write_conn: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._reader_load: list[int] = []
+        self._watcher: FinishWatcher | None = None
 
     @property
     def commits(self) -> int:
@@ -112,6 +114,8 @@ class SQLiteWorld(BaseWorld):
         self._reader_load = [0] * len(self._readers)
         self._writer = SQLiteCommitter(self._write_conn, self.path).queue
         self._writer.start()
+        self._watcher = FinishWatcher(self.path, self._run_waiters.keys,
+                                      self._signal_finished)
 
     def _prepare_file(self) -> None:
         check_file(self.path)  # before anything (even the journal mode) is written
@@ -138,6 +142,9 @@ class SQLiteWorld(BaseWorld):
     async def _close(self) -> None:
         # shielded: queued writes were promised a commit, and connections must not leak
         with anyio.CancelScope(shield=True):
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                await watcher.close()
             try:
                 if self._writer is not None:
                     await self._writer.close()  # commits everything queued so far
@@ -160,6 +167,11 @@ class SQLiteWorld(BaseWorld):
         """Run `fn(conn, *args)` in the next group commit; return once it is committed."""
         return await self._require_writer().write(functools.partial(_call, fn, args),
                                                   after=after, fence=fence)
+
+    def _watch_run_ends(self) -> None:
+        # one watcher for every waiter: run ends committed by other processes
+        if self._watcher is not None:
+            self._watcher.wake()
 
     def _require_writer(self) -> GroupCommitQueue[Callable[[sqlite3.Connection], Any]]:
         if self._writer is None:
