@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -281,7 +281,7 @@ class BaseWorld:
         """The engine processing this world's queue in this process (after `start()`)."""
         return self._engine
 
-    async def __aenter__(self) -> BaseWorld:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

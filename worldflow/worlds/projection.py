@@ -47,14 +47,14 @@ class _Op(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
     pass
 
 
-class RunStarted(_Op, tag="run_started"):
+class RunStarted(_Op, frozen=True, tag="run_started"):
     """status running; `started_at` keeps the first start."""
 
     run_id: str
     at: dt.datetime
 
 
-class RunFinished(_Op, tag="run_finished"):
+class RunFinished(_Op, frozen=True, tag="run_finished"):
     """status `status` (completed/failed/cancelled), with output or error, completed_at."""
 
     run_id: str
@@ -64,7 +64,7 @@ class RunFinished(_Op, tag="run_finished"):
     error: ErrorInfo | None = None
 
 
-class StepStarted(_Op, tag="step_started"):
+class StepStarted(_Op, frozen=True, tag="step_started"):
     """Insert the step, or for a later attempt: status running, attempt, error cleared."""
 
     step_id: str
@@ -76,14 +76,14 @@ class StepStarted(_Op, tag="step_started"):
     at: dt.datetime
 
 
-class StepCompleted(_Op, tag="step_completed"):
+class StepCompleted(_Op, frozen=True, tag="step_completed"):
     step_id: str
     attempt: int
     output: Raw
     at: dt.datetime
 
 
-class StepRetrying(_Op, tag="step_retrying"):
+class StepRetrying(_Op, frozen=True, tag="step_retrying"):
     """status pending, with the failed attempt's error."""
 
     step_id: str
@@ -91,14 +91,14 @@ class StepRetrying(_Op, tag="step_retrying"):
     error: ErrorInfo
 
 
-class StepFailed(_Op, tag="step_failed"):
+class StepFailed(_Op, frozen=True, tag="step_failed"):
     step_id: str
     attempt: int
     error: ErrorInfo
     at: dt.datetime
 
 
-class HookCreated(_Op, tag="hook_created"):
+class HookCreated(_Op, frozen=True, tag="hook_created"):
     """A new active hook; a disposed token may be taken again (the row is replaced)."""
 
     token: str
@@ -108,7 +108,7 @@ class HookCreated(_Op, tag="hook_created"):
     metadata: Raw | None = None
 
 
-class HookDisposed(_Op, tag="hook_disposed"):
+class HookDisposed(_Op, frozen=True, tag="hook_disposed"):
     token: str
     at: dt.datetime
 

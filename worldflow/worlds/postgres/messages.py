@@ -100,26 +100,26 @@ class _Notice(msgspec.Struct, frozen=True, tag_field="type"):
     pass
 
 
-class WorkAvailable(_Notice, tag="work"):
+class WorkAvailable(_Notice, frozen=True, tag="work"):
     """A job became claimable: workers should claim."""
 
 
-class InboxChanged(_Notice, tag="inbox"):
+class InboxChanged(_Notice, frozen=True, tag="inbox"):
     """Outside input (a hook payload, a cancel) arrived for the run."""
 
     run_id: str
 
 
-class RunEnded(_Notice, tag="run_ended"):
+class RunEnded(_Notice, frozen=True, tag="run_ended"):
     run_id: str
 
 
-class StreamChanged(_Notice, tag="stream"):
+class StreamChanged(_Notice, frozen=True, tag="stream"):
     run_id: str
     name: str
 
 
-class SlotReleased(_Notice, tag="slot"):
+class SlotReleased(_Notice, frozen=True, tag="slot"):
     queue: str
 
 
@@ -134,4 +134,5 @@ def encode_notice(notice: Notice) -> str:
 
 
 def decode_notice(payload: str) -> Notice:
-    return _notice_decoder.decode(payload)
+    notice: Notice = _notice_decoder.decode(payload)
+    return notice

@@ -165,8 +165,9 @@ class SQLiteWorld(BaseWorld):
     async def _write(self, fn: Callable[..., T], *args: Any,
                      after: Callable[[T], None] | None = None, fence: str | None = None) -> T:
         """Run `fn(conn, *args)` in the next group commit; return once it is committed."""
-        return await self._require_writer().write(functools.partial(_call, fn, args),
-                                                  after=after, fence=fence)
+        result: T = await self._require_writer().write(functools.partial(_call, fn, args),
+                                                       after=after, fence=fence)
+        return result
 
     def _watch_run_ends(self) -> None:
         # one watcher for every waiter: run ends committed by other processes
