@@ -72,6 +72,20 @@ async def test_a_run_with_a_pending_cancel_is_claimable_by_any_worker(
     assert await world.claim_runs("b", 10, 30.0, workflows={elsewhere}) == [run_id]
 
 
+async def test_a_worker_that_backed_off_from_a_cancel_does_not_take_it_again(
+        clocked: tuple[Any, FakeClock]) -> None:
+    world, clock = clocked
+    wf, elsewhere = uid("wf"), uid("wf")
+    run_id = await create(world, wf)
+    await world.request_cancel(run_id)
+    assert await world.claim_runs("lacking", 10, 30.0, workflows={elsewhere}) == [run_id]
+    await world.release_run(run_id, "lacking", clock.now + dt.timedelta(hours=1),
+                            backoff=True)
+    assert await world.claim_runs("lacking", 10, 30.0, workflows={elsewhere}) == []
+    assert await world.next_wake_at(workflows={elsewhere}) is None
+    assert await world.claim_runs("able", 10, 30.0, workflows={wf}) == [run_id]
+
+
 async def test_a_taken_cancel_no_longer_makes_the_run_claimable_by_anyone(
         clocked: tuple[Any, FakeClock]) -> None:
     world, clock = clocked

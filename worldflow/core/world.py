@@ -121,7 +121,9 @@ class World(Protocol):
 
         With `workflows`, only runs of those workflow names are claimed (a worker takes
         only runs it has the code of), except that a run with a pending cancel in its
-        inbox is claimable by anyone (ending it needs no workflow code). None: any run.
+        inbox is claimable by anyone (ending it needs no workflow code) until a worker
+        releases it with `backoff` (one that could not end it: from then on only workers
+        with its code take it, until another cancel is requested). None: any run.
         The filter is served by an index: workers lacking a workflow never scan past its
         runs."""
 

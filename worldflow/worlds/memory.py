@@ -56,11 +56,14 @@ class _Job:
         self.lease_expires_at: dt.datetime | None = None
         #: released with backoff: only a cancel makes it available before available_at
         self.backoff = False
-        #: a cancel waits in the inbox: any worker may claim it (no workflow code needed)
+        #: a cancel waits in the inbox: any worker may claim it (no workflow code needed),
+        #: unless one backed off from it (then only workers with its code, so a worker
+        #: that cannot end it does not take it again and again)
         self.cancel_pending = False
 
     def claimable_by(self, workflows: Collection[str] | None) -> bool:
-        return workflows is None or self.workflow_name in workflows or self.cancel_pending
+        return (workflows is None or self.workflow_name in workflows
+                or (self.cancel_pending and not self.backoff))
 
 
 class MemoryWorld(BaseWorld):

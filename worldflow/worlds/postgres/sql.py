@@ -37,7 +37,9 @@ UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = fa
 """
 # a worker that takes only some workflows ($6): per name, one range of the partial index
 # workflow_jobs_ready_by_name (LIMIT rows each; the outer LIMIT keeps the oldest), then
-# jobs with a pending cancel (anyone may end a run), then expired leases of either kind
+# jobs with a pending cancel (anyone may end a run; but after a worker backed off from
+# one, only workers with its code, so none takes it again and again), then expired
+# leases of either kind
 CLAIM_READY_OF = """
 UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
   FROM (SELECT r.run_id FROM unnest($6::text[]) AS n(name)
@@ -53,7 +55,7 @@ UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = fa
 CLAIM_CANCEL_PENDING = """
 UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
   FROM (SELECT run_id FROM workflow_jobs
-         WHERE job_prefix = $1 AND cancel_pending AND lease_owner IS NULL
+         WHERE job_prefix = $1 AND cancel_pending AND NOT backoff AND lease_owner IS NULL
            AND available_at <= $2
          ORDER BY available_at LIMIT $3
          FOR UPDATE SKIP LOCKED) ready
@@ -63,7 +65,7 @@ CLAIM_EXPIRED_OF = """
 UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
   FROM (SELECT run_id FROM workflow_jobs
          WHERE job_prefix = $1 AND lease_owner IS NOT NULL AND lease_expires_at <= $2
-           AND (cancel_pending OR workflow_name = ANY($6::text[]))
+           AND ((cancel_pending AND NOT backoff) OR workflow_name = ANY($6::text[]))
          ORDER BY lease_expires_at LIMIT $3
          FOR UPDATE SKIP LOCKED) expired
  WHERE j.run_id = expired.run_id RETURNING j.run_id
@@ -71,11 +73,12 @@ UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = fa
 ANY_CLAIMABLE_OF = ("SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE job_prefix = $1 "
                     "AND workflow_name = ANY($3::text[]) AND lease_owner IS NULL "
                     "AND available_at <= $2) OR EXISTS (SELECT 1 FROM workflow_jobs "
-                    "WHERE job_prefix = $1 AND cancel_pending AND lease_owner IS NULL "
-                    "AND available_at <= $2) OR EXISTS (SELECT 1 FROM workflow_jobs "
+                    "WHERE job_prefix = $1 AND cancel_pending AND NOT backoff "
+                    "AND lease_owner IS NULL AND available_at <= $2) "
+                    "OR EXISTS (SELECT 1 FROM workflow_jobs "
                     "WHERE job_prefix = $1 AND lease_owner IS NOT NULL "
                     "AND lease_expires_at <= $2 "
-                    "AND (cancel_pending OR workflow_name = ANY($3::text[])))")
+                    "AND ((cancel_pending AND NOT backoff) OR workflow_name = ANY($3::text[])))")
 NEXT_WAKE_OF = """
 SELECT least(
   (SELECT min(m.at) FROM unnest($2::text[]) AS n(name) CROSS JOIN LATERAL (
@@ -83,9 +86,10 @@ SELECT least(
         WHERE job_prefix = $1 AND workflow_name = n.name AND lease_owner IS NULL
           AND available_at IS NOT NULL) m),
   (SELECT min(available_at) FROM workflow_jobs WHERE job_prefix = $1 AND cancel_pending
-      AND lease_owner IS NULL AND available_at IS NOT NULL),
+      AND NOT backoff AND lease_owner IS NULL AND available_at IS NOT NULL),
   (SELECT min(lease_expires_at) FROM workflow_jobs WHERE job_prefix = $1
-      AND lease_owner IS NOT NULL AND (cancel_pending OR workflow_name = ANY($2::text[]))))
+      AND lease_owner IS NOT NULL
+      AND ((cancel_pending AND NOT backoff) OR workflow_name = ANY($2::text[]))))
 """
 ANY_CLAIMABLE = ("SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE job_prefix = $1 "
                  "AND lease_owner IS NULL AND available_at <= $2) OR EXISTS (SELECT 1 FROM "

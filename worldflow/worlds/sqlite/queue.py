@@ -42,18 +42,19 @@ SELECT_EXPIRED = ("SELECT coalesce(available_at, ?1), created_at, run_id FROM wo
                   "WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1 "
                   "ORDER BY coalesce(available_at, ?1), created_at, run_id LIMIT ?2")
 # with a set of workflow names: one index range per name (workflow_jobs_ready_by_name),
-# plus the jobs any worker may take (a pending cancel), plus expired leases of either
+# plus the jobs any worker may take (a pending cancel, unless a worker backed off from
+# it: then only workers with its code), plus expired leases of either
 SELECT_READY_OF = ("SELECT available_at, created_at, run_id FROM workflow_jobs "
                    "WHERE workflow_name = ? AND lease_owner IS NULL AND available_at <= ? "
                    "ORDER BY available_at, created_at, run_id LIMIT ?")
 SELECT_READY_CANCEL = ("SELECT available_at, created_at, run_id FROM workflow_jobs "
-                       "WHERE cancel_pending = 1 AND lease_owner IS NULL "
+                       "WHERE cancel_pending = 1 AND backoff = 0 AND lease_owner IS NULL "
                        "AND available_at <= ? ORDER BY available_at, created_at, run_id "
                        "LIMIT ?")
 SELECT_EXPIRED_OF = ("SELECT coalesce(available_at, ?1), created_at, run_id "
                      "FROM workflow_jobs WHERE lease_owner IS NOT NULL "
-                     "AND lease_expires_at <= ?1 AND (cancel_pending = 1 OR workflow_name "
-                     "IN (SELECT value FROM json_each(?3))) "
+                     "AND lease_expires_at <= ?1 AND ((cancel_pending = 1 AND backoff = 0) "
+                     "OR workflow_name IN (SELECT value FROM json_each(?3))) "
                      "ORDER BY coalesce(available_at, ?1), created_at, run_id LIMIT ?2")
 LEASE_JOB = ("UPDATE workflow_jobs SET lease_owner = ?, lease_expires_at = ?, backoff = 0 "
              "WHERE run_id = ?")

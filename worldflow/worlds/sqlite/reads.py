@@ -86,10 +86,10 @@ SELECT_ANY_CLAIMABLE = (
 SELECT_ANY_CLAIMABLE_OF = (
     "SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE lease_owner IS NULL "
     "AND available_at <= ?1 AND workflow_name IN (SELECT value FROM json_each(?2))) "
-    "OR EXISTS (SELECT 1 FROM workflow_jobs WHERE cancel_pending = 1 "
+    "OR EXISTS (SELECT 1 FROM workflow_jobs WHERE cancel_pending = 1 AND backoff = 0 "
     "AND lease_owner IS NULL AND available_at <= ?1) "
     "OR EXISTS (SELECT 1 FROM workflow_jobs WHERE lease_owner IS NOT NULL "
-    "AND lease_expires_at <= ?1 AND (cancel_pending = 1 "
+    "AND lease_expires_at <= ?1 AND ((cancel_pending = 1 AND backoff = 0) "
     "OR workflow_name IN (SELECT value FROM json_each(?2))))")
 # per name, so that min() is one index seek (workflow_jobs_ready_by_name)
 SELECT_NEXT_READY_OF = ("SELECT min(available_at) FROM workflow_jobs WHERE workflow_name = ? "
@@ -97,9 +97,10 @@ SELECT_NEXT_READY_OF = ("SELECT min(available_at) FROM workflow_jobs WHERE workf
 SELECT_NEXT_OTHER_OF = (
     "SELECT min(at) FROM ("
     "SELECT min(available_at) AS at FROM workflow_jobs WHERE cancel_pending = 1 "
-    "AND lease_owner IS NULL AND available_at IS NOT NULL "
+    "AND backoff = 0 AND lease_owner IS NULL AND available_at IS NOT NULL "
     "UNION ALL SELECT min(lease_expires_at) FROM workflow_jobs WHERE lease_owner IS NOT NULL "
-    "AND (cancel_pending = 1 OR workflow_name IN (SELECT value FROM json_each(?1))))")
+    "AND ((cancel_pending = 1 AND backoff = 0) "
+    "OR workflow_name IN (SELECT value FROM json_each(?1))))")
 
 
 def _list_runs_query(status: bool, name: bool, after: bool) -> str:

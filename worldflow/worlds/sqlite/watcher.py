@@ -21,7 +21,7 @@ import msgspec
 from worldflow.worlds.sqlite.writer import in_thread
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable
 
 __all__ = ["FinishWatcher"]
 
@@ -36,9 +36,13 @@ SET_QUERY_ONLY = "PRAGMA query_only = ON"
 
 class FinishWatcher:
     """Wakes waiters of runs that another process ended. Its task starts with the first
-    waiter (`wake`) and is stopped by `close`; it idles while nobody waits."""
+    waiter (`wake`) and is stopped by `close`; it idles while nobody waits.
 
-    def __init__(self, path: str, waited: Callable[[], Collection[str]],
+    `waited()` gives the runs to watch: None when nobody waits (the task then sleeps
+    until `wake`), and leaves out runs this process executes (their end is signalled
+    here as it commits), so that a busy local engine costs the watcher nothing."""
+
+    def __init__(self, path: str, waited: Callable[[], list[str] | None],
                  on_ended: Callable[[str], None], *, interval: float = 0.025) -> None:
         self._path = path
         self._waited = waited
@@ -71,21 +75,24 @@ class FinishWatcher:
             await in_thread(conn, _setup)
             last_version: int | None = None
             while True:
-                run_ids = list(self._waited())
-                if not run_ids:
+                run_ids = self._waited()
+                if run_ids is None:  # nobody waits
                     self._someone_waits.clear()
                     await self._someone_waits.wait()
                     last_version = None  # commits made while idle are unknown
                     continue
-                try:
-                    version = await in_thread(conn, _data_version)
-                    if version != last_version:
-                        last_version = version
-                        for run_id in await in_thread(conn, _ended, run_ids):
-                            self._on_ended(run_id)
-                except sqlite3.Error as exc:  # e.g. busy: the waiters' own poll goes on
-                    logger.debug("SQLite world %s: watching run ends failed: %s",
-                                 self._path, exc)
+                if run_ids:
+                    try:
+                        version = await in_thread(conn, _data_version)
+                        if version != last_version:
+                            last_version = version
+                            for run_id in await in_thread(conn, _ended, run_ids):
+                                self._on_ended(run_id)
+                    except sqlite3.Error as exc:  # e.g. busy: the waiters' own poll goes on
+                        logger.debug("SQLite world %s: watching run ends failed: %s",
+                                     self._path, exc)
+                else:
+                    last_version = None  # not looking: changes meanwhile are unknown
                 await asyncio.sleep(self.interval)
         finally:
             with contextlib.suppress(sqlite3.Error, ValueError):

@@ -114,8 +114,7 @@ class SQLiteWorld(BaseWorld):
         self._reader_load = [0] * len(self._readers)
         self._writer = SQLiteCommitter(self._write_conn, self.path).queue
         self._writer.start()
-        self._watcher = FinishWatcher(self.path, self._run_waiters.keys,
-                                      self._signal_finished)
+        self._watcher = FinishWatcher(self.path, self._runs_to_watch, self._signal_finished)
 
     def _prepare_file(self) -> None:
         check_file(self.path)  # before anything (even the journal mode) is written
@@ -168,6 +167,13 @@ class SQLiteWorld(BaseWorld):
         result: T = await self._require_writer().write(functools.partial(_call, fn, args),
                                                        after=after, fence=fence)
         return result
+
+    def _runs_to_watch(self) -> list[str] | None:
+        """Waited runs whose end another process may commit (None: nobody waits)."""
+        if not self._run_waiters:
+            return None
+        local = self._engine.actors if self._engine is not None else {}
+        return [run_id for run_id in self._run_waiters if run_id not in local]
 
     def _watch_run_ends(self) -> None:
         # one watcher for every waiter: run ends committed by other processes
