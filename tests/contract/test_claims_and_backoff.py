@@ -12,7 +12,7 @@ from msgspec import Raw
 from tests.conftest import WORLD_NAMES, make_world
 from tests.contract.test_world_protocol import FakeClock, Log, create, uid
 from worldflow.core.events import EventRecord, HookCreated, RunStarted, StepStarted
-from worldflow.errors import LeaseLostError
+from worldflow.errors import CorruptRecordError, LeaseLostError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -169,8 +169,33 @@ async def test_backoff_ends_with_the_next_claim(clocked: tuple[Any, FakeClock]) 
 
 
 # -- hooks' metadata ----------------------------------------------------------------------
-async def test_hook_metadata_is_stored_and_returned(clocked: tuple[Any, FakeClock]) -> None:
-    world, _ = clocked
+@pytest.fixture(params=WORLD_NAMES)
+async def isolated(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """An opened world in a database of its own (Postgres: a fresh database), for events
+    other tests must not meet: a hook_created with metadata cannot be decoded yet."""
+    if request.param != "postgres":
+        world = make_world(request.param, tmp_path, request)
+        await world.open()
+        try:
+            yield world
+        finally:
+            await world.close()
+        return
+    from tests.postgres.test_processes import drop_db, fresh_db
+    from worldflow.worlds import create_world
+
+    url = await fresh_db(request.getfixturevalue("postgres_url"))
+    world = create_world("postgres", connection_string=url)
+    await world.open()
+    try:
+        yield world
+    finally:
+        await world.close()
+        await drop_db(url)
+
+
+async def test_hook_metadata_is_stored_and_returned(isolated: Any) -> None:
+    world = isolated
     run_id = await create(world)
     with_meta, without = uid("tok"), uid("tok")
     metadata = Raw(b'{"respond":{"status":202,"body":"ok"}}')
@@ -182,6 +207,20 @@ async def test_hook_metadata_is_stored_and_returned(clocked: tuple[Any, FakeCloc
     assert plain is not None and plain.metadata is None
     listed = {h.token: h.metadata for h in await world.list_hooks(run_id)}
     assert listed == {with_meta: metadata, without: None}
+
+
+async def test_hook_created_with_metadata_comes_back_from_the_log(
+        isolated: Any, request: pytest.FixtureRequest) -> None:
+    world = isolated
+    if world.name != "memory":  # the memory world keeps events as objects, undecoded
+        request.applymarker(pytest.mark.xfail(
+            strict=True, raises=CorruptRecordError,
+            reason="msgspec cannot decode a `Raw | None` field that is not null, so "
+                   "HookCreated.metadata (core/events.py) does not survive a stored log"))
+    run_id = await create(world)
+    written = await Log(world, run_id).append(
+        RunStarted(), HookCreated("h1", uid("tok"), Raw(b'{"status":202}')))
+    assert (await world.list_events(run_id))[1:] == written
 
 
 # -- seq fencing ---------------------------------------------------------------------------
