@@ -24,6 +24,7 @@ from worldflow.core.events import (
 from worldflow.core.records import NewRun, RunStatus
 from worldflow.errors import LeaseLostError, SchemaError, WorldError
 from worldflow.worlds.sqlite import SQLiteWorld
+from worldflow.worlds.sqlite.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -255,7 +256,8 @@ async def test_reopening_a_current_database_keeps_its_schema(tmp_path: Path) -> 
         await world.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM worldflow_schema").fetchall() == [(1,)]
+        rows = conn.execute("SELECT version FROM worldflow_schema").fetchall()
+        assert rows == [(SCHEMA_VERSION,)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
@@ -271,3 +273,41 @@ def test_bad_options_are_clear_errors(options: dict[str, Any], tmp_path: Path) -
 async def test_directory_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WorldError, match="is a directory"):
         await SQLiteWorld(str(tmp_path)).open()
+
+
+async def test_a_version_1_database_is_upgraded_with_its_queue_intact(tmp_path: Path) -> None:
+    from worldflow.worlds.sqlite.schema import _statements
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in _statements("0001_initial.sql"):
+        conn.execute(statement)
+    at = "2026-01-01T00:00:00.000000+00:00"
+    conn.execute("INSERT INTO worldflow_schema (version) VALUES (1)")
+    for run_id, name in (("old-a", "wf_a"), ("old-b", "wf_b")):
+        conn.execute("INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
+                     "updated_at) VALUES (?, ?, 'pending', '{}', ?, ?)", (run_id, name, at, at))
+        conn.execute("INSERT INTO workflow_jobs (run_id, available_at, created_at) "
+                     "VALUES (?, ?, ?)", (run_id, at, at))
+    conn.execute("INSERT INTO workflow_inbox (workflow_run_id, kind, created_at) "
+                 "VALUES ('old-b', 'cancel', ?)", (at,))
+    conn.execute("INSERT INTO workflow_hooks (token, workflow_run_id, correlation_id, status, "
+                 "created_at) VALUES ('tok', 'old-a', 'h1', 'active', ?)", (at,))
+    conn.commit()
+    conn.close()
+    world = SQLiteWorld(str(path))
+    await world.open()
+    try:
+        # the job of old-a got its workflow's name; old-b's pending cancel lets anyone
+        assert await world.claim_runs("w", 10, 30.0, workflows={"wf_a"}) == ["old-a",
+                                                                            "old-b"]
+        hook = await world.get_hook("tok")
+        assert hook is not None and hook.metadata is None
+    finally:
+        await world.close()
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT version FROM worldflow_schema").fetchall()
+        assert rows == [(SCHEMA_VERSION,)]
+    finally:
+        conn.close()

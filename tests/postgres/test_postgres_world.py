@@ -14,6 +14,7 @@ import pytest
 from worldflow import RunStatus, create_world, start, step, workflow
 from worldflow.cli.postgres_setup import postgres_setup
 from worldflow.errors import SchemaError, WorldError
+from worldflow.worlds.postgres.schema import SCHEMA_VERSION
 
 
 @step(name="pg_inc")
@@ -55,7 +56,8 @@ async def test_setup_is_idempotent_and_reports_the_version(own_db: str) -> None:
     postgres_url = own_db
     first = await postgres_setup(postgres_url)
     again = await postgres_setup(postgres_url)
-    assert "-> 1" in first and "up to date (version 1)" in again
+    assert f"-> {SCHEMA_VERSION}" in first
+    assert f"up to date (version {SCHEMA_VERSION})" in again
     conn = await asyncpg.connect(postgres_url)
     try:
         tables = {r[0] for r in await conn.fetch(
@@ -65,7 +67,7 @@ async def test_setup_is_idempotent_and_reports_the_version(own_db: str) -> None:
         await conn.close()
     assert {"workflow_runs", "workflow_events", "workflow_steps", "workflow_hooks",
             "workflow_streams", "workflow_jobs", "worldflow_schema_version"} <= tables
-    assert [r[0] for r in versions] == [1]
+    assert [r[0] for r in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
 async def test_a_newer_schema_is_refused_and_left_unchanged(postgres_url: str) -> None:
@@ -90,6 +92,38 @@ async def test_a_newer_schema_is_refused_and_left_unchanged(postgres_url: str) -
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_version_1_database_is_upgraded_with_its_queue_intact(own_db: str) -> None:
+    from worldflow.worlds.postgres.schema import _sql
+
+    conn = await asyncpg.connect(own_db)
+    try:
+        async with conn.transaction():
+            await conn.execute("CREATE TABLE worldflow_schema_version (version integer NOT "
+                               "NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+            await conn.execute(_sql("001_initial.sql"))
+            await conn.execute("INSERT INTO worldflow_schema_version (version) VALUES (1)")
+            for run_id, name in (("old-a", "wf_a"), ("old-b", "wf_b")):
+                await conn.execute(
+                    "INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
+                    "updated_at) VALUES ($1, $2, 'pending', '{}', now(), now())", run_id, name)
+                await conn.execute(
+                    "INSERT INTO workflow_jobs (run_id, job_prefix, available_at, created_at) "
+                    "VALUES ($1, 'up', now() - interval '1 minute', now())", run_id)
+            await conn.execute("INSERT INTO workflow_inbox (workflow_run_id, kind, created_at) "
+                               "VALUES ('old-b', 'cancel', now())")
+    finally:
+        await conn.close()
+    world = pg_world(own_db, job_prefix="up")
+    await world.open()
+    try:
+        claimed = await world.claim_runs("w", 10, 30.0, workflows={"wf_a"})
+        assert sorted(claimed) == ["old-a", "old-b"]  # old-b: its pending cancel
+    finally:
+        await world.close()
+    again = await postgres_setup(own_db)
+    assert f"up to date (version {SCHEMA_VERSION})" in again
 
 
 async def test_the_seed_debug_queries_run_as_written(own_db: str) -> None:

@@ -20,6 +20,7 @@ import msgspec
 
 from worldflow.core.context import WorkflowMetadata
 from worldflow.core.events import (
+    NO_METADATA,
     TERMINAL_EVENTS,
     ErrorInfo,
     EventRecord,
@@ -144,7 +145,7 @@ class RunActor:
             logger.error("run %s: workflow %r is not registered in this process; "
                          "retrying in 30s", self.run_id, run.workflow_name)
             await world.release_run(self.run_id, self.engine.worker_id,
-                                    world.now() + dt.timedelta(seconds=30))
+                                    world.now() + dt.timedelta(seconds=30), backoff=True)
             return
         if run.queue != "default" and not await self._take_queue_slot(run.queue):
             return
@@ -423,7 +424,9 @@ class RunActor:
                 self._schedule_timer(call)
                 durable = True
             elif isinstance(call, HookCall):
-                records.append(self._record(HookCreated(call.cid, call.token, call.hook.metadata)))
+                metadata = call.hook.metadata
+                records.append(self._record(HookCreated(
+                    call.cid, call.token, NO_METADATA if metadata is None else metadata)))
                 self._hooks_open[call.token] = call.cid
                 durable = True
         await self.world.append_events(self.run_id, records, wait=durable)

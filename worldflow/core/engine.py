@@ -16,6 +16,7 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from worldflow.core import registry
 from worldflow.core.actor import RunActor
 from worldflow.core.logs import configure_logging, log_event
 from worldflow.core.steps import StepRunner, run_step_attempt
@@ -157,7 +158,8 @@ class Engine:
 
         try:
             await self.world.release_run(run_id, self.worker_id,
-                                         self.world.now() + dt.timedelta(seconds=delay))
+                                         self.world.now() + dt.timedelta(seconds=delay),
+                                         backoff=delay > 0)
         except Exception:
             logger.warning("run %s: could not release its lease; it will expire", run_id,
                            exc_info=True)
@@ -181,7 +183,8 @@ class Engine:
                 await world.wait_for_work(POLL_INTERVAL)
                 continue
             try:
-                claimed = await world.claim_runs(self.worker_id, free, world.lease_seconds)
+                claimed = await world.claim_runs(self.worker_id, free, world.lease_seconds,
+                                                 workflows=set(registry._workflows))
             except Exception:
                 logger.warning("claiming runs failed; retrying", exc_info=True)
                 await asyncio.sleep(POLL_INTERVAL)
@@ -192,7 +195,7 @@ class Engine:
                 continue  # there may be more
             timeout = POLL_INTERVAL
             try:
-                next_wake = await world.next_wake_at()
+                next_wake = await world.next_wake_at(workflows=set(registry._workflows))
             except Exception:
                 next_wake = None
             if next_wake is not None:

@@ -17,6 +17,7 @@ from msgspec import Raw
 from worldflow.errors import CorruptRecordError
 
 __all__ = [
+    "NO_METADATA",
     "ErrorInfo",
     "Event",
     "EventRecord",
@@ -56,6 +57,10 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     attempts: int | None = None
     cause_type: str | None = None
     cause_message: str | None = None
+
+
+#: the `metadata` of a hook that has none
+NO_METADATA = Raw(b"null")
 
 
 class _Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
@@ -109,10 +114,12 @@ class WaitCompleted(_Event, tag="wait_completed", frozen=True):
     correlation_id: str
 
 
-class HookCreated(_Event, tag="hook_created"):
+class HookCreated(_Event, tag="hook_created", frozen=True):
     correlation_id: str
     token: str
-    metadata: Raw | None = None
+    #: JSON recorded with the hook by an extension (a webhook's response); `NO_METADATA`
+    #: (JSON null) when there is none (`Raw | None` cannot be decoded by msgspec)
+    metadata: Raw = Raw(b"null")
 
 
 class HookReceived(_Event, tag="hook_received", frozen=True):

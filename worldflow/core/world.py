@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Protocol, Self, cast, runtime_checkable
 
 from worldflow.core.runtime import engine_for, start_engine, stop_engine
 
@@ -114,23 +114,40 @@ class World(Protocol):
         Ordered: appends of one run commit in call order. Group-committed: many runs'
         appends share a transaction; with `wait=True` this returns after the commit,
         with `wait=False` once queued (a later awaited append commits after it).
-        Fenced: if a `(run_id, seq)` already exists, nothing of this call is written and
-        it raises `LeaseLostError` (another worker owns the run); other callers' writes
-        in the same batch are unaffected.
+        Fenced: unless the records continue the log exactly (first seq = last stored
+        seq + 1, no gaps), nothing of this call is written and it raises
+        `LeaseLostError` (another worker owns the run, or an earlier append was lost);
+        other callers' writes in the same batch are unaffected. A `hook_created` event
+        stores its `metadata` on the hook (returned by `get_hook`/`list_hooks`).
         """
 
     # -- queue -----------------------------------------------------------------------
-    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float, *,
+                         workflows: Collection[str] | None = None) -> list[str]:
         """Lease up to `limit` runs whose job is available (`available_at <= now`) or
-        whose lease expired; oldest available first. Two owners never hold one run."""
+        whose lease expired; oldest available first. Two owners never hold one run.
+
+        With `workflows`, only runs of those workflow names are claimed (a worker takes
+        only runs it has the code of), except that a run with a pending cancel in its
+        inbox is claimable by anyone (ending it needs no workflow code) until a worker
+        releases it with `backoff` (one that could not end it: from then on only workers
+        with its code take it, until another cancel is requested). None: any run.
+        The filter is served by an index: workers lacking a workflow never scan past its
+        runs."""
 
     async def renew_leases(self, owner: str, lease_seconds: float) -> set[str]:
         """Extend every lease `owner` holds; return the run ids it still holds."""
 
-    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None, *,
+                          backoff: bool = False) -> None:
         """Give the run back to the queue, to be claimed at `wake_at` (None: only when
-        outside input arrives). If its inbox is not empty it is available at once.
-        No-op if `owner` does not hold it."""
+        outside input arrives). No-op if `owner` does not hold it.
+
+        Without `backoff` (an eviction), a non-empty inbox makes it available at once, so
+        input that arrived while the run was leased is never missed. With `backoff` (the
+        run could not be worked on: a crash, a workflow not registered here), it waits
+        for `wake_at` even if hook payloads are waiting or arrive; only a cancel (pending
+        now, or requested later with `request_cancel`) makes it available at once."""
 
     async def expire_leases(self, owners: Sequence[str]) -> int:
         """Make runs leased by `owners` (known dead) available at once; return how many."""
@@ -138,16 +155,19 @@ class World(Protocol):
     async def lease_owners(self) -> list[str]:
         """Owners holding at least one lease."""
 
-    async def next_wake_at(self) -> dt.datetime | None:
-        """When the earliest delayed job becomes available (None: no delayed job)."""
+    async def next_wake_at(self, *, workflows: Collection[str] | None = None
+                           ) -> dt.datetime | None:
+        """When the earliest delayed job (or lease) becomes claimable (None: none);
+        `workflows` restricts it to jobs `claim_runs(workflows=...)` would take."""
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be available (a wake-up) or after `timeout` seconds."""
 
     # -- input from outside a run -------------------------------------------------
     async def request_cancel(self, run_id: str) -> bool:
-        """Queue a cancel for the run; False if it has already ended. `RunNotFoundError`
-        if there is no such run."""
+        """Queue a cancel for the run and make its job available at once (even in a
+        backoff); False if it has already ended. `RunNotFoundError` if there is no such
+        run."""
 
     async def resume_hook(self, token: str, payload: Raw) -> str:
         """Queue `payload` for the live hook `token`; return its run id.
@@ -274,7 +294,7 @@ class BaseWorld:
         # a BaseWorld subclass implements the storage half of the protocol
         return cast("World", self)
 
-    async def __aenter__(self) -> BaseWorld:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -333,6 +353,11 @@ class BaseWorld:
         except TimeoutError:
             pass
 
+    def _watch_run_ends(self) -> None:
+        """Someone waits for a run's end (its id is in `_run_waiters`). A world that
+        learns of run ends committed by other processes by watching starts watching
+        here, and wakes the waiters with `_signal_finished`."""
+
     def _signal_finished(self, run_id: str) -> None:
         for fut in self._run_waiters.pop(run_id, ()):
             if not fut.done():
@@ -346,6 +371,7 @@ class BaseWorld:
         while True:
             fut: asyncio.Future[None] = loop.create_future()
             self._run_waiters.setdefault(run_id, []).append(fut)
+            self._watch_run_ends()
             try:
                 run = await self.get_run(run_id)
                 if run is None:

@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import HookCreated
 from worldflow.core.hooks import Hook, new_hook
 
 if TYPE_CHECKING:
@@ -213,19 +212,8 @@ def create_webhook(token: str | None = None, *, respond_with: Any = None) -> Web
 
 async def find_webhook_response(world: World, hook: HookRecord) -> WebhookResponse | None:
     """The response recorded for the webhook `hook`, or None if `hook` was not made by
-    `create_webhook` (so it takes no HTTP requests).
-
-    The hook's `hook_created` event is the truth; a world that copies its metadata onto
-    the hook record saves reading the run's log for it.
-    """
+    `create_webhook` (so it takes no HTTP requests)."""
     metadata = hook.metadata
-    if metadata is None:
-        for record in await world.list_events(hook.run_id):
-            event = record.event
-            if isinstance(event, HookCreated) and event.token == hook.token \
-                    and event.correlation_id == hook.correlation_id:
-                metadata = event.metadata
-                break
     if metadata is None:
         return None
     try:

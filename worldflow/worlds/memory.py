@@ -10,9 +10,7 @@ import datetime as dt
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from msgspec import Raw
-
-from worldflow.core.events import TERMINAL_EVENTS, HookCreated, RunCreated
+from worldflow.core.events import RunCreated
 from worldflow.core.records import (
     HookRecord,
     InboxRecord,
@@ -27,15 +25,17 @@ from worldflow.core.world import BaseWorld
 from worldflow.errors import (
     HookConflictError,
     HookNotFoundError,
-    LeaseLostError,
     RunFinishedError,
     RunNotFoundError,
 )
+from worldflow.worlds import projection
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
-from worldflow.worlds.projection import project
+from worldflow.worlds.projection import ProjectionOp, check_fence, plan_append
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
+
+    from msgspec import Raw
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import NewRun
@@ -44,13 +44,26 @@ __all__ = ["MemoryWorld"]
 
 
 class _Job:
-    __slots__ = ("available_at", "created_at", "lease_expires_at", "lease_owner")
+    __slots__ = ("available_at", "backoff", "cancel_pending", "created_at",
+                 "lease_expires_at", "lease_owner", "workflow_name")
 
-    def __init__(self, available_at: dt.datetime | None, created_at: dt.datetime) -> None:
+    def __init__(self, workflow_name: str, available_at: dt.datetime | None,
+                 created_at: dt.datetime) -> None:
+        self.workflow_name = workflow_name
         self.available_at = available_at
         self.created_at = created_at
         self.lease_owner: str | None = None
         self.lease_expires_at: dt.datetime | None = None
+        #: released with backoff: only a cancel makes it available before available_at
+        self.backoff = False
+        #: a cancel waits in the inbox: any worker may claim it (no workflow code needed),
+        #: unless one backed off from it (then only workers with its code, so a worker
+        #: that cannot end it does not take it again and again)
+        self.cancel_pending = False
+
+    def claimable_by(self, workflows: Collection[str] | None) -> bool:
+        return (workflows is None or self.workflow_name in workflows
+                or (self.cancel_pending and not self.backoff))
 
 
 class MemoryWorld(BaseWorld):
@@ -93,7 +106,7 @@ class MemoryWorld(BaseWorld):
             run.run_id, 0, RunCreated(run.workflow_name, run.input), run.created_at)]
         self._steps[run.run_id] = {}
         now = self.now()
-        job = _Job(now, now)
+        job = _Job(run.workflow_name, now, now)
         if lease_owner is not None:
             job.lease_owner = lease_owner
             job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
@@ -141,108 +154,103 @@ class MemoryWorld(BaseWorld):
         log = self._events.get(run_id)
         if log is None:
             raise RunNotFoundError(f"run not found: {run_id}")
-        last = log[-1].seq
-        for i, rec in enumerate(records):
-            if rec.seq <= last + i or rec.seq != records[0].seq + i:
-                raise LeaseLostError(f"run {run_id}: event seq {rec.seq} already recorded")
-        for rec in records:
-            if isinstance(rec.event, HookCreated):
-                hook = self._hooks.get(rec.event.token)
-                if hook is not None and hook.status == "active":
-                    raise HookConflictError(f"hook token {rec.event.token!r} is already "
-                                            f"in use by run {hook.run_id}")
+        records = list(records)
+        check_fence(run_id, log[-1].seq, records)
+        plan = plan_append(records)
+        for token in plan.new_hook_tokens:
+            hook = self._hooks.get(token)
+            if hook is not None and hook.status == "active":
+                raise HookConflictError(f"hook token {token!r} is already "
+                                        f"in use by run {hook.run_id}")
         log.extend(records)
-        finished = False
-        for rec in records:
-            op = project(rec)
-            if op is not None:
-                self._apply(op.name, op.args)
-            if isinstance(rec.event, TERMINAL_EVENTS):
-                finished = True
+        for op in plan.ops:
+            self._apply(op)
         if inbox_ids:
             ids = set(inbox_ids)
-            self._inbox[run_id] = [m for m in self._inbox.get(run_id, ()) if m.id not in ids]
-        if finished:
+            inbox = [m for m in self._inbox.get(run_id, ()) if m.id not in ids]
+            self._inbox[run_id] = inbox
+            job = self._jobs.get(run_id)
+            if job is not None:
+                job.cancel_pending = any(m.kind == "cancel" for m in inbox)
+        if plan.finished_at is not None:
             self._jobs.pop(run_id, None)
             self._inbox.pop(run_id, None)
             for token in self._run_hooks.pop(run_id, ()):
                 hook = self._hooks[token]
                 if hook.run_id == run_id and hook.status == "active":
                     self._hooks[token] = _replace(hook, status="disposed",
-                                                  disposed_at=records[-1].created_at)
+                                                  disposed_at=plan.finished_at)
             key = self._run_dedup.pop(run_id, None)
             if key is not None and self._dedup.get(key) == run_id:
                 del self._dedup[key]
             self._signal_finished(run_id)
 
-    def _apply(self, name: str, args: tuple[Any, ...]) -> None:
-        if name == "run_started":
-            run_id, at = args
-            run = self._runs[run_id]
-            self._runs[run_id] = _replace(run, status=RunStatus.RUNNING,
-                                          started_at=run.started_at or at, updated_at=at)
-        elif name == "run_finished":
-            run_id, status, output, error, at = args
-            run = self._runs[run_id]
-            self._runs[run_id] = _replace(
-                run, status=RunStatus(status), output=None if output is None else Raw(output),
-                error=error, completed_at=at, updated_at=at)
-        elif name == "step_started":
-            step_id, run_id, cid, step_name, attempt, inp, at = args
-            steps = self._steps[run_id]
-            old = steps.get(cid)
-            if old is None:
-                steps[cid] = StepRecord(step_id, run_id, cid, step_name, StepStatus.RUNNING,
-                                        attempt, Raw(inp), None, None, at, None)
-            else:
-                steps[cid] = _replace(old, status=StepStatus.RUNNING, attempt=attempt,
-                                      error=None)
-        elif name in ("hook_created", "hook_disposed"):
-            self._apply_hook(name, args)
-        else:
-            step_id = args[0]
-            run_id, cid = step_id.rsplit(":", 1)
-            steps = self._steps[run_id]
-            old = steps[cid]
-            if name == "step_completed":
-                _, attempt, output, at = args
-                steps[cid] = _replace(old, status=StepStatus.COMPLETED, attempt=attempt,
-                                      output=Raw(output), error=None, completed_at=at)
-            elif name == "step_retrying":
-                _, attempt, error = args
-                steps[cid] = _replace(old, status=StepStatus.PENDING, attempt=attempt,
-                                      error=error)
-            elif name == "step_failed":
-                _, attempt, error, at = args
-                steps[cid] = _replace(old, status=StepStatus.FAILED, attempt=attempt,
-                                      error=error, completed_at=at)
+    def _apply(self, op: ProjectionOp) -> None:
+        match op:
+            case projection.RunStarted(run_id=run_id, at=at):
+                run = self._runs[run_id]
+                self._runs[run_id] = _replace(run, status=RunStatus.RUNNING,
+                                              started_at=run.started_at or at, updated_at=at)
+            case projection.RunFinished(run_id=run_id, status=status, at=at, output=output,
+                                        error=error):
+                self._runs[run_id] = _replace(
+                    self._runs[run_id], status=RunStatus(status), output=output, error=error,
+                    completed_at=at, updated_at=at)
+            case projection.StepStarted(step_id=step_id, run_id=run_id, correlation_id=cid,
+                                        step_name=step_name, attempt=attempt, input=inp,
+                                        at=at):
+                steps = self._steps[run_id]
+                old = steps.get(cid)
+                if old is None:
+                    steps[cid] = StepRecord(step_id, run_id, cid, step_name,
+                                            StepStatus.RUNNING, attempt, inp, None, None, at,
+                                            None)
+                else:
+                    steps[cid] = _replace(old, status=StepStatus.RUNNING, attempt=attempt,
+                                          error=None)
+            case projection.StepCompleted(step_id=step_id, attempt=attempt, output=output,
+                                          at=at):
+                self._update_step(step_id, status=StepStatus.COMPLETED, attempt=attempt,
+                                  output=output, error=None, completed_at=at)
+            case projection.StepRetrying(step_id=step_id, attempt=attempt, error=error):
+                self._update_step(step_id, status=StepStatus.PENDING, attempt=attempt,
+                                  error=error)
+            case projection.StepFailed(step_id=step_id, attempt=attempt, error=error, at=at):
+                self._update_step(step_id, status=StepStatus.FAILED, attempt=attempt,
+                                  error=error, completed_at=at)
+            case projection.HookCreated(token=token, run_id=run_id, correlation_id=cid,
+                                        at=at, metadata=metadata):
+                self._hooks[token] = HookRecord(token, run_id, cid, "active", at,
+                                                metadata=metadata)
+                self._run_hooks.setdefault(run_id, set()).add(token)
+            case projection.HookDisposed(token=token, at=at):
+                hook = self._hooks.get(token)
+                if hook is not None and hook.status == "active":
+                    self._hooks[token] = _replace(hook, status="disposed", disposed_at=at)
 
-    def _apply_hook(self, name: str, args: tuple[Any, ...]) -> None:
-        if name == "hook_created":
-            token, run_id, cid, at = args
-            self._hooks[token] = HookRecord(token, run_id, cid, "active", at)
-            self._run_hooks.setdefault(run_id, set()).add(token)
-        else:
-            token, at = args
-            hook = self._hooks.get(token)
-            if hook is not None and hook.status == "active":
-                self._hooks[token] = _replace(hook, status="disposed", disposed_at=at)
+    def _update_step(self, step_id: str, **changes: Any) -> None:
+        run_id, cid = step_id.rsplit(":", 1)
+        steps = self._steps[run_id]
+        steps[cid] = _replace(steps[cid], **changes)
 
     # -- queue ---------------------------------------------------------------------
-    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float, *,
+                         workflows: Collection[str] | None = None) -> list[str]:
         now = self.now()
         ready = [(job.available_at or now, job.created_at, run_id)
                  for run_id, job in self._jobs.items()
-                 if (job.lease_owner is None and job.available_at is not None
-                     and job.available_at <= now)
-                 or (job.lease_owner is not None and job.lease_expires_at is not None
-                     and job.lease_expires_at <= now)]
+                 if ((job.lease_owner is None and job.available_at is not None
+                      and job.available_at <= now)
+                     or (job.lease_owner is not None and job.lease_expires_at is not None
+                         and job.lease_expires_at <= now))
+                 and job.claimable_by(workflows)]
         ready.sort()
         claimed = []
         for _, _, run_id in ready[:limit]:
             job = self._jobs[run_id]
             job.lease_owner = owner
             job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            job.backoff = False
             claimed.append(run_id)
         return claimed
 
@@ -255,13 +263,16 @@ class MemoryWorld(BaseWorld):
                 held.add(run_id)
         return held
 
-    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None, *,
+                          backoff: bool = False) -> None:
         job = self._jobs.get(run_id)
         if job is None or job.lease_owner != owner:
             return
         job.lease_owner = None
         job.lease_expires_at = None
-        job.available_at = self.now() if self._inbox.get(run_id) else wake_at
+        job.backoff = backoff
+        wake_now = job.cancel_pending if backoff else bool(self._inbox.get(run_id))
+        job.available_at = self.now() if wake_now else wake_at
         if job.available_at is not None:
             self.notify_work()
 
@@ -282,10 +293,12 @@ class MemoryWorld(BaseWorld):
     async def lease_owners(self) -> list[str]:
         return sorted({j.lease_owner for j in self._jobs.values() if j.lease_owner is not None})
 
-    async def next_wake_at(self) -> dt.datetime | None:
-        times = [j.available_at for j in self._jobs.values()
+    async def next_wake_at(self, *, workflows: Collection[str] | None = None
+                           ) -> dt.datetime | None:
+        jobs = [j for j in self._jobs.values() if j.claimable_by(workflows)]
+        times = [j.available_at for j in jobs
                  if j.lease_owner is None and j.available_at is not None]
-        times += [j.lease_expires_at for j in self._jobs.values()
+        times += [j.lease_expires_at for j in jobs
                   if j.lease_owner is not None and j.lease_expires_at is not None]
         return min(times, default=None)
 
@@ -295,8 +308,12 @@ class MemoryWorld(BaseWorld):
         msg = InboxRecord(next(self._inbox_ids), run_id, kind, token, payload, self.now())
         self._inbox.setdefault(run_id, []).append(msg)
         job = self._jobs.get(run_id)
-        if job is not None and job.lease_owner is None:
-            job.available_at = self.now()
+        if job is not None:
+            if kind == "cancel":
+                job.cancel_pending = True
+                job.backoff = False
+            if job.lease_owner is None and not job.backoff:
+                job.available_at = self.now()
         self._signal_inbox(run_id)
 
     async def request_cancel(self, run_id: str) -> bool:

@@ -1,79 +1,184 @@
-"""How an event changes the runs, steps and hooks tables (the projections of the log).
+"""The rules every world follows when it stores events, written once.
 
-Every world applies the same operations, in event order, in the same transaction
-as the event itself; SQL worlds map each operation name to one parameterised statement.
+- **Projection.** `project(record)` says how one event changes the runs, steps and hooks
+  tables: one typed operation (`RunStarted`, `StepCompleted`, ...) per event that has
+  one. Every world applies the operations in event order, in the same transaction as
+  the events; the SQL worlds map each operation type to one parameterised statement
+  (the Postgres world sends them, msgspec-encoded, to its server-side function).
+- **Seq fencing.** `check_fence(run_id, last_seq, records)`: an append must continue
+  the run's log exactly (first seq = last stored + 1, no gaps). Anything else means
+  another worker wrote the run (or an earlier append of ours was lost), so the whole
+  append is refused with `LeaseLostError`.
+- **End of run.** `plan_append(records)` tells a world what else an append changes: a
+  terminal event (`run_completed/failed/cancelled`) removes the run's queue job and
+  inbox and disposes its active hooks, as of the terminal event's time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, NamedTuple
 
-from worldflow.core.events import (
-    HookCreated,
-    HookDisposed,
-    RunCancelled,
-    RunCompleted,
-    RunFailed,
-    RunStarted,
-    StepCompleted,
-    StepFailed,
-    StepRetrying,
-    StepStarted,
-)
+import msgspec
+from msgspec import Raw
+
+from worldflow.core import events as ev
+from worldflow.core.events import ErrorInfo, EventRecord
 from worldflow.core.records import step_id_for
+from worldflow.errors import LeaseLostError
 
-if TYPE_CHECKING:
-    from worldflow.core.events import EventRecord
-
-__all__ = ["Op", "project"]
-
-
-class Op(NamedTuple):
-    """One projection change. `name` picks the statement; `args` are its parameters.
-
-    - ``run_started``   (run_id, at)
-    - ``run_finished``  (run_id, status, output_json | None, error | None, at)
-    - ``step_started``  (step_id, run_id, correlation_id, step_name, attempt, input_json, at)
-        insert, or for a later attempt: status running, attempt, error cleared
-    - ``step_completed`` (step_id, attempt, output_json, at)
-    - ``step_retrying`` (step_id, attempt, error)        status pending
-    - ``step_failed``   (step_id, attempt, error, at)
-    - ``hook_created``  (token, run_id, correlation_id, at)
-    - ``hook_disposed`` (token, at)
-    """
-
-    name: str
-    args: tuple[object, ...]
+__all__ = [
+    "AppendPlan",
+    "HookCreated",
+    "HookDisposed",
+    "ProjectionOp",
+    "RunFinished",
+    "RunStarted",
+    "StepCompleted",
+    "StepFailed",
+    "StepRetrying",
+    "StepStarted",
+    "check_fence",
+    "plan_append",
+    "project",
+]
 
 
-def project(record: EventRecord) -> Op | None:
+class _Op(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
+    pass
+
+
+class RunStarted(_Op, frozen=True, tag="run_started"):
+    """status running; `started_at` keeps the first start."""
+
+    run_id: str
+    at: dt.datetime
+
+
+class RunFinished(_Op, frozen=True, tag="run_finished"):
+    """status `status` (completed/failed/cancelled), with output or error, completed_at."""
+
+    run_id: str
+    status: str
+    at: dt.datetime
+    output: Raw | None = None
+    error: ErrorInfo | None = None
+
+
+class StepStarted(_Op, frozen=True, tag="step_started"):
+    """Insert the step, or for a later attempt: status running, attempt, error cleared."""
+
+    step_id: str
+    run_id: str
+    correlation_id: str
+    step_name: str
+    attempt: int
+    input: Raw
+    at: dt.datetime
+
+
+class StepCompleted(_Op, frozen=True, tag="step_completed"):
+    step_id: str
+    attempt: int
+    output: Raw
+    at: dt.datetime
+
+
+class StepRetrying(_Op, frozen=True, tag="step_retrying"):
+    """status pending, with the failed attempt's error."""
+
+    step_id: str
+    attempt: int
+    error: ErrorInfo
+
+
+class StepFailed(_Op, frozen=True, tag="step_failed"):
+    step_id: str
+    attempt: int
+    error: ErrorInfo
+    at: dt.datetime
+
+
+class HookCreated(_Op, frozen=True, tag="hook_created"):
+    """A new active hook; a disposed token may be taken again (the row is replaced)."""
+
+    token: str
+    run_id: str
+    correlation_id: str
+    at: dt.datetime
+    metadata: Raw | None = None
+
+
+class HookDisposed(_Op, frozen=True, tag="hook_disposed"):
+    token: str
+    at: dt.datetime
+
+
+ProjectionOp = (RunStarted | RunFinished | StepStarted | StepCompleted | StepRetrying
+                | StepFailed | HookCreated | HookDisposed)
+
+
+def project(record: EventRecord) -> ProjectionOp | None:
+    """The projection change of one event (None: the event changes no table)."""
     event, run_id, at = record.event, record.run_id, record.created_at
     match event:
-        case StepStarted(correlation_id=cid, step_name=name, attempt=attempt, input=inp):
-            return Op("step_started",
-                      (step_id_for(run_id, cid), run_id, cid, name, attempt, bytes(inp), at))
-        case StepCompleted(correlation_id=cid, attempt=attempt, output=out):
-            return Op("step_completed", (step_id_for(run_id, cid), attempt, bytes(out), at))
-        case StepRetrying(correlation_id=cid, attempt=attempt, error=error):
-            return Op("step_retrying", (step_id_for(run_id, cid), attempt, error))
-        case StepFailed(correlation_id=cid, attempt=attempt, error=error):
-            return Op("step_failed", (step_id_for(run_id, cid), attempt, error, at))
-        case HookCreated(correlation_id=cid, token=token):
-            return Op("hook_created", (token, run_id, cid, at))
-        case HookDisposed(token=token):
-            return Op("hook_disposed", (token, at))
-        case RunStarted():
-            return Op("run_started", (run_id, at))
-        case RunCompleted(output=out):
-            return Op("run_finished", (run_id, "completed", bytes(out), None, at))
-        case RunFailed(error=error):
-            return Op("run_finished", (run_id, "failed", None, error, at))
-        case RunCancelled():
-            return Op("run_finished", (run_id, "cancelled", None, None, at))
+        case ev.StepStarted(correlation_id=cid, step_name=name, attempt=attempt, input=inp):
+            return StepStarted(step_id_for(run_id, cid), run_id, cid, name, attempt, inp, at)
+        case ev.StepCompleted(correlation_id=cid, attempt=attempt, output=out):
+            return StepCompleted(step_id_for(run_id, cid), attempt, out, at)
+        case ev.StepRetrying(correlation_id=cid, attempt=attempt, error=error):
+            return StepRetrying(step_id_for(run_id, cid), attempt, error)
+        case ev.StepFailed(correlation_id=cid, attempt=attempt, error=error):
+            return StepFailed(step_id_for(run_id, cid), attempt, error, at)
+        case ev.HookCreated(correlation_id=cid, token=token, metadata=metadata):
+            return HookCreated(token, run_id, cid, at,
+                               None if metadata == ev.NO_METADATA else metadata)
+        case ev.HookDisposed(token=token):
+            return HookDisposed(token, at)
+        case ev.RunStarted():
+            return RunStarted(run_id, at)
+        case ev.RunCompleted(output=out):
+            return RunFinished(run_id, "completed", at, output=out)
+        case ev.RunFailed(error=error):
+            return RunFinished(run_id, "failed", at, error=error)
+        case ev.RunCancelled():
+            return RunFinished(run_id, "cancelled", at)
     return None
 
 
+def check_fence(run_id: str, last_seq: int, records: list[EventRecord]) -> None:
+    """Refuse an append that does not continue the log right after `last_seq`."""
+    for i, rec in enumerate(records):
+        if rec.seq != last_seq + 1 + i:
+            if rec.seq <= last_seq + i:
+                raise LeaseLostError(f"run {run_id}: event seq {rec.seq} already recorded")
+            raise LeaseLostError(f"run {run_id}: event seq {rec.seq} does not follow "
+                                 f"{last_seq + i} (an earlier append was lost)")
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+
+class AppendPlan(msgspec.Struct, frozen=True):
+    """Everything one append changes besides inserting its events."""
+
+    ops: list[ProjectionOp]
+    #: the run ended: remove its job and inbox, dispose its active hooks at `finished_at`
+    finished_at: dt.datetime | None
+    #: tokens of the hooks this append creates (a token held by a live hook conflicts)
+    new_hook_tokens: list[str]
+
+    @property
+    def finishes(self) -> bool:
+        return self.finished_at is not None
+
+
+def plan_append(records: list[EventRecord]) -> AppendPlan:
+    ops: list[ProjectionOp] = []
+    finished_at: dt.datetime | None = None
+    tokens: list[str] = []
+    for rec in records:
+        op = project(rec)
+        if op is not None:
+            ops.append(op)
+        if isinstance(rec.event, ev.TERMINAL_EVENTS):
+            finished_at = rec.created_at
+        elif isinstance(rec.event, ev.HookCreated):
+            tokens.append(rec.event.token)
+    return AppendPlan(ops, finished_at, tokens)

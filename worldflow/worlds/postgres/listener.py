@@ -1,5 +1,6 @@
 """LISTEN on the world's channel, on a connection of its own, reconnecting after a
-server restart (and then telling the world that notifications may have been missed)."""
+server restart (and then telling the world that notifications may have been missed).
+Payloads are decoded into the typed notices of messages.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from worldflow.worlds.postgres.messages import Notice, decode_notice
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -20,10 +25,12 @@ logger = logging.getLogger("worldflow.world.postgres")
 
 class Listener:
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str,
-                 on_payload: Callable[[int, str], None]) -> None:
+                 on_notice: Callable[[int, Notice], None],
+                 on_reconnect: Callable[[], None]) -> None:
         self._connect = connect
         self._channel = channel
-        self._on_payload = on_payload
+        self._on_notice = on_notice
+        self._on_reconnect = on_reconnect
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -41,7 +48,13 @@ class Listener:
         self._lost.clear()
 
     def _notified(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
-        self._on_payload(pid, payload)
+        try:
+            notice = decode_notice(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            # e.g. a process of an older worldflow on the same channel
+            logger.warning("ignored a notification this worldflow cannot read: %r", payload)
+            return
+        self._on_notice(pid, notice)
 
     async def _watch(self) -> None:
         while True:
@@ -59,7 +72,7 @@ class Listener:
                     logger.warning("LISTEN connection lost; reconnecting (%s)", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
-            self._on_payload(0, "reconnected")
+            self._on_reconnect()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -20,7 +20,7 @@ LIST_EVENTS = ("SELECT seq, payload::text, created_at FROM workflow_events "
 # SKIP LOCKED applies while scanning, so LIMIT counts rows this claim can take; jobs
 # never leased and jobs whose lease expired are taken by two scans of their own indexes
 CLAIM_READY = """
-UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5
+UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
   FROM (SELECT run_id FROM workflow_jobs
          WHERE job_prefix = $1 AND lease_owner IS NULL AND available_at <= $2
          ORDER BY available_at, created_at, run_id LIMIT $3
@@ -28,12 +28,68 @@ UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5
  WHERE j.run_id = ready.run_id RETURNING j.run_id
 """
 CLAIM_EXPIRED = """
-UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5
+UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
   FROM (SELECT run_id FROM workflow_jobs
          WHERE job_prefix = $1 AND lease_owner IS NOT NULL AND lease_expires_at <= $2
          ORDER BY lease_expires_at LIMIT $3
          FOR UPDATE SKIP LOCKED) expired
  WHERE j.run_id = expired.run_id RETURNING j.run_id
+"""
+# a worker that takes only some workflows ($6): per name, one range of the partial index
+# workflow_jobs_ready_by_name (LIMIT rows each; the outer LIMIT keeps the oldest), then
+# jobs with a pending cancel (anyone may end a run; but after a worker backed off from
+# one, only workers with its code, so none takes it again and again), then expired
+# leases of either kind
+CLAIM_READY_OF = """
+UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
+  FROM (SELECT r.run_id FROM unnest($6::text[]) AS n(name)
+        CROSS JOIN LATERAL (
+              SELECT run_id, available_at, created_at FROM workflow_jobs
+               WHERE job_prefix = $1 AND workflow_name = n.name AND lease_owner IS NULL
+                 AND available_at <= $2
+               ORDER BY available_at, created_at, run_id LIMIT $3
+               FOR UPDATE SKIP LOCKED) r
+        ORDER BY r.available_at, r.created_at, r.run_id LIMIT $3) ready
+ WHERE j.run_id = ready.run_id RETURNING j.run_id
+"""
+CLAIM_CANCEL_PENDING = """
+UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
+  FROM (SELECT run_id FROM workflow_jobs
+         WHERE job_prefix = $1 AND cancel_pending AND NOT backoff AND lease_owner IS NULL
+           AND available_at <= $2
+         ORDER BY available_at LIMIT $3
+         FOR UPDATE SKIP LOCKED) ready
+ WHERE j.run_id = ready.run_id RETURNING j.run_id
+"""
+CLAIM_EXPIRED_OF = """
+UPDATE workflow_jobs j SET lease_owner = $4, lease_expires_at = $5, backoff = false
+  FROM (SELECT run_id FROM workflow_jobs
+         WHERE job_prefix = $1 AND lease_owner IS NOT NULL AND lease_expires_at <= $2
+           AND ((cancel_pending AND NOT backoff) OR workflow_name = ANY($6::text[]))
+         ORDER BY lease_expires_at LIMIT $3
+         FOR UPDATE SKIP LOCKED) expired
+ WHERE j.run_id = expired.run_id RETURNING j.run_id
+"""
+ANY_CLAIMABLE_OF = ("SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE job_prefix = $1 "
+                    "AND workflow_name = ANY($3::text[]) AND lease_owner IS NULL "
+                    "AND available_at <= $2) OR EXISTS (SELECT 1 FROM workflow_jobs "
+                    "WHERE job_prefix = $1 AND cancel_pending AND NOT backoff "
+                    "AND lease_owner IS NULL AND available_at <= $2) "
+                    "OR EXISTS (SELECT 1 FROM workflow_jobs "
+                    "WHERE job_prefix = $1 AND lease_owner IS NOT NULL "
+                    "AND lease_expires_at <= $2 "
+                    "AND ((cancel_pending AND NOT backoff) OR workflow_name = ANY($3::text[])))")
+NEXT_WAKE_OF = """
+SELECT least(
+  (SELECT min(m.at) FROM unnest($2::text[]) AS n(name) CROSS JOIN LATERAL (
+       SELECT min(available_at) AS at FROM workflow_jobs
+        WHERE job_prefix = $1 AND workflow_name = n.name AND lease_owner IS NULL
+          AND available_at IS NOT NULL) m),
+  (SELECT min(available_at) FROM workflow_jobs WHERE job_prefix = $1 AND cancel_pending
+      AND NOT backoff AND lease_owner IS NULL AND available_at IS NOT NULL),
+  (SELECT min(lease_expires_at) FROM workflow_jobs WHERE job_prefix = $1
+      AND lease_owner IS NOT NULL
+      AND ((cancel_pending AND NOT backoff) OR workflow_name = ANY($2::text[]))))
 """
 ANY_CLAIMABLE = ("SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE job_prefix = $1 "
                  "AND lease_owner IS NULL AND available_at <= $2) OR EXISTS (SELECT 1 FROM "
@@ -41,9 +97,12 @@ ANY_CLAIMABLE = ("SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE job_prefix = 
                  "AND lease_expires_at <= $2)")
 RENEW_LEASES = ("UPDATE workflow_jobs SET lease_expires_at = $3 "
                 "WHERE job_prefix = $1 AND lease_owner = $2 RETURNING run_id")
+# input that arrived while the run was leased makes it available at once on release;
+# in a backoff ($5) only a cancel does
 RELEASE_JOB = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = NULL, "
-               "available_at = CASE WHEN EXISTS (SELECT 1 FROM workflow_inbox "
-               "WHERE workflow_run_id = $1) THEN $2 ELSE $3::timestamptz END "
+               "backoff = $5, available_at = CASE WHEN (CASE WHEN $5 THEN cancel_pending "
+               "ELSE EXISTS (SELECT 1 FROM workflow_inbox WHERE workflow_run_id = $1) END) "
+               "THEN $2 ELSE $3::timestamptz END "
                "WHERE run_id = $1 AND lease_owner = $4 RETURNING available_at")
 EXPIRE_LEASES = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = NULL, "
                  "available_at = $2 WHERE job_prefix = $1 AND lease_owner = ANY($3::text[])")
@@ -61,10 +120,15 @@ HOOK_RUN = ("SELECT h.workflow_run_id, h.status, r.status FROM workflow_hooks h 
 INSERT_INBOX = ("INSERT INTO workflow_inbox (workflow_run_id, kind, token, payload, "
                 "created_at) VALUES ($1, $2, $3, $4::json, $5)")
 WAKE_JOB = ("UPDATE workflow_jobs SET available_at = $1 "
-            "WHERE run_id = $2 AND lease_owner IS NULL RETURNING job_prefix")
+            "WHERE run_id = $2 AND lease_owner IS NULL AND NOT backoff RETURNING job_prefix")
+# a cancel ends a backoff, and lets any worker claim the run
+WAKE_JOB_TO_CANCEL = ("UPDATE workflow_jobs SET cancel_pending = true, backoff = false, "
+                      "available_at = CASE WHEN lease_owner IS NULL THEN $1 "
+                      "ELSE available_at END WHERE run_id = $2 RETURNING job_prefix")
 READ_INBOX = ("SELECT id, workflow_run_id, kind, token, payload::text, created_at "
               "FROM workflow_inbox WHERE workflow_run_id = $1 ORDER BY id")
-HOOK_COLUMNS = "token, workflow_run_id, correlation_id, status, created_at, disposed_at"
+HOOK_COLUMNS = ("token, workflow_run_id, correlation_id, status, created_at, disposed_at, "
+                "metadata::text")
 GET_HOOK = f"SELECT {HOOK_COLUMNS} FROM workflow_hooks WHERE token = $1"
 LIST_HOOKS = (f"SELECT {HOOK_COLUMNS} FROM workflow_hooks "
               "WHERE $1::text IS NULL OR workflow_run_id = $1 ORDER BY created_at, position")

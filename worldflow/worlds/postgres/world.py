@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import asyncpg
 from msgspec import Raw
 
-from worldflow.core.events import TERMINAL_EVENTS, EventRecord, RunCreated, encode_event
+from worldflow.core.events import EventRecord, RunCreated, encode_event
 from worldflow.core.records import (
     HookRecord,
     InboxRecord,
@@ -40,15 +40,28 @@ from worldflow.errors import (
 )
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.postgres import sql
-from worldflow.worlds.postgres.codec import decode_error, decode_event_row, op_args
+from worldflow.worlds.postgres.codec import decode_error, decode_event_row
 from worldflow.worlds.postgres.listener import Listener
+from worldflow.worlds.postgres.messages import (
+    AppendWrite,
+    ApplyOutcome,
+    CreateRunWrite,
+    EventRow,
+    InboxChanged,
+    Notice,
+    RunEnded,
+    SlotReleased,
+    StreamChanged,
+    WorkAvailable,
+    encode_notice,
+)
 from worldflow.worlds.postgres.schema import setup_schema
 from worldflow.worlds.postgres.slots import acquire_slot
-from worldflow.worlds.postgres.writer import CONNECTION_ERRORS, GroupCommitWriter
-from worldflow.worlds.projection import project
+from worldflow.worlds.postgres.writer import CONNECTION_ERRORS, PostgresCommitter
+from worldflow.worlds.projection import plan_append
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from worldflow.core.records import NewRun
 
@@ -88,7 +101,7 @@ class PostgresWorld(BaseWorld):
         parsed = urlparse(connection_string)
         self.address = f"{parsed.hostname or 'localhost'}:{parsed.port or 5432}"
         self._pool: asyncpg.Pool | None = None
-        self._writer: GroupCommitWriter | None = None
+        self._writer: PostgresCommitter | None = None
         self._listener: Listener | None = None
         # backends of this world's own connections: their NOTIFYs are already handled
         # locally (after each commit), so the listener skips them
@@ -97,7 +110,7 @@ class PostgresWorld(BaseWorld):
     @property
     def commits(self) -> int:
         """Batches the group-commit writer committed (each one transaction)."""
-        return 0 if self._writer is None else self._writer.commits
+        return 0 if self._writer is None else self._writer.queue.commits
 
     def _queue_key(self, queue: str) -> str:
         return f"{self.job_prefix}/{queue}"
@@ -126,9 +139,10 @@ class PostgresWorld(BaseWorld):
                 timeout=self.connect_timeout, init=self._init_pooled)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
-        self._writer = GroupCommitWriter(self._connect, self.channel)
+        self._writer = PostgresCommitter(self._connect, self.channel)
         await self._writer.start()
-        self._listener = Listener(self._connect, self.channel, self._on_notify)
+        self._listener = Listener(self._connect, self.channel, self._on_notice,
+                                  self.notify_work)
         await self._listener.start()
 
     async def _close(self) -> None:
@@ -147,23 +161,24 @@ class PostgresWorld(BaseWorld):
     async def _init_pooled(self, conn: asyncpg.Connection) -> None:
         self._own_pids.add(conn.get_server_pid())
 
-    def _on_notify(self, pid: int, payload: str) -> None:
+    def _on_notice(self, pid: int, notice: Notice) -> None:
         if pid in self._own_pids:
             return
-        kind, _, rest = payload.partition(":")
-        if kind == "w":
-            self.notify_work()
-        elif kind == "i":
-            self._signal_inbox(rest)
-        elif kind == "f":
-            self._signal_finished(rest)
-        elif kind == "s":
-            run_id, _, name = rest.partition(":")
-            self.notify_stream(run_id, name)
-        elif kind == "q":
-            self.notify_slot(rest)
-        elif kind == "reconnected":  # notifications may have been missed meanwhile
-            self.notify_work()
+        match notice:
+            case WorkAvailable():
+                self.notify_work()
+            case InboxChanged(run_id=run_id):
+                self._signal_inbox(run_id)
+            case RunEnded(run_id=run_id):
+                self._signal_finished(run_id)
+            case StreamChanged(run_id=run_id, name=name):
+                self.notify_stream(run_id, name)
+            case SlotReleased(queue=queue):
+                self.notify_slot(queue)
+
+    async def _notify(self, c: asyncpg.Connection, notice: Notice,
+                      channel: str | None = None) -> None:
+        await c.execute(sql.NOTIFY, channel or self.channel, encode_notice(notice))
 
     async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *,
                    transaction: bool = False) -> T:
@@ -196,7 +211,7 @@ class PostgresWorld(BaseWorld):
                 raise WorldError(f"Postgres world ({self.address}): "
                                  f"{type(exc).__name__}: {exc}") from None
 
-    def _require_writer(self) -> GroupCommitWriter:
+    def _require_writer(self) -> PostgresCommitter:
         if self._writer is None:
             raise WorldError("the Postgres world is not open; use `async with world` or "
                              "`await world.open()` first")
@@ -206,24 +221,27 @@ class PostgresWorld(BaseWorld):
     async def create_run(self, run: NewRun, *, lease_owner: str | None,
                          lease_seconds: float) -> tuple[RunRecord, bool]:
         now = self.now()
-        body = {"k": "c", "id": run.run_id, "wf": run.workflow_name,
-                "input": bytes(run.input).decode(), "at": run.created_at.isoformat(),
-                "queue": run.queue, "dedup": run.dedup_key, "prefix": self.job_prefix,
-                "payload": encode_event(RunCreated(run.workflow_name, run.input)).decode(),
-                "owner": lease_owner, "now": now.isoformat(),
-                "expires": (None if lease_owner is None
-                            else (now + dt.timedelta(seconds=lease_seconds)).isoformat())}
-        def after(outcome: dict[str, Any]) -> None:
-            if outcome["created"] and lease_owner is None:
+        write = CreateRunWrite(
+            run_id=run.run_id, workflow_name=run.workflow_name, input=run.input,
+            created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
+            job_prefix=self.job_prefix,
+            payload=encode_event(RunCreated(run.workflow_name, run.input)).decode(),
+            lease_owner=lease_owner, now=now,
+            lease_expires_at=(None if lease_owner is None
+                              else now + dt.timedelta(seconds=lease_seconds)))
+
+        def after(outcome: ApplyOutcome) -> None:
+            if outcome.created and lease_owner is None:
                 self.notify_work()
 
-        outcome = await self._require_writer().write(body, after=after)
-        if outcome["created"]:
+        outcome: ApplyOutcome = await self._require_writer().queue.write(write, after=after)
+        if outcome.created:
             record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input,
                                None, None, run.created_at, None, None, run.created_at,
                                run.queue)
             return record, True
-        existing = await self.get_run(outcome["id"])
+        assert outcome.run_id is not None
+        existing = await self.get_run(outcome.run_id)
         assert existing is not None
         return existing, False
 
@@ -253,41 +271,53 @@ class PostgresWorld(BaseWorld):
 
     async def append_events(self, run_id: str, records: Sequence[EventRecord], *,
                             inbox_ids: Sequence[int] = (), wait: bool = True) -> None:
-        ops = []
-        for rec in records:
-            op = project(rec)
-            if op is not None:
-                ops.append([op.name, op_args(op.name, op.args)])
-        body = {"k": "a", "run": run_id, "ops": ops, "inbox": list(inbox_ids),
-                "ev": [[r.seq, r.event_type, r.correlation_id, encode_event(r.event).decode(),
-                        r.created_at.isoformat()] for r in records]}
-        finishing = any(isinstance(r.event, TERMINAL_EVENTS) for r in records)
+        records = list(records)
+        plan = plan_append(records)
+        write = AppendWrite(
+            run_id=run_id, ops=plan.ops, inbox_ids=list(inbox_ids),
+            finished_at=plan.finished_at,
+            events=[EventRow(r.seq, r.event_type, r.correlation_id,
+                             encode_event(r.event).decode(), r.created_at) for r in records])
 
-        def after(outcome: dict[str, Any]) -> None:
-            if finishing:
+        def after(_outcome: ApplyOutcome) -> None:
+            if plan.finishes:
                 self._signal_finished(run_id)
 
-        writer = self._require_writer()
+        queue = self._require_writer().queue
         if wait:
-            await writer.write(body, fence=run_id, after=after)
+            await queue.write(write, fence=run_id, after=after)
         else:
-            writer.write_nowait(body, fence=run_id, after=after)
+            queue.write_nowait(write, fence=run_id, after=after)
 
     # -- queue ---------------------------------------------------------------------------
-    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float, *,
+                         workflows: Collection[str] | None = None) -> list[str]:
         if limit <= 0:
             return []
         now = self.now()
         expires = now + dt.timedelta(seconds=lease_seconds)
+        prefix = self.job_prefix
+        names = None if workflows is None else sorted(workflows)
 
         async def claim(c: asyncpg.Connection) -> list[str]:
-            if not await c.fetchval(sql.ANY_CLAIMABLE, self.job_prefix, now):
+            if names is None:
+                if not await c.fetchval(sql.ANY_CLAIMABLE, prefix, now):
+                    return []
+                rows = await c.fetch(sql.CLAIM_READY, prefix, now, limit, owner, expires)
+                if len(rows) < limit:
+                    rows += await c.fetch(sql.CLAIM_EXPIRED, prefix, now,
+                                          limit - len(rows), owner, expires)
+                return [r[0] for r in rows]
+            if not await c.fetchval(sql.ANY_CLAIMABLE_OF, prefix, now, names):
                 return []
-            rows = await c.fetch(sql.CLAIM_READY, self.job_prefix, now, limit, owner,
-                                 expires)
+            rows = await c.fetch(sql.CLAIM_READY_OF, prefix, now, limit, owner, expires,
+                                 names)
             if len(rows) < limit:
-                rows += await c.fetch(sql.CLAIM_EXPIRED, self.job_prefix, now,
+                rows += await c.fetch(sql.CLAIM_CANCEL_PENDING, prefix, now,
                                       limit - len(rows), owner, expires)
+            if len(rows) < limit:
+                rows += await c.fetch(sql.CLAIM_EXPIRED_OF, prefix, now, limit - len(rows),
+                                      owner, expires, names)
             return [r[0] for r in rows]
 
         return await self._run(claim, transaction=True)
@@ -298,13 +328,15 @@ class PostgresWorld(BaseWorld):
                                                  expires))
         return {r[0] for r in rows}
 
-    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None, *,
+                          backoff: bool = False) -> None:
         now = self.now()
 
         async def release(c: asyncpg.Connection) -> None:
-            available = await c.fetchval(sql.RELEASE_JOB, run_id, now, wake_at, owner)
+            available = await c.fetchval(sql.RELEASE_JOB, run_id, now, wake_at, owner,
+                                         backoff)
             if available is not None and available <= now:
-                await c.execute(sql.NOTIFY, self.channel, "w")
+                await self._notify(c, WorkAvailable())
 
         await self._run(release, transaction=True)
         self.notify_work()
@@ -323,9 +355,12 @@ class PostgresWorld(BaseWorld):
         rows = await self._run(lambda c: c.fetch(sql.LEASE_OWNERS, self.job_prefix))
         return [r[0] for r in rows]
 
-    async def next_wake_at(self) -> dt.datetime | None:
+    async def next_wake_at(self, *, workflows: Collection[str] | None = None
+                           ) -> dt.datetime | None:
+        names = None if workflows is None else sorted(workflows)
         value: dt.datetime | None = await self._run(
-            lambda c: c.fetchval(sql.NEXT_WAKE, self.job_prefix))
+            lambda c: c.fetchval(sql.NEXT_WAKE, self.job_prefix) if names is None
+            else c.fetchval(sql.NEXT_WAKE_OF, self.job_prefix, names))
         return value
 
     # -- input from outside ----------------------------------------------------------------
@@ -334,10 +369,11 @@ class PostgresWorld(BaseWorld):
         now = self.now()
         await c.execute(sql.INSERT_INBOX, run_id, kind, token,
                         None if payload is None else bytes(payload).decode(), now)
-        prefix = await c.fetchval(sql.WAKE_JOB, now, run_id)
-        await c.execute(sql.NOTIFY, self.channel, f"i:{run_id}")
+        wake = sql.WAKE_JOB_TO_CANCEL if kind == "cancel" else sql.WAKE_JOB
+        prefix = await c.fetchval(wake, now, run_id)
+        await self._notify(c, InboxChanged(run_id))
         if prefix is not None and prefix != self.job_prefix:
-            await c.execute(sql.NOTIFY, f"worldflow_{prefix.lower()}", f"i:{run_id}")
+            await self._notify(c, InboxChanged(run_id), f"worldflow_{prefix.lower()}")
 
     async def request_cancel(self, run_id: str) -> bool:
         async def cancel(c: asyncpg.Connection) -> bool:
@@ -375,11 +411,11 @@ class PostgresWorld(BaseWorld):
 
     async def get_hook(self, token: str) -> HookRecord | None:
         row = await self._run(lambda c: c.fetchrow(sql.GET_HOOK, token))
-        return None if row is None else HookRecord(*row)
+        return None if row is None else _hook_record(row)
 
     async def list_hooks(self, run_id: str | None = None) -> list[HookRecord]:
         rows = await self._run(lambda c: c.fetch(sql.LIST_HOOKS, run_id))
-        return [HookRecord(*r) for r in rows]
+        return [_hook_record(r) for r in rows]
 
     # -- queue slots ------------------------------------------------------------------------
     async def acquire_slot(self, queue: str, holder: str, *, concurrency: int | None,
@@ -396,7 +432,7 @@ class PostgresWorld(BaseWorld):
         async def release(c: asyncpg.Connection) -> None:
             await c.execute(sql.DELETE_SLOT, key, holder)
             await c.execute(sql.DELETE_WAITER, key, holder)
-            await c.execute(sql.NOTIFY, self.channel, f"q:{queue}")
+            await self._notify(c, SlotReleased(queue))
 
         await self._run(release, transaction=True)
         self.notify_slot(queue)
@@ -425,7 +461,7 @@ class PostgresWorld(BaseWorld):
                                     bytes(data).decode(), now)
                     length += 1
             await c.execute(sql.SET_STREAM_HEAD, run_id, name, length, close)
-            await c.execute(sql.NOTIFY, self.channel, f"s:{run_id}:{name}")
+            await self._notify(c, StreamChanged(run_id, name))
 
         await self._run(write, transaction=True)
         self.notify_stream(run_id, name)
@@ -457,3 +493,5 @@ def _run_record(row: asyncpg.Record) -> RunRecord:
                      decode_error(row[5]), row[6], row[7], row[8], row[9], row[10])
 
 
+def _hook_record(row: asyncpg.Record) -> HookRecord:
+    return HookRecord(row[0], row[1], row[2], row[3], row[4], row[5], _raw(row[6]))

@@ -91,7 +91,8 @@ RUN_COLUMNS = ("id, workflow_name, status, input, output, error, created_at, sta
                "completed_at, updated_at, queue")
 STEP_COLUMNS = ("id, workflow_run_id, correlation_id, step_name, status, attempt, input, "
                 "output, error, started_at, completed_at")
-HOOK_COLUMNS = "token, workflow_run_id, correlation_id, status, created_at, disposed_at"
+HOOK_COLUMNS = ("token, workflow_run_id, correlation_id, status, created_at, disposed_at, "
+                "metadata")
 INBOX_COLUMNS = "id, workflow_run_id, kind, token, payload, created_at"
 EVENT_COLUMNS = "workflow_run_id, seq, payload, created_at"
 CHUNK_COLUMNS = "workflow_run_id, name, idx, data, created_at"
@@ -109,7 +110,8 @@ def decode_step(row: Sequence[Any]) -> StepRecord:
 
 
 def decode_hook(row: Sequence[Any]) -> HookRecord:
-    return HookRecord(row[0], row[1], row[2], row[3], _time(row[4]), decode_time(row[5]))
+    return HookRecord(row[0], row[1], row[2], row[3], _time(row[4]), decode_time(row[5]),
+                      _raw(row[6]))
 
 
 def decode_inbox(row: Sequence[Any]) -> InboxRecord:

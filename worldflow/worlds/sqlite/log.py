@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from worldflow.core.events import TERMINAL_EVENTS, HookCreated, RunCreated, encode_event
+from worldflow.core.events import RunCreated, encode_event
 from worldflow.core.records import RunRecord, RunStatus
 from worldflow.errors import HookConflictError, LeaseLostError, RunNotFoundError
-from worldflow.worlds.projection import project
+from worldflow.worlds import projection
+from worldflow.worlds.projection import check_fence, plan_append
 from worldflow.worlds.sqlite.codec import (
     RUN_COLUMNS,
     decode_run,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import NewRun
+    from worldflow.worlds.projection import ProjectionOp
 
 __all__ = ["append_events", "create_run"]
 
@@ -38,7 +40,7 @@ INSERT_RUN = ("INSERT INTO workflow_runs (id, workflow_name, status, input, crea
 INSERT_EVENT = ("INSERT INTO workflow_events (workflow_run_id, seq, event_type, "
                 "correlation_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
 INSERT_JOB = ("INSERT INTO workflow_jobs (run_id, queue, available_at, lease_owner, "
-              "lease_expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+              "lease_expires_at, created_at, workflow_name) VALUES (?, ?, ?, ?, ?, ?, ?)")
 SELECT_LAST_SEQ = "SELECT max(seq) FROM workflow_events WHERE workflow_run_id = ?"
 SELECT_HOOK_HOLDER = ("SELECT workflow_run_id FROM workflow_hooks "
                       "WHERE token = ? AND status = 'active'")
@@ -48,33 +50,34 @@ DELETE_JOB = "DELETE FROM workflow_jobs WHERE run_id = ?"
 DISPOSE_RUN_HOOKS = ("UPDATE workflow_hooks SET status = 'disposed', disposed_at = ? "
                      "WHERE workflow_run_id = ? AND status = 'active'")
 
-# One statement per projection op of worldflow.worlds.projection (see `Op` there).
-PROJECTIONS = {
-    "run_started": ("UPDATE workflow_runs SET status = 'running', "
-                    "started_at = coalesce(started_at, ?2), updated_at = ?2 WHERE id = ?1"),
-    "run_finished": ("UPDATE workflow_runs SET status = ?2, output = ?3, error = ?4, "
-                     "completed_at = ?5, updated_at = ?5 WHERE id = ?1"),
-    "step_started": ("INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, "
-                     "step_name, status, attempt, input, started_at) "
-                     "VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7) "
-                     "ON CONFLICT (id) DO UPDATE SET status = 'running', "
-                     "attempt = excluded.attempt, error = NULL"),
-    "step_completed": ("UPDATE workflow_steps SET status = 'completed', attempt = ?2, "
-                       "output = ?3, error = NULL, completed_at = ?4 WHERE id = ?1"),
-    "step_retrying": ("UPDATE workflow_steps SET status = 'pending', attempt = ?2, "
-                      "error = ?3 WHERE id = ?1"),
-    "step_failed": ("UPDATE workflow_steps SET status = 'failed', attempt = ?2, error = ?3, "
-                    "completed_at = ?4 WHERE id = ?1"),
-    # a disposed token may be taken again by a new hook (the memory world does the same)
-    "hook_created": ("INSERT INTO workflow_hooks (token, workflow_run_id, correlation_id, "
-                     "status, created_at) VALUES (?1, ?2, ?3, 'active', ?4) "
-                     "ON CONFLICT (token) DO UPDATE SET workflow_run_id = excluded."
-                     "workflow_run_id, correlation_id = excluded.correlation_id, "
-                     "status = 'active', created_at = excluded.created_at, "
-                     "disposed_at = NULL"),
-    "hook_disposed": ("UPDATE workflow_hooks SET status = 'disposed', disposed_at = ?2 "
-                      "WHERE token = ?1 AND status = 'active'"),
-}
+RUN_STARTED = ("UPDATE workflow_runs SET status = 'running', "
+               "started_at = coalesce(started_at, ?2), updated_at = ?2 WHERE id = ?1")
+RUN_FINISHED = ("UPDATE workflow_runs SET status = ?2, output = ?3, error = ?4, "
+                "completed_at = ?5, updated_at = ?5 WHERE id = ?1")
+STEP_STARTED = ("INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, "
+                "step_name, status, attempt, input, started_at) "
+                "VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7) "
+                "ON CONFLICT (id) DO UPDATE SET status = 'running', "
+                "attempt = excluded.attempt, error = NULL")
+STEP_COMPLETED = ("UPDATE workflow_steps SET status = 'completed', attempt = ?2, "
+                  "output = ?3, error = NULL, completed_at = ?4 WHERE id = ?1")
+STEP_RETRYING = ("UPDATE workflow_steps SET status = 'pending', attempt = ?2, "
+                 "error = ?3 WHERE id = ?1")
+STEP_FAILED = ("UPDATE workflow_steps SET status = 'failed', attempt = ?2, error = ?3, "
+               "completed_at = ?4 WHERE id = ?1")
+# a disposed token may be taken again by a new hook (the memory world does the same)
+HOOK_CREATED = ("INSERT INTO workflow_hooks (token, workflow_run_id, correlation_id, "
+                "status, created_at, metadata) VALUES (?1, ?2, ?3, 'active', ?4, ?5) "
+                "ON CONFLICT (token) DO UPDATE SET workflow_run_id = excluded."
+                "workflow_run_id, correlation_id = excluded.correlation_id, "
+                "status = 'active', created_at = excluded.created_at, "
+                "disposed_at = NULL, metadata = excluded.metadata")
+HOOK_DISPOSED = ("UPDATE workflow_hooks SET status = 'disposed', disposed_at = ?2 "
+                 "WHERE token = ?1 AND status = 'active'")
+# a consumed cancel no longer makes the run claimable by workers without its code
+SET_CANCEL_PENDING = ("UPDATE workflow_jobs SET cancel_pending = EXISTS (SELECT 1 FROM "
+                      "workflow_inbox WHERE workflow_run_id = ?1 AND kind = 'cancel') "
+                      "WHERE run_id = ?1")
 
 
 def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
@@ -93,28 +96,26 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
     at = encode_time(now)
     expires = (None if lease_owner is None
                else encode_time(now + dt.timedelta(seconds=lease_seconds)))
-    conn.execute(INSERT_JOB, (run.run_id, run.queue, at, lease_owner, expires, at))
+    conn.execute(INSERT_JOB, (run.run_id, run.queue, at, lease_owner, expires, at,
+                              run.workflow_name))
     record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
                        None, run.created_at, None, None, run.created_at, run.queue)
     return record, True
 
 
-def append_events(conn: sqlite3.Connection, run_id: str, records: Sequence[EventRecord],
+def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventRecord],
                   inbox_ids: Sequence[int]) -> bool:
     """Append and project; return whether the run ended (its waiters are then woken)."""
     last = conn.execute(SELECT_LAST_SEQ, (run_id,)).fetchone()[0]
     if last is None:
         raise RunNotFoundError(f"run not found: {run_id}")
-    for i, rec in enumerate(records):
-        # fencing: a seq at or below the last one means another worker wrote this run
-        if rec.seq <= last + i or rec.seq != records[0].seq + i:
-            raise LeaseLostError(f"run {run_id}: event seq {rec.seq} already recorded")
-    for rec in records:
-        if isinstance(rec.event, HookCreated):
-            holder = conn.execute(SELECT_HOOK_HOLDER, (rec.event.token,)).fetchone()
-            if holder is not None:
-                raise HookConflictError(f"hook token {rec.event.token!r} is already in use "
-                                        f"by run {holder[0]}")
+    check_fence(run_id, last, records)
+    plan = plan_append(records)
+    for token in plan.new_hook_tokens:
+        holder = conn.execute(SELECT_HOOK_HOLDER, (token,)).fetchone()
+        if holder is not None:
+            raise HookConflictError(f"hook token {token!r} is already in use "
+                                    f"by run {holder[0]}")
     try:
         conn.executemany(INSERT_EVENT, [
             (run_id, rec.seq, rec.event_type, rec.correlation_id,
@@ -122,48 +123,41 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: Sequence[Event
             for rec in records])
     except sqlite3.IntegrityError as exc:  # UNIQUE (run, seq): the same fence, enforced
         raise LeaseLostError(f"run {run_id}: event seq already recorded") from exc
-    finished = False
-    for rec in records:
-        op = project(rec)
-        if op is not None:
-            conn.execute(PROJECTIONS[op.name], _projection_params(op.name, op.args))
-        if isinstance(rec.event, TERMINAL_EVENTS):
-            finished = True
-    if inbox_ids:
-        conn.executemany(DELETE_INBOX_MESSAGE, [(i, run_id) for i in inbox_ids])
-    if finished:
+    for op in plan.ops:
+        statement, params = _statement(op)
+        conn.execute(statement, params)
+    if plan.finished_at is not None:
         # the run's live state goes with it; its dedup key is freed by its status
         conn.execute(DELETE_JOB, (run_id,))
         conn.execute(DELETE_INBOX, (run_id,))
-        conn.execute(DISPOSE_RUN_HOOKS, (encode_time(records[-1].created_at), run_id))
-    return finished
+        conn.execute(DISPOSE_RUN_HOOKS, (encode_time(plan.finished_at), run_id))
+    elif inbox_ids:
+        conn.executemany(DELETE_INBOX_MESSAGE, [(i, run_id) for i in inbox_ids])
+        conn.execute(SET_CANCEL_PENDING, (run_id,))
+    return plan.finishes
 
 
-def _projection_params(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An op's args as stored values: times as text, JSON and errors as text."""
-    match name:
-        case "run_started":
-            run_id, at = args
-            return run_id, encode_time(at)
-        case "run_finished":
-            run_id, status, output, error, at = args
-            return run_id, status, encode_json(output), encode_error(error), encode_time(at)
-        case "step_started":
-            step_id, run_id, cid, step_name, attempt, inp, at = args
-            return step_id, run_id, cid, step_name, attempt, encode_json(inp), encode_time(at)
-        case "step_completed":
-            step_id, attempt, output, at = args
-            return step_id, attempt, encode_json(output), encode_time(at)
-        case "step_retrying":
-            step_id, attempt, error = args
-            return step_id, attempt, encode_error(error)
-        case "step_failed":
-            step_id, attempt, error, at = args
-            return step_id, attempt, encode_error(error), encode_time(at)
-        case "hook_created":
-            token, run_id, cid, at = args
-            return token, run_id, cid, encode_time(at)
-        case "hook_disposed":
-            token, at = args
-            return token, encode_time(at)
-    raise ValueError(f"unknown projection op {name!r}")
+def _statement(op: ProjectionOp) -> tuple[str, tuple[object, ...]]:
+    """An op's statement, and its fields as stored values (times, JSON, errors as text)."""
+    match op:
+        case projection.RunStarted(run_id=run_id, at=at):
+            return RUN_STARTED, (run_id, encode_time(at))
+        case projection.RunFinished(run_id=run_id, status=status, at=at, output=output,
+                                    error=error):
+            return RUN_FINISHED, (run_id, status, encode_json(output), encode_error(error),
+                                  encode_time(at))
+        case projection.StepStarted(step_id=step_id, run_id=run_id, correlation_id=cid,
+                                    step_name=step_name, attempt=attempt, input=inp, at=at):
+            return STEP_STARTED, (step_id, run_id, cid, step_name, attempt, encode_json(inp),
+                                  encode_time(at))
+        case projection.StepCompleted(step_id=step_id, attempt=attempt, output=output, at=at):
+            return STEP_COMPLETED, (step_id, attempt, encode_json(output), encode_time(at))
+        case projection.StepRetrying(step_id=step_id, attempt=attempt, error=error):
+            return STEP_RETRYING, (step_id, attempt, encode_error(error))
+        case projection.StepFailed(step_id=step_id, attempt=attempt, error=error, at=at):
+            return STEP_FAILED, (step_id, attempt, encode_error(error), encode_time(at))
+        case projection.HookCreated(token=token, run_id=run_id, correlation_id=cid, at=at,
+                                    metadata=metadata):
+            return HOOK_CREATED, (token, run_id, cid, encode_time(at), encode_json(metadata))
+        case projection.HookDisposed(token=token, at=at):
+            return HOOK_DISPOSED, (token, encode_time(at))

@@ -17,7 +17,7 @@ from worldflow.worlds.sqlite.codec import decode_time, encode_json, encode_time
 
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from msgspec import Raw
 
@@ -41,13 +41,31 @@ SELECT_READY = ("SELECT available_at, created_at, run_id FROM workflow_jobs "
 SELECT_EXPIRED = ("SELECT coalesce(available_at, ?1), created_at, run_id FROM workflow_jobs "
                   "WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1 "
                   "ORDER BY coalesce(available_at, ?1), created_at, run_id LIMIT ?2")
-LEASE_JOB = "UPDATE workflow_jobs SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?"
+# with a set of workflow names: one index range per name (workflow_jobs_ready_by_name),
+# plus the jobs any worker may take (a pending cancel, unless a worker backed off from
+# it: then only workers with its code), plus expired leases of either
+SELECT_READY_OF = ("SELECT available_at, created_at, run_id FROM workflow_jobs "
+                   "WHERE workflow_name = ? AND lease_owner IS NULL AND available_at <= ? "
+                   "ORDER BY available_at, created_at, run_id LIMIT ?")
+SELECT_READY_CANCEL = ("SELECT available_at, created_at, run_id FROM workflow_jobs "
+                       "WHERE cancel_pending = 1 AND backoff = 0 AND lease_owner IS NULL "
+                       "AND available_at <= ? ORDER BY available_at, created_at, run_id "
+                       "LIMIT ?")
+SELECT_EXPIRED_OF = ("SELECT coalesce(available_at, ?1), created_at, run_id "
+                     "FROM workflow_jobs WHERE lease_owner IS NOT NULL "
+                     "AND lease_expires_at <= ?1 AND ((cancel_pending = 1 AND backoff = 0) "
+                     "OR workflow_name IN (SELECT value FROM json_each(?3))) "
+                     "ORDER BY coalesce(available_at, ?1), created_at, run_id LIMIT ?2")
+LEASE_JOB = ("UPDATE workflow_jobs SET lease_owner = ?, lease_expires_at = ?, backoff = 0 "
+             "WHERE run_id = ?")
 RENEW_LEASES = ("UPDATE workflow_jobs SET lease_expires_at = ? WHERE lease_owner = ? "
                 "RETURNING run_id")
-# input that arrived while the run was leased makes it available at once on release
+# input that arrived while the run was leased makes it available at once on release;
+# in a backoff (?5) only a cancel does
 RELEASE_JOB = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = NULL, "
-               "available_at = CASE WHEN EXISTS (SELECT 1 FROM workflow_inbox "
-               "WHERE workflow_run_id = ?1) THEN ?2 ELSE ?3 END "
+               "backoff = ?5, available_at = CASE WHEN (CASE WHEN ?5 THEN cancel_pending "
+               "ELSE EXISTS (SELECT 1 FROM workflow_inbox WHERE workflow_run_id = ?1) END) "
+               "THEN ?2 ELSE ?3 END "
                "WHERE run_id = ?1 AND lease_owner = ?4 RETURNING available_at")
 EXPIRE_LEASES = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = NULL, "
                  "available_at = ? WHERE lease_owner IN (SELECT value FROM json_each(?))")
@@ -57,7 +75,11 @@ SELECT_HOOK_RUN = ("SELECT h.workflow_run_id, h.status, r.status FROM workflow_h
 INSERT_INBOX = ("INSERT INTO workflow_inbox (workflow_run_id, kind, token, payload, "
                 "created_at) VALUES (?, ?, ?, ?, ?)")
 WAKE_JOB = ("UPDATE workflow_jobs SET available_at = ? "
-            "WHERE run_id = ? AND lease_owner IS NULL")
+            "WHERE run_id = ? AND lease_owner IS NULL AND backoff = 0")
+# a cancel ends a backoff, and lets any worker claim the run
+WAKE_JOB_TO_CANCEL = ("UPDATE workflow_jobs SET cancel_pending = 1, backoff = 0, "
+                      "available_at = CASE WHEN lease_owner IS NULL THEN ?1 "
+                      "ELSE available_at END WHERE run_id = ?2")
 TERMINAL = ("completed", "failed", "cancelled")
 
 DELETE_EXPIRED_SLOTS = "DELETE FROM workflow_queue_slots WHERE queue = ? AND expires_at <= ?"
@@ -90,12 +112,22 @@ SLOT_RETRY = 0.05
 
 
 def claim_runs(conn: sqlite3.Connection, owner: str, limit: int, lease_seconds: float,
-               now: dt.datetime) -> list[str]:
+               now: dt.datetime, workflows: Collection[str] | None = None) -> list[str]:
     if limit <= 0:
         return []
     at = encode_time(now)
-    ready = conn.execute(SELECT_READY, (at, limit)).fetchall()
-    ready += conn.execute(SELECT_EXPIRED, (at, limit)).fetchall()
+    ready: list[tuple[str, str, str]]
+    if workflows is None:
+        ready = conn.execute(SELECT_READY, (at, limit)).fetchall()
+        ready += conn.execute(SELECT_EXPIRED, (at, limit)).fetchall()
+    else:
+        names = sorted(workflows)
+        ready = []
+        for name in names:
+            ready += conn.execute(SELECT_READY_OF, (name, at, limit)).fetchall()
+        ready += conn.execute(SELECT_READY_CANCEL, (at, limit)).fetchall()
+        ready += conn.execute(SELECT_EXPIRED_OF, (at, limit, _json_list(names))).fetchall()
+        ready = list(set(ready))  # a cancelled run of a listed workflow comes twice
     ready.sort()
     claimed = [run_id for _, _, run_id in ready[:limit]]
     expires = encode_time(now + dt.timedelta(seconds=lease_seconds))
@@ -110,16 +142,20 @@ def renew_leases(conn: sqlite3.Connection, owner: str, lease_seconds: float,
 
 
 def release_run(conn: sqlite3.Connection, run_id: str, owner: str,
-                wake_at: dt.datetime | None, now: dt.datetime) -> bool:
+                wake_at: dt.datetime | None, now: dt.datetime, backoff: bool) -> bool:
     """Return whether the run is now claimable at some time (so workers should look)."""
     wake = None if wake_at is None else encode_time(wake_at)
-    row = conn.execute(RELEASE_JOB, (run_id, encode_time(now), wake, owner)).fetchone()
+    row = conn.execute(RELEASE_JOB, (run_id, encode_time(now), wake, owner,
+                                     int(backoff))).fetchone()
     return row is not None and row[0] is not None
 
 
 def expire_leases(conn: sqlite3.Connection, owners: Sequence[str], now: dt.datetime) -> int:
-    owners_json = msgspec.json.encode(list(owners)).decode()
-    return conn.execute(EXPIRE_LEASES, (encode_time(now), owners_json)).rowcount
+    return int(conn.execute(EXPIRE_LEASES, (encode_time(now), _json_list(owners))).rowcount)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return msgspec.json.encode(list(values)).decode()
 
 
 def request_cancel(conn: sqlite3.Connection, run_id: str, now: dt.datetime) -> bool:
@@ -148,7 +184,10 @@ def _push_inbox(conn: sqlite3.Connection, run_id: str, kind: str, token: str | N
                 payload: Raw | None, now: dt.datetime) -> None:
     at = encode_time(now)
     conn.execute(INSERT_INBOX, (run_id, kind, token, encode_json(payload), at))
-    conn.execute(WAKE_JOB, (at, run_id))
+    if kind == "cancel":
+        conn.execute(WAKE_JOB_TO_CANCEL, (at, run_id))
+    else:
+        conn.execute(WAKE_JOB, (at, run_id))
 
 
 def acquire_slot(conn: sqlite3.Connection, queue: str, holder: str, concurrency: int | None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from worldflow.core.records import Page, StreamChunk
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.sqlite.codec import (
@@ -31,6 +33,7 @@ from worldflow.worlds.sqlite.codec import (
 if TYPE_CHECKING:
     import datetime as dt
     import sqlite3
+    from collections.abc import Collection
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import HookRecord, InboxRecord, RunRecord, StepRecord
@@ -78,6 +81,26 @@ SELECT_ANY_CLAIMABLE = (
     "SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE lease_owner IS NULL "
     "AND available_at <= ?1) OR EXISTS (SELECT 1 FROM workflow_jobs "
     "WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1)")
+
+# the same, for a worker that takes only runs of some workflows (and any pending cancel)
+SELECT_ANY_CLAIMABLE_OF = (
+    "SELECT EXISTS (SELECT 1 FROM workflow_jobs WHERE lease_owner IS NULL "
+    "AND available_at <= ?1 AND workflow_name IN (SELECT value FROM json_each(?2))) "
+    "OR EXISTS (SELECT 1 FROM workflow_jobs WHERE cancel_pending = 1 AND backoff = 0 "
+    "AND lease_owner IS NULL AND available_at <= ?1) "
+    "OR EXISTS (SELECT 1 FROM workflow_jobs WHERE lease_owner IS NOT NULL "
+    "AND lease_expires_at <= ?1 AND ((cancel_pending = 1 AND backoff = 0) "
+    "OR workflow_name IN (SELECT value FROM json_each(?2))))")
+# per name, so that min() is one index seek (workflow_jobs_ready_by_name)
+SELECT_NEXT_READY_OF = ("SELECT min(available_at) FROM workflow_jobs WHERE workflow_name = ? "
+                        "AND lease_owner IS NULL AND available_at IS NOT NULL")
+SELECT_NEXT_OTHER_OF = (
+    "SELECT min(at) FROM ("
+    "SELECT min(available_at) AS at FROM workflow_jobs WHERE cancel_pending = 1 "
+    "AND backoff = 0 AND lease_owner IS NULL AND available_at IS NOT NULL "
+    "UNION ALL SELECT min(lease_expires_at) FROM workflow_jobs WHERE lease_owner IS NOT NULL "
+    "AND ((cancel_pending = 1 AND backoff = 0) "
+    "OR workflow_name IN (SELECT value FROM json_each(?1))))")
 
 
 def _list_runs_query(status: bool, name: bool, after: bool) -> str:
@@ -160,10 +183,24 @@ def lease_owners(conn: sqlite3.Connection) -> list[str]:
     return [owner for (owner,) in conn.execute(SELECT_LEASE_OWNERS).fetchall()]
 
 
-def next_wake_at(conn: sqlite3.Connection) -> dt.datetime | None:
-    return decode_time(conn.execute(SELECT_NEXT_WAKE).fetchone()[0])
+def next_wake_at(conn: sqlite3.Connection,
+                 workflows: Collection[str] | None) -> dt.datetime | None:
+    if workflows is None:
+        return decode_time(conn.execute(SELECT_NEXT_WAKE).fetchone()[0])
+    names = sorted(workflows)
+    times = [conn.execute(SELECT_NEXT_READY_OF, (name,)).fetchone()[0] for name in names]
+    times.append(conn.execute(SELECT_NEXT_OTHER_OF, (_json_list(names),)).fetchone()[0])
+    return decode_time(min((t for t in times if t is not None), default=None))
 
 
-def any_claimable(conn: sqlite3.Connection, now: dt.datetime) -> bool:
+def any_claimable(conn: sqlite3.Connection, now: dt.datetime,
+                  workflows: Collection[str] | None) -> bool:
     """Whether a claim could lease anything: lets an idle poll skip the write lock."""
-    return bool(conn.execute(SELECT_ANY_CLAIMABLE, (encode_time(now),)).fetchone()[0])
+    if workflows is None:
+        return bool(conn.execute(SELECT_ANY_CLAIMABLE, (encode_time(now),)).fetchone()[0])
+    row = conn.execute(SELECT_ANY_CLAIMABLE_OF, (encode_time(now), _json_list(workflows)))
+    return bool(row.fetchone()[0])
+
+
+def _json_list(values: Collection[str]) -> str:
+    return msgspec.json.encode(sorted(values)).decode()

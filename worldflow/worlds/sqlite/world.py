@@ -23,11 +23,12 @@ from worldflow.errors import WorldError
 from worldflow.worlds.sqlite import log, reads, streams
 from worldflow.worlds.sqlite import queue as _queue
 from worldflow.worlds.sqlite.schema import check_file, migrate
-from worldflow.worlds.sqlite.writer import GroupCommitWriter, in_thread, world_error
+from worldflow.worlds.sqlite.watcher import FinishWatcher
+from worldflow.worlds.sqlite.writer import SQLiteCommitter, in_thread, world_error
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from msgspec import Raw
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         StepRecord,
         StreamChunk,
     )
+    from worldflow.worlds.batching import GroupCommitQueue
 
 __all__ = ["SQLiteWorld"]
 
@@ -82,10 +84,11 @@ class SQLiteWorld(BaseWorld):
                              f"(for a world in memory, use the memory world)")
         self.path = path
         self.synchronous = mode
-        self._writer: GroupCommitWriter | None = None
+        self._writer: GroupCommitQueue[Callable[[sqlite3.Connection], Any]] | None = None
         self._write_conn: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._reader_load: list[int] = []
+        self._watcher: FinishWatcher | None = None
 
     @property
     def commits(self) -> int:
@@ -109,8 +112,9 @@ class SQLiteWorld(BaseWorld):
             await self._disconnect()
             raise
         self._reader_load = [0] * len(self._readers)
-        self._writer = GroupCommitWriter(self._write_conn, self.path)
+        self._writer = SQLiteCommitter(self._write_conn, self.path).queue
         self._writer.start()
+        self._watcher = FinishWatcher(self.path, self._runs_to_watch, self._signal_finished)
 
     def _prepare_file(self) -> None:
         check_file(self.path)  # before anything (even the journal mode) is written
@@ -137,6 +141,9 @@ class SQLiteWorld(BaseWorld):
     async def _close(self) -> None:
         # shielded: queued writes were promised a commit, and connections must not leak
         with anyio.CancelScope(shield=True):
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                await watcher.close()
             try:
                 if self._writer is not None:
                     await self._writer.close()  # commits everything queued so far
@@ -157,10 +164,24 @@ class SQLiteWorld(BaseWorld):
     async def _write(self, fn: Callable[..., T], *args: Any,
                      after: Callable[[T], None] | None = None, fence: str | None = None) -> T:
         """Run `fn(conn, *args)` in the next group commit; return once it is committed."""
-        return await self._require_writer().write(functools.partial(_call, fn, args),
-                                                  after=after, fence=fence)
+        result: T = await self._require_writer().write(functools.partial(_call, fn, args),
+                                                       after=after, fence=fence)
+        return result
 
-    def _require_writer(self) -> GroupCommitWriter:
+    def _runs_to_watch(self) -> list[str] | None:
+        """Waited runs whose end another process may commit (None: nobody waits)."""
+        if not self._run_waiters:
+            return None
+        engine = self.engine
+        local = engine.actors if engine is not None else {}
+        return [run_id for run_id in self._run_waiters if run_id not in local]
+
+    def _watch_run_ends(self) -> None:
+        # one watcher for every waiter: run ends committed by other processes
+        if self._watcher is not None:
+            self._watcher.wake()
+
+    def _require_writer(self) -> GroupCommitQueue[Callable[[sqlite3.Connection], Any]]:
         if self._writer is None:
             raise WorldError(f"SQLite world {self.path} is not open; use `async with world` "
                              f"or `await world.open()` first")
@@ -225,17 +246,21 @@ class SQLiteWorld(BaseWorld):
             self._require_writer().write_nowait(apply, after=after, fence=run_id)
 
     # -- queue -----------------------------------------------------------------------
-    async def claim_runs(self, owner: str, limit: int, lease_seconds: float) -> list[str]:
+    async def claim_runs(self, owner: str, limit: int, lease_seconds: float, *,
+                         workflows: Collection[str] | None = None) -> list[str]:
+        names = None if workflows is None else frozenset(workflows)
         # an idle poll only reads: the write lock is taken when there is work to lease
-        if limit <= 0 or not await self._read(reads.any_claimable, self.now()):
+        if limit <= 0 or not await self._read(reads.any_claimable, self.now(), names):
             return []
-        return await self._write(_queue.claim_runs, owner, limit, lease_seconds, self.now())
+        return await self._write(_queue.claim_runs, owner, limit, lease_seconds, self.now(),
+                                 names)
 
     async def renew_leases(self, owner: str, lease_seconds: float) -> set[str]:
         return await self._write(_queue.renew_leases, owner, lease_seconds, self.now())
 
-    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None) -> None:
-        await self._write(_queue.release_run, run_id, owner, wake_at, self.now(),
+    async def release_run(self, run_id: str, owner: str, wake_at: dt.datetime | None, *,
+                          backoff: bool = False) -> None:
+        await self._write(_queue.release_run, run_id, owner, wake_at, self.now(), backoff,
                           after=self._notify_if)
 
     async def expire_leases(self, owners: Sequence[str]) -> int:
@@ -251,8 +276,10 @@ class SQLiteWorld(BaseWorld):
     async def lease_owners(self) -> list[str]:
         return await self._read(reads.lease_owners)
 
-    async def next_wake_at(self) -> dt.datetime | None:
-        return await self._read(reads.next_wake_at)
+    async def next_wake_at(self, *, workflows: Collection[str] | None = None
+                           ) -> dt.datetime | None:
+        names = None if workflows is None else frozenset(workflows)
+        return await self._read(reads.next_wake_at, names)
 
     # -- input from outside a run -------------------------------------------------
     async def request_cancel(self, run_id: str) -> bool:
