@@ -14,7 +14,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -68,15 +68,8 @@ if TYPE_CHECKING:
     from worldflow.core.steps import StepOutcome
     from worldflow.core.world import World
 
-    class _EngineWorld(World, Protocol):
-        """The world as the engine holds it: the protocol, plus what `BaseWorld` adds
-        (every world in this package derives from it)."""
 
-        lease_seconds: float
-
-        def notify_work(self) -> None: ...
-
-__all__ = ["RunActor"]
+__all__ = ["RunActor", "cancel_without_code"]
 
 logger = logging.getLogger("worldflow.run")
 
@@ -87,8 +80,7 @@ class RunActor:
         self.engine = engine
         # created by this process just now: its log is run_created alone, its inbox empty
         self._fresh = fresh
-        world: Any = engine.world  # a BaseWorld that implements the World protocol
-        self.world: _EngineWorld = world
+        self.world: World = engine.world
         self.run_id = run_id
         self._mailbox: collections.deque[Message] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -142,6 +134,9 @@ class RunActor:
             return
         defn = get_workflow(run.workflow_name)
         if defn is None:
+            # claimed for a pending cancel (any worker may end a run it cannot run)
+            if await cancel_without_code(world, self.run_id):
+                return
             logger.error("run %s: workflow %r is not registered in this process; "
                          "retrying in 30s", self.run_id, run.workflow_name)
             await world.release_run(self.run_id, self.engine.worker_id,
@@ -566,3 +561,34 @@ class RunActor:
         self._hooks_open.clear()
         records.append(self._record(event))
         await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+
+
+async def cancel_without_code(world: World, run_id: str) -> bool:
+    """End the run `cancelled` if a cancel waits in its inbox, without its workflow code
+    (for a worker that lacks the code, or a run whose actor keeps crashing). Its open
+    hooks are disposed as at any end. Returns True if the run ended (or had ended)."""
+    inbox = await world.read_inbox(run_id)
+    if not any(item.kind == "cancel" for item in inbox):
+        return False
+    try:
+        events = await world.list_events(run_id)
+    except CorruptRecordError:
+        return False  # the actor fails such a run when it replays it
+    if any(isinstance(e.event, TERMINAL_EVENTS) for e in events):
+        return True
+    open_hooks: dict[str, str] = {}
+    for record in events:
+        match record.event:
+            case HookCreated(correlation_id=cid, token=token):
+                open_hooks[token] = cid
+            case HookDisposed(token=token):
+                open_hooks.pop(token, None)
+    now = world.now()
+    seq = events[-1].seq + 1 if events else 0
+    new: list[Event] = [HookDisposed(cid, token) for token, cid in open_hooks.items()]
+    new.append(RunCancelled())
+    await world.append_events(
+        run_id, [EventRecord(run_id, seq + i, event, now) for i, event in enumerate(new)],
+        inbox_ids=[item.id for item in inbox])
+    logger.info("run %s: cancelled (without running its workflow code)", run_id)
+    return True

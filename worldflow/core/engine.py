@@ -17,7 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from worldflow.core import registry
-from worldflow.core.actor import RunActor
+from worldflow.core.actor import RunActor, cancel_without_code
 from worldflow.core.logs import configure_logging, log_event
 from worldflow.core.steps import StepRunner, run_step_attempt
 from worldflow.errors import LeaseLostError
@@ -35,6 +35,10 @@ logger = logging.getLogger("worldflow.engine")
 
 #: seconds between queue polls when no wake-up arrives (a fallback, not the hot path)
 POLL_INTERVAL = 1.0
+#: the longest backoff before replaying a run whose actor keeps failing
+MAX_CRASH_DELAY = 300.0
+#: runs whose failures are remembered for the backoff
+MAX_CRASH_RECORDS = 10_000
 
 
 class Engine:
@@ -53,6 +57,8 @@ class Engine:
         self.parked = 0
         #: seconds before a run whose actor crashed (e.g. a storage error) is replayed
         self.crash_retry_delay = 1.0
+        #: consecutive failures of each run's actor in this process (for the backoff)
+        self._crashes: dict[str, int] = {}
         self.log_events = configure_logging() <= logging.DEBUG
         #: runs one step attempt and returns its outcome event; the HTTP transport
         #: replaces it to send steps to another process
@@ -142,16 +148,38 @@ class Engine:
             # another worker took it over, or one of our own writes for it was lost: give
             # it back if it is still ours (a no-op otherwise), to be replayed
             logger.warning("run %s: stopped: %s", run_id, exc)
-            await asyncio.shield(self._release_quietly(run_id, self.crash_retry_delay))
+            await asyncio.shield(self._release_quietly(run_id, self._crash_delay(run_id)))
         except Exception:
+            delay = self._crash_delay(run_id)
             logger.exception("run %s: actor crashed; the run will be replayed in %gs", run_id,
-                             self.crash_retry_delay)
-            await asyncio.shield(self._release_quietly(run_id, self.crash_retry_delay))
+                             delay)
+            await asyncio.shield(self._after_crash(run_id, delay))
+        else:
+            self._crashes.pop(run_id, None)
         finally:
             self.actors.pop(run_id, None)
             if self._was_full:
                 self._was_full = False
                 self.world.notify_work()
+
+    def _crash_delay(self, run_id: str) -> float:
+        """Exponential backoff for a run whose actor keeps failing: no hot loop."""
+        count = self._crashes.pop(run_id, 0) + 1
+        self._crashes[run_id] = count  # (re)inserted last: the oldest entries go first
+        while len(self._crashes) > MAX_CRASH_RECORDS:
+            del self._crashes[next(iter(self._crashes))]
+        return float(min(MAX_CRASH_DELAY, self.crash_retry_delay * 2 ** min(count - 1, 20)))
+
+    async def _after_crash(self, run_id: str, delay: float) -> None:
+        # a cancel waiting for the run takes effect now, even if its code cannot run
+        try:
+            if await cancel_without_code(self.world, run_id):
+                self._crashes.pop(run_id, None)
+                return
+        except Exception:
+            logger.warning("run %s: could not apply its pending cancel", run_id,
+                           exc_info=True)
+        await self._release_quietly(run_id, delay)
 
     async def _release_quietly(self, run_id: str, delay: float) -> None:
         import datetime as dt

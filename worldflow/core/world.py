@@ -373,7 +373,7 @@ class BaseWorld:
             self._run_waiters.setdefault(run_id, []).append(fut)
             self._watch_run_ends()
             try:
-                run = await self.get_run(run_id)
+                run = await self._as_world().get_run(run_id)
                 if run is None:
                     raise RunNotFoundError(f"run not found: {run_id}")
                 if run.status.is_terminal:
