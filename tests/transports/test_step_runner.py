@@ -99,7 +99,7 @@ def call_args(step_name: str, args: list[Any]) -> tuple[Any, ...]:
     assert step is not None
     now = dt.datetime.now(dt.UTC)
     return (step, "7", 2, msgspec.Raw(msgspec.json.encode({"args": args, "kwargs": {}})),
-            WorkflowMetadata("run-1", "t_remote_steps", now), None, now)
+            WorkflowMetadata("run-1", "t_remote_steps", now), create_world("memory"), now)
 
 
 async def test_connection_refused_is_a_short_retry_not_a_failure() -> None:
