@@ -52,6 +52,11 @@ def completed_step_ids(kind: str, env: dict[str, str]) -> set[str]:
         conn = sqlite3.connect(env["WORKFLOW_SQLITE_PATH"])
         try:
             rows = conn.execute(query).fetchall()
+        except sqlite3.OperationalError as exc:
+            # killed before it created its tables (a slow start): nothing was done
+            if "no such table" not in str(exc):
+                raise
+            rows = []
         finally:
             conn.close()
     else:
