@@ -31,8 +31,6 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from worldflow.core.durations import parse_duration
 from worldflow.core.runtime import default_world, set_default_world
 from worldflow.worlds.memory import MemoryWorld
@@ -40,7 +38,7 @@ from worldflow.worlds.memory import MemoryWorld
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-__all__ = ["TestingWorld", "VirtualTimers", "testing_world", "wf_world"]
+__all__ = ["TestingWorld", "VirtualTimers", "testing_world"]
 
 #: loop iterations with nothing ready before the system counts as idle
 _QUIET_ITERATIONS = 3
@@ -174,9 +172,8 @@ class TestingWorld(MemoryWorld):
             return False
         if engine.parked:  # actors waiting for a queue slot
             return True
-        for actor in engine.actors.values():
-            if actor._steps or actor._mailbox:
-                return True
+        if any(actor.busy for actor in engine.actors.values()):
+            return True
         now = self.now()
         return any(job.lease_owner is None and job.available_at is not None
                    and job.available_at <= now for job in self._jobs.values())
@@ -237,9 +234,14 @@ async def testing_world(*, auto_skip: bool = True, start_at: dt.datetime | None 
 testing_world.__test__ = False  # type: ignore[attr-defined]  # imported into test modules
 
 
-@pytest.fixture
-async def wf_world() -> AsyncIterator[TestingWorld]:
-    """A started memory world on a virtual clock that skips time whenever every run
-    waits only on time; the default world of the test, closed after it."""
-    async with testing_world() as world:
-        yield world
+try:
+    import pytest
+except ImportError:  # testing_world() works without pytest; the fixture needs it
+    pass
+else:
+    @pytest.fixture
+    async def wf_world() -> AsyncIterator[TestingWorld]:
+        """A started memory world on a virtual clock that skips time whenever every
+        run waits only on time; the default world of the test, closed after it."""
+        async with testing_world() as world:
+            yield world

@@ -248,6 +248,26 @@ def test_cancel_button_cancels_a_sleeping_run_and_the_status_changes_in_place(
     expect(page.locator("#reload-link")).to_be_visible()
 
 
+def test_hook_payload_is_checked_as_json_in_the_page_then_delivered(
+        live_ui: str, page: Page) -> None:
+    from tests.web.live_ui import HOOK_RUN
+
+    page.goto(live_ui.split("/runs/")[0] + f"/runs/{HOOK_RUN}")
+    expect(page.locator("#run-status")).to_have_text("running")
+    form = page.locator(".hook-form")
+    expect(form).to_have_count(1)
+    form.locator("textarea").fill('{"approved": tru')
+    form.get_by_role("button", name="Send payload").click()
+    expect(form.locator(".hook-message")).to_contain_text("not valid JSON")
+    expect(page.locator("#run-status")).to_have_text("running")
+    form.locator("textarea").fill('{"approved": true, "by": "<b>ada</b>"}')
+    form.get_by_role("button", name="Send payload").click()
+    expect(form.locator(".hook-message")).to_have_text("payload sent")
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=10_000)
+    page.reload()
+    expect(page.locator("#run-output")).to_contain_text('"by": "<b>ada</b>"')
+
+
 def test_a_foreign_host_header_is_refused_by_the_served_ui(live_ui: str) -> None:
     import httpx
 

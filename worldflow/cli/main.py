@@ -92,8 +92,18 @@ def _world_options(parser: argparse.ArgumentParser, default: Any) -> None:
                        help="print tracebacks of errors")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("worldflow")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="worldflow", description="Inspect and operate worldflow worlds.")
+    parser.add_argument("--version", action="version", version=f"worldflow {_version()}")
     _world_options(parser, None)
     # the same options are accepted after the command; SUPPRESS keeps the earlier value
     common = _Parser(add_help=False)

@@ -97,6 +97,12 @@ class RunActor:
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
 
+    @property
+    def busy(self) -> bool:
+        """A step attempt of the run is running, or input waits in its mailbox (a test
+        clock moves time only when no actor is busy)."""
+        return bool(self._steps or self._mailbox)
+
     # -- mailbox -------------------------------------------------------------------
     def post(self, message: Message) -> None:
         self._mailbox.append(message)
