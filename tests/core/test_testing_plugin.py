@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -127,3 +130,18 @@ async def test_manual_world_does_not_skip_a_sleep_by_itself() -> None:
         assert (await run.status()).value == "running"
         await world.advance("2h")
         assert len(await run.result(timeout=5)) == 2
+
+
+def test_the_readme_example_runs_with_the_installed_plugin_and_no_conftest(
+        tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Testing workflows that wait for days", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "test_readme_example.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nanyio_mode = auto\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "test_readme_example.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
