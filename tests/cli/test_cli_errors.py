@@ -37,6 +37,22 @@ def test_bad_usage_exits_2_with_one_line(populated_db: str, args: list[str]) -> 
     assert result.out == ""
 
 
+def test_version_prints_the_installed_version_and_exits_0() -> None:
+    from importlib.metadata import version
+
+    result = run_cli(None, "--version")
+    assert result.code == 0, result
+    assert result.out.strip() == f"worldflow {version('worldflow')}"
+
+
+def test_web_ui_beyond_loopback_without_auth_token_is_one_line(populated_db: str) -> None:
+    result = run_cli(populated_db, "inspect", "runs", "--web", "--port", "0",
+                     "--host", "0.0.0.0")
+    assert result.code == 1, result
+    assert "--auth-token" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_help_exits_0(populated_db: str) -> None:
     result = run_cli(populated_db, "inspect", "runs", "--help")
     assert result.code == 0

@@ -208,3 +208,70 @@ def test_every_stream_link_opens_its_stream_whatever_its_name(
         page.go_back()
         page.wait_for_url(f"{base}runs/{run_id}")
     assert sorted(opened) == sorted(BROWSER_STREAM_NAMES)
+
+
+@pytest.fixture
+def live_ui() -> Iterator[str]:
+    """`tests/web/live_ui.py`: a UI whose world has an engine and a sleeping run; its
+    URL (the sleeping run's page)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.web.live_ui"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the live web UI did not start within 30s"
+        line = proc.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+/runs/\S+)", line)
+        assert match, f"no URL in {line!r}"
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+
+
+def test_cancel_button_cancels_a_sleeping_run_and_the_status_changes_in_place(
+        live_ui: str, page: Page) -> None:
+    page.goto(live_ui)
+    expect(page.locator("#run-status")).to_have_text("running")
+    page.evaluate("window.notReloaded = true")
+    cancel = page.locator("#cancel-run")
+    expect(cancel).to_be_visible()
+    expect(page.locator("#retry-run")).to_be_hidden()
+    cancel.click()
+    expect(page.locator("#action-message")).to_have_text("cancel requested")
+    expect(page.locator("#run-status")).to_have_text("cancelled", timeout=10_000)
+    expect(page.locator("#run-status")).to_have_class(re.compile(r"\bstatus-cancelled\b"))
+    assert page.evaluate("window.notReloaded") is True  # the same document: no reload
+    expect(cancel).to_be_hidden()
+    expect(page.locator("#retry-run")).to_be_visible()
+    expect(page.locator("#reload-link")).to_be_visible()
+
+
+def test_hook_payload_is_checked_as_json_in_the_page_then_delivered(
+        live_ui: str, page: Page) -> None:
+    from tests.web.live_ui import HOOK_RUN
+
+    page.goto(live_ui.split("/runs/")[0] + f"/runs/{HOOK_RUN}")
+    expect(page.locator("#run-status")).to_have_text("running")
+    form = page.locator(".hook-form")
+    expect(form).to_have_count(1)
+    form.locator("textarea").fill('{"approved": tru')
+    form.get_by_role("button", name="Send payload").click()
+    expect(form.locator(".hook-message")).to_contain_text("not valid JSON")
+    expect(page.locator("#run-status")).to_have_text("running")
+    form.locator("textarea").fill('{"approved": true, "by": "<b>ada</b>"}')
+    form.get_by_role("button", name="Send payload").click()
+    expect(form.locator(".hook-message")).to_have_text("payload sent")
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=10_000)
+    page.reload()
+    expect(page.locator("#run-output")).to_contain_text('"by": "<b>ada</b>"')
+
+
+def test_a_foreign_host_header_is_refused_by_the_served_ui(live_ui: str) -> None:
+    import httpx
+
+    base = live_ui.split("/runs/")[0]
+    assert httpx.get(f"{base}/api/runs", timeout=10).status_code == 200
+    refused = httpx.get(f"{base}/api/runs", headers={"Host": "evil.example"}, timeout=10)
+    assert refused.status_code == 400

@@ -92,8 +92,18 @@ def _world_options(parser: argparse.ArgumentParser, default: Any) -> None:
                        help="print tracebacks of errors")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("worldflow")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="worldflow", description="Inspect and operate worldflow worlds.")
+    parser.add_argument("--version", action="version", version=f"worldflow {_version()}")
     _world_options(parser, None)
     # the same options are accepted after the command; SUPPRESS keeps the earlier value
     common = _Parser(add_help=False)
@@ -112,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print JSON (shapes: the docstring of worldflow.cli.inspect)")
     runs.add_argument("--web", action="store_true", help="serve the web UI instead")
     runs.add_argument("--port", type=_port, default=3456, help="web UI port (default 3456)")
+    runs.add_argument("--host", default="127.0.0.1",
+                      help="web UI address (default 127.0.0.1; others need --auth-token)")
+    runs.add_argument("--auth-token", default=os.environ.get("WORLDFLOW_UI_TOKEN"),
+                      help="token the web UI requires (Bearer or ?token= once; default "
+                           "$WORLDFLOW_UI_TOKEN)")
     for name, text in (("steps", "a run's steps"), ("events", "a run's event log")):
         sub = what.add_parser(name, parents=[common], help=text)
         sub.add_argument("run_id", metavar="RUN_ID")
@@ -244,7 +259,8 @@ async def run_command(args: argparse.Namespace) -> None:
         if args.command == "inspect" and args.what == "runs" and args.web:
             from worldflow.cli.web.server import serve_web
 
-            await serve_web(world, label, port=args.port, run_id=args.run_id)
+            await serve_web(world, label, port=args.port, run_id=args.run_id,
+                            host=args.host, auth_token=args.auth_token)
             return
         from rich.console import Console
 

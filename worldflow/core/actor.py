@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from worldflow.core.events import Event
     from worldflow.core.records import RunRecord
     from worldflow.core.steps import StepOutcome
-    from worldflow.core.world import World
+    from worldflow.core.world import TimerHandle, World
 
 
 __all__ = ["RunActor", "cancel_without_code"]
@@ -88,7 +88,7 @@ class RunActor:
         self._instance: WorkflowInstance | None = None
         self._meta: WorkflowMetadata | None = None
         self._steps: dict[str, asyncio.Task[None]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, TimerHandle] = {}
         self._retries: dict[str, tuple[int, dt.datetime]] = {}  # cid -> (next attempt, at)
         self._attempts: dict[str, int] = {}
         self._recorded: set[str] = set()
@@ -96,6 +96,12 @@ class RunActor:
         self.task: asyncio.Task[None] | None = None
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A step attempt of the run is running, or input waits in its mailbox (a test
+        clock moves time only when no actor is busy)."""
+        return bool(self._steps or self._mailbox)
 
     # -- mailbox -------------------------------------------------------------------
     def post(self, message: Message) -> None:
@@ -291,8 +297,8 @@ class RunActor:
             if delay <= 0:  # past its deadline: start nothing new, end it first thing
                 self.post(DeadlinePassed())
                 return
-            self._timers["deadline"] = asyncio.get_running_loop().call_later(
-                delay, self.post, DeadlinePassed())
+            self._timers["deadline"] = self.world.timers.call_at(
+                self._deadline, self.post, DeadlinePassed())
         await self._start_new_calls()
 
     # -- the live loop -------------------------------------------------------------------
@@ -472,17 +478,15 @@ class RunActor:
                 exc, f"step {call.step.name!r}", fatal=True))
 
     # -- waiting ---------------------------------------------------------------------
+    # on the world's timers, not the event loop's: a test clock moves them (and time)
     def _schedule_timer(self, call: TimerCall) -> None:
-        delay = (call.resume_at - self.world.now()).total_seconds()
-        loop = asyncio.get_running_loop()
-        self._timers[call.cid] = loop.call_later(max(0.0, delay), self.post, TimerDue(call.cid))
+        self._timers[call.cid] = self.world.timers.call_at(call.resume_at, self.post,
+                                                           TimerDue(call.cid))
 
     def _schedule_retry(self, cid: str, attempt: int, at: dt.datetime) -> None:
         self._retries[cid] = (attempt, at)
-        delay = (at - self.world.now()).total_seconds()
-        loop = asyncio.get_running_loop()
-        self._timers["retry" + cid] = loop.call_later(max(0.0, delay), self.post,
-                                                      RetryDue(cid, attempt))
+        self._timers["retry" + cid] = self.world.timers.call_at(at, self.post,
+                                                                RetryDue(cid, attempt))
 
     def _wake_at(self) -> dt.datetime | None:
         instance = self._instance

@@ -8,7 +8,7 @@ import functools
 import inspect
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -34,7 +34,7 @@ from worldflow.errors import (
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from worldflow.core.records import RunRecord, StepRecord
     from worldflow.core.world import World
@@ -44,10 +44,14 @@ __all__ = ["Run", "get_run", "get_world", "resume_hook", "retry_run", "sleep", "
 _STEP_FAILED = re.compile(r"^step '(.*)' failed after (\d+) attempt\(s\): ([\w.]+): (.*)$", re.S)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
 
+#: what a run's workflow returns
+T = TypeVar("T")
 
-class Run:
+
+class Run(Generic[T]):
     """A handle on one run: `run_id`, `await result()`, `await status()`,
-    `await cancel()`, `stream(name)`."""
+    `await cancel()`, `stream(name)`. `start()` gives a `Run[T]` whose `result()` is
+    the workflow's return type `T`; `get_run()` a `Run[Any]`."""
 
     __slots__ = ("run_id", "world")
 
@@ -70,7 +74,7 @@ class Run:
     async def steps(self) -> list[StepRecord]:
         return await self.world.list_steps(self.run_id)
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> T:
         """Wait for the run to end; return its result, or raise its error
         (`RunFailedError`, or the worldflow error the workflow raised;
         `RunCancelledError` if cancelled)."""
@@ -82,7 +86,7 @@ class Run:
         if run.status == RunStatus.COMPLETED:
             defn = get_workflow(run.workflow_name)
             type_ = defn.codec.return_type if defn is not None else Any
-            return decode_value(run.output or msgspec.Raw(b"null"), type_)
+            return cast("T", decode_value(run.output or msgspec.Raw(b"null"), type_))
         if run.status == RunStatus.CANCELLED:
             raise RunCancelledError(f"run {self.run_id} was cancelled")
         raise _run_error(run)
@@ -131,9 +135,9 @@ def _run_error(run: RunRecord) -> Exception:
     return RunFailedError(run.run_id, error.type, error.message, error.traceback)
 
 
-async def start(fn: Callable[..., Any], *args: Any, world: World | None = None,
+async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None = None,
                 run_id: str | None = None, dedup_key: str | None = None,
-                queue: Any = None, **kwargs: Any) -> Run:
+                queue: Any = None, **kwargs: Any) -> Run[T]:
     """Start `fn` (a `@workflow`) durably with these arguments and return its `Run`.
 
     A `run_id` that already exists returns that run (idempotent start): one run, its
@@ -193,7 +197,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
         return inspect.signature(fn)
 
 
-async def get_run(run_id: str, world: World | None = None) -> Run:
+async def get_run(run_id: str, world: World | None = None) -> Run[Any]:
     """The `Run` of an existing run; `RunNotFoundError` if there is none."""
     if not isinstance(run_id, str) or not run_id:
         raise TypeError(f"get_run(run_id=...) must be a non-empty string, got {run_id!r:.80}")
@@ -254,7 +258,7 @@ async def resume_hook(token: str, payload: Any, world: World | None = None,
     return await the_world.resume_hook(token, encoded)
 
 
-async def retry_run(run_id: str, world: World | None = None) -> Run:
+async def retry_run(run_id: str, world: World | None = None) -> Run[Any]:
     """Start a failed (or cancelled) run again from its log, as a new run.
 
     The new run (id ``<run_id>-retry<N>``) gets a copy of the old log up to the first

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
 
 from worldflow.core.durations import parse_duration
 from worldflow.core.instance import current_instance
@@ -17,6 +17,8 @@ from worldflow.core.serde import ArgsCodec
 __all__ = ["step", "workflow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: set while a workflow function runs directly (not durably), e.g. in a unit test
 direct_run: contextvars.ContextVar[bool] = contextvars.ContextVar("worldflow_direct",
@@ -125,10 +127,12 @@ async def _in_thread(func: Callable[..., Any], args: tuple[Any, ...],
     return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs))
 
 
+# the signature is kept (`P`, and `T` the result): `start()` reads `T` off it
 @overload
-def workflow(fn: F, /) -> F: ...
+def workflow(fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
 @overload
-def workflow(*, name: str | None = ..., timeout: Any = ...) -> Callable[[F], F]: ...
+def workflow(*, name: str | None = ..., timeout: Any = ...
+             ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
 
 
 def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,

@@ -231,6 +231,13 @@ class Engine:
                 # a job that is due but was not claimable (e.g. just claimed elsewhere)
                 # must not make this loop spin
                 timeout = min(timeout, max(0.01, until))
+                # also on the world's timers, which a test clock moves without waiting
+                wake = world.timers.call_at(next_wake, world.notify_work)
+                try:
+                    await world.wait_for_work(timeout)
+                finally:
+                    wake.cancel()
+                continue
             await world.wait_for_work(timeout)
 
     async def _heartbeat(self) -> None:

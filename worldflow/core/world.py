@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         StreamChunk,
     )
 
-__all__ = ["BaseWorld", "Clock", "World"]
+__all__ = ["BaseWorld", "Clock", "SystemTimers", "TimerHandle", "Timers", "World"]
 
 logger = logging.getLogger("worldflow.world")
 
@@ -45,6 +45,42 @@ Clock = Callable[[], dt.datetime]
 
 def system_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class TimerHandle(Protocol):
+    """A scheduled callback; `cancel()` makes sure it does not run (idempotent)."""
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Timers(Protocol):
+    """The world's time: what it is, and callbacks at a time on the same clock.
+
+    Every wait of the engine on the world's time (a sleep's timer, a retry backoff, a
+    workflow's deadline, the next queue wake-up) is a `call_at` here, so a test clock
+    that moves time by itself (`worldflow.testing`) fires them all, in order, without
+    real waiting. Callbacks run on the event loop's thread, never inside `call_at`."""
+
+    def now(self) -> dt.datetime: ...
+
+    def call_at(self, when: dt.datetime, callback: Callable[..., object],
+                *args: object) -> TimerHandle: ...
+
+
+class SystemTimers:
+    """`Timers` on a clock function, waiting in real time with the running loop."""
+
+    def __init__(self, clock: Clock = system_clock) -> None:
+        self._clock = clock
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    def call_at(self, when: dt.datetime, callback: Callable[..., object],
+                *args: object) -> TimerHandle:
+        delay = (when - self._clock()).total_seconds()
+        return asyncio.get_running_loop().call_later(max(0.0, delay), callback, *args)
 
 
 @runtime_checkable
@@ -74,6 +110,9 @@ class World(Protocol):
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None: ...
+
+    #: the world's time and timers (`clock=` of a world: a clock function, or `Timers`)
+    timers: Timers
 
     def now(self) -> dt.datetime:
         """The world's clock (injectable for tests)."""
@@ -242,7 +281,7 @@ class BaseWorld:
     finish_poll_interval: float = 1.0
 
     def __init__(self, *, queue_concurrency: int = 10, lease_seconds: float = 30.0,
-                 keep_alive: float = 1.0, clock: Clock | None = None) -> None:
+                 keep_alive: float = 1.0, clock: Clock | Timers | None = None) -> None:
         if not isinstance(queue_concurrency, int) or queue_concurrency < 1:
             raise ValueError(f"queue_concurrency must be a positive integer, "
                              f"got {queue_concurrency!r}")
@@ -252,7 +291,11 @@ class BaseWorld:
         self.lease_seconds = float(lease_seconds)
         #: a run whose next wake-up is further away than this many seconds is evicted
         self.keep_alive = float(keep_alive)
-        self._clock = clock or system_clock
+        #: the world's time and timers; `clock=` gives a clock function (timers then
+        #: wait in real time) or a whole `Timers` (e.g. `worldflow.testing`'s)
+        self.timers: Timers = (clock if isinstance(clock, Timers)
+                               else SystemTimers(clock or system_clock))
+        self._clock = self.timers.now
         self._work_event = asyncio.Event()
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._inbox_listener: Callable[[str], None] | None = None

@@ -10,6 +10,12 @@
     GET /api/runs/{run_id}/stream?name=N   {"run_id", "name", "closed", "chunks"} (?start, ?limit)
     GET /api/runs/{run_id}/streams/{name}  the same, the name percent-encoded in the path
     GET /favicon.ico                       204 (there is no icon)
+    POST /api/runs/{run_id}/cancel         {"run_id", "cancelled"}: ask the run to stop
+    POST /api/runs/{run_id}/retry          {"run_id"}: the new run (a failed or cancelled run)
+    POST /api/runs/{run_id}/hooks/{token}  {"run_id", "token"}: body {"payload": JSON}
+
+POSTs take and answer JSON and carry the CSRF token (`guard.py`, which also checks the
+Host header and the optional auth token).
 
 A stream name may hold any printable text. The run page links to the `?name=` form,
 which works for every name: in a path, a name of ``.`` or ``..`` would be taken as a
@@ -29,6 +35,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import msgspec
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -36,12 +43,18 @@ from starlette.staticfiles import StaticFiles
 
 from worldflow.cli import shapes
 from worldflow.cli.inspect import event_details, format_duration
+from worldflow.cli.web.guard import Guard, new_csrf_token
 from worldflow.cli.web.timeline import build_timeline, timeline_dict
 from worldflow.core.events import HookReceived
-from worldflow.errors import WorldError
+from worldflow.errors import (
+    HookNotFoundError,
+    RunFinishedError,
+    RunNotFoundError,
+    WorldError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from starlette.requests import Request
 
@@ -56,6 +69,8 @@ MAX_LIMIT = 200
 PAGE_CHUNKS = 200
 #: events shown on a run's page
 PAGE_EVENTS = 2000
+#: the largest JSON body a POST may carry
+MAX_BODY = 1_000_000
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
                                "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -103,15 +118,16 @@ def _answers_errors(kind: str) -> Callable[..., Any]:
 
 
 class WebUI:
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, csrf_token: str) -> None:
         self.world = world
+        self.csrf_token = csrf_token
 
     def page(self, request: Request, template: str, context: dict[str, Any],
              status: int = 200) -> HTMLResponse:
         base = str(request.url_for("runs"))
         html = _templates.get_template(template).render(
             request=request, base=base, static=str(request.url_for("static", path="")),
-            **context)
+            csrf_token=self.csrf_token, **context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
     async def run_or_404(self, run_id: str) -> RunRecord:
@@ -179,6 +195,12 @@ class WebUI:
             "hooks": hooks, "streams": streams, "events": event_rows,
             "events_total": len(events), "live": not run.status.is_terminal,
             "api_url": str(request.url_for("api_run", run_id=run.run_id)),
+            "cancel_url": str(request.url_for("api_cancel", run_id=run.run_id)),
+            "retry_url": str(request.url_for("api_retry", run_id=run.run_id)),
+            "retryable": run.status.value in ("failed", "cancelled"),
+            "hook_urls": {hook["token"]: str(request.url_for(
+                "api_resume_hook", run_id=run.run_id, token=hook["token"]))
+                for hook in hooks},
         })
 
     # -- JSON ---------------------------------------------------------------------
@@ -237,6 +259,69 @@ class WebUI:
                             headers=SECURITY_HEADERS)
 
 
+    # -- actions ------------------------------------------------------------------
+    @_answers_errors("json")
+    async def api_cancel(self, request: Request) -> Response:
+        await _json_body(request)
+        run = await self.run_or_404(request.path_params["run_id"])
+        try:
+            cancelled = await self.world.request_cancel(run.run_id)
+        except RunNotFoundError as exc:
+            raise HTTPError(404, str(exc)) from exc
+        return JSONResponse({"run_id": run.run_id, "cancelled": cancelled},
+                            headers=SECURITY_HEADERS)
+
+    @_answers_errors("json")
+    async def api_retry(self, request: Request) -> Response:
+        from worldflow.core.api import retry_run
+
+        await _json_body(request)
+        run = await self.run_or_404(request.path_params["run_id"])
+        try:
+            new = await retry_run(run.run_id, world=self.world)
+        except RunFinishedError as exc:
+            raise HTTPError(409, str(exc)) from exc
+        return JSONResponse({"run_id": new.run_id, "retry_of": run.run_id},
+                            headers=SECURITY_HEADERS)
+
+    @_answers_errors("json")
+    async def api_resume_hook(self, request: Request) -> Response:
+        from worldflow.core.api import resume_hook
+
+        body = await _json_body(request)
+        if not isinstance(body, dict) or "payload" not in body:
+            raise HTTPError(400, 'the body must be a JSON object {"payload": ...}')
+        run = await self.run_or_404(request.path_params["run_id"])
+        token = request.path_params["token"]
+        hook = await self.world.get_hook(token)
+        if hook is None or hook.run_id != run.run_id:
+            raise HTTPError(404, f"run {run.run_id} has no hook {token!r}")
+        try:
+            await resume_hook(token, body["payload"], world=self.world)
+        except HookNotFoundError as exc:
+            raise HTTPError(404, str(exc)) from exc
+        except RunFinishedError as exc:
+            raise HTTPError(409, str(exc)) from exc
+        except (TypeError, msgspec.ValidationError) as exc:
+            raise HTTPError(400, f"payload rejected: {exc}") from exc
+        return JSONResponse({"run_id": run.run_id, "token": token}, headers=SECURITY_HEADERS)
+
+
+async def _json_body(request: Request) -> Any:
+    """The POST's JSON body (empty: None); 400 for anything else."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise HTTPError(400, "send the body as application/json")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise HTTPError(400, f"the body is larger than {MAX_BODY} bytes")
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise HTTPError(400, f"the body is not valid JSON: {exc}") from exc
+
+
 async def _no_icon(request: Request) -> Response:
     return Response(status_code=204, headers=SECURITY_HEADERS)
 
@@ -278,14 +363,19 @@ def _list_params(request: Request) -> dict[str, Any]:
             "limit": _int_param(request, "limit", 50, 1, MAX_LIMIT)}
 
 
-def app(world: World) -> Starlette:
+def app(world: World, *, allowed_hosts: Collection[str] | None = None,
+        auth_token: str | None = None, csrf_token: str | None = None) -> Starlette:
     """The web UI for `world` as an ASGI app (mount it anywhere, e.g. under ``/runs-ui``).
 
     The caller owns the world: open it (``await world.open()``, storage only) or start
-    it before serving requests, and close it afterwards.
+    it before serving requests, and close it afterwards. `allowed_hosts` (the values
+    the ``Host`` header may take; None: any) and `auth_token` (None: no token needed)
+    are checked on every request; POSTs need `csrf_token` (default: a new random one,
+    shown in every page).
     """
-    ui = WebUI(world)
-    return Starlette(routes=[
+    csrf = csrf_token or new_csrf_token()
+    ui = WebUI(world, csrf)
+    starlette = Starlette(routes=[
         Route("/", ui.runs_page, name="runs"),
         Route("/runs/{run_id}", ui.run_page, name="run"),
         Route("/api/runs", ui.api_runs, name="api_runs"),
@@ -295,8 +385,15 @@ def app(world: World) -> Starlette:
         Route("/api/runs/{run_id}/streams", ui.api_streams, name="api_streams"),
         Route("/api/runs/{run_id}/stream", ui.api_stream_by_name, name="api_stream_by_name"),
         Route("/api/runs/{run_id}/streams/{name:path}", ui.api_stream, name="api_stream"),
+        Route("/api/runs/{run_id}/cancel", ui.api_cancel, methods=["POST"], name="api_cancel"),
+        Route("/api/runs/{run_id}/retry", ui.api_retry, methods=["POST"], name="api_retry"),
+        Route("/api/runs/{run_id}/hooks/{token}", ui.api_resume_hook, methods=["POST"],
+              name="api_resume_hook"),
         # a browser showing a JSON answer asks for the site's icon: there is none
         Route("/favicon.ico", _no_icon, name="favicon"),
         Mount("/static", StaticFiles(packages=[("worldflow.cli.web", "static")]),
               name="static"),
     ])
+    starlette.add_middleware(Guard, csrf_token=csrf, allowed_hosts=allowed_hosts,
+                             auth_token=auth_token)
+    return starlette

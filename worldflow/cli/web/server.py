@@ -1,8 +1,10 @@
-"""`worldflow inspect runs --web`: serve the web UI with uvicorn on 127.0.0.1."""
+"""`worldflow inspect runs --web`: serve the web UI with uvicorn on 127.0.0.1 (another
+address only with `--auth-token`)."""
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import signal
 import socket
 import sys
@@ -42,26 +44,56 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-async def serve_web(world: World, label: str, *, port: int = 3456,
-                    run_id: str | None = None) -> None:
-    """Serve `app(world)` on 127.0.0.1:`port` (0: any free port) until SIGINT/SIGTERM.
-
-    Only the loopback interface: the UI shows workflow inputs and outputs and has no
-    authentication. Prints the URL (with the bound port) before serving.
-    """
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        sock = socket.create_server((HOST, port), backlog=128)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    """The `Host` headers a browser sends for this address (DNS rebinding protection:
+    any other name pointed at this address is refused)."""
+    shown = f"[{host}]" if ":" in host else host
+    hosts = {f"{shown}:{port}"}
+    if is_loopback(host):
+        hosts |= {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    return hosts
+
+
+async def serve_web(world: World, label: str, *, port: int = 3456,
+                    run_id: str | None = None, host: str = HOST,
+                    auth_token: str | None = None) -> None:
+    """Serve `app(world)` on `host`:`port` (0: any free port) until SIGINT/SIGTERM.
+
+    The UI shows workflow inputs and outputs and can cancel, retry and resume runs: a
+    `host` other than loopback needs `auth_token`. Requests for any other Host than
+    the bound address are refused. Prints the URL (with the bound port) before serving.
+    """
+    if not is_loopback(host) and not auth_token:
+        raise CliError(f"binding the web UI to {host} (not loopback) needs --auth-token: "
+                       f"anyone who reaches it could read and cancel runs")
+    try:
+        sock = socket.create_server((host, port), backlog=128,
+                                    family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
-        raise CliError(f"cannot listen on {HOST}:{port}: {exc.strerror or exc}") from exc
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     try:
         sock.setblocking(False)
         bound = sock.getsockname()[1]
-        config = uvicorn.Config(app(world), lifespan="off", log_level="warning",
-                                access_log=False)
-        url = f"http://{HOST}:{bound}/"
+        config = uvicorn.Config(
+            app(world, allowed_hosts=allowed_hosts(host, bound), auth_token=auth_token),
+            lifespan="off", log_level="warning", access_log=False)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{bound}/"
         if run_id is not None:
             url += f"runs/{run_id}"
         sys.stdout.write(f"worldflow web UI for {label}: {url}\n")
+        if auth_token:
+            sys.stdout.write("  (open it once with ?token=TOKEN, the --auth-token, or send "
+                             "'Authorization: Bearer TOKEN')\n")
         sys.stdout.flush()
         await _Server(config).serve(sockets=[sock])
     finally:

@@ -89,6 +89,28 @@ function pollRuns() {
   if (indicator) indicator.hidden = !(firstPage || hasActive(body));
 }
 
+function setStatus(status) {
+  const badge = document.getElementById("run-status");
+  if (badge) {
+    badge.textContent = status;
+    badge.className = "status status-" + status;
+  }
+  const active = ACTIVE.has(status);
+  const cancel = document.getElementById("cancel-run");
+  if (cancel) cancel.hidden = !active;
+  const retry = document.getElementById("retry-run");
+  if (retry) retry.hidden = !(status === "failed" || status === "cancelled");
+  const indicator = document.getElementById("live-indicator");
+  if (indicator) indicator.hidden = !active;
+  if (!active) {
+    for (const form of document.querySelectorAll(".hook-form")) form.hidden = true;
+  }
+}
+
+// the run's status and step counts change in place; the rest of the page (timeline,
+// log) says it is stale and offers a reload, never reloading by itself
+let pollDelay = POLL_MS;
+
 function pollRun() {
   if (document.body.dataset.live !== "true") return;
   const seen = document.body.dataset.updated;
@@ -97,20 +119,117 @@ function pollRun() {
       const response = await fetch(document.body.dataset.api, { cache: "no-store" });
       if (response.ok) {
         const data = await response.json();
-        if (data.updated_at !== seen || !ACTIVE.has(data.status)) {
-          window.location.reload();
-          return;
+        setStatus(data.status);
+        const steps = document.getElementById("run-steps");
+        if (steps) {
+          const counts = data.step_counts;
+          steps.textContent = counts.completed + "/" + counts.total + " completed" +
+            (counts.failed ? ", " + counts.failed + " failed" : "");
         }
+        if (data.updated_at !== seen) document.getElementById("reload-link").hidden = false;
+        if (!ACTIVE.has(data.status)) return;
       }
     } catch (err) {
       // keep trying
     }
-    setTimeout(tick, POLL_MS);
+    setTimeout(tick, pollDelay);
   };
-  setTimeout(tick, POLL_MS);
+  setTimeout(tick, pollDelay);
+}
+
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+    body: JSON.stringify(body),
+    cache: "no-store",
+  });
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (err) {
+    data = null;
+  }
+  if (!response.ok) {
+    throw new Error((data && data.message) || ("the server answered " + response.status));
+  }
+  return data;
+}
+
+function say(element, text, bad) {
+  element.textContent = text;
+  element.classList.toggle("bad", Boolean(bad));
+}
+
+function setUpActions() {
+  const message = document.getElementById("action-message");
+  const cancel = document.getElementById("cancel-run");
+  if (cancel) {
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      try {
+        const data = await post(cancel.dataset.url, {});
+        say(message, data.cancelled ? "cancel requested" : "the run had already ended");
+        pollDelay = 300;  // show the outcome soon
+      } catch (err) {
+        say(message, "cancel failed: " + err.message, true);
+      } finally {
+        cancel.disabled = false;
+      }
+    });
+  }
+  const retry = document.getElementById("retry-run");
+  if (retry) {
+    retry.addEventListener("click", async () => {
+      retry.disabled = true;
+      try {
+        const data = await post(retry.dataset.url, {});
+        message.replaceChildren();
+        message.classList.remove("bad");
+        message.append("retried as ");
+        const link = document.createElement("a");
+        link.id = "retry-link";
+        link.href = document.body.dataset.base + "runs/" + encodeURIComponent(data.run_id);
+        link.textContent = data.run_id;
+        message.append(link);
+      } catch (err) {
+        say(message, "retry failed: " + err.message, true);
+      } finally {
+        retry.disabled = false;
+      }
+    });
+  }
+  for (const form of document.querySelectorAll(".hook-form")) {
+    const status = form.querySelector(".hook-message");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      let payload;
+      try {
+        payload = JSON.parse(form.elements.payload.value);
+      } catch (err) {
+        say(status, "not valid JSON: " + err.message, true);
+        return;
+      }
+      try {
+        await post(form.dataset.url, { payload: payload });
+        say(status, "payload sent");
+        pollDelay = 300;
+      } catch (err) {
+        say(status, "not sent: " + err.message, true);
+      }
+    });
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.page === "runs") pollRuns();
-  if (document.body.dataset.page === "run") pollRun();
+  if (document.body.dataset.page === "run") {
+    setUpActions();
+    pollRun();
+  }
 });
