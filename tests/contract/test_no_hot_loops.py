@@ -84,7 +84,7 @@ async def test_an_actor_that_keeps_failing_backs_off_and_a_cancel_ends_it_at_onc
 
 async def test_a_run_of_a_workflow_no_worker_has_is_cancelled_at_once(world: Any) -> None:
     run_id = f"hl-{world.name}-codeless"
-    record, created = await world.create_run(
+    _, created = await world.create_run(
         NewRun(run_id, "hl_nobody_has_this_workflow", b'{"args":[],"kwargs":{}}',
                world.now()), lease_owner=None, lease_seconds=world.lease_seconds)
     assert created
