@@ -249,7 +249,10 @@ async def test_sleeping_run_is_evicted_and_replays_identically(world: Any) -> No
         if any(e.event_type == "wait_created" for e in events):
             break
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    for _ in range(500):  # the actor gives the run back once wait_created is committed
+        if run.run_id not in world.engine.actors:
+            break
+        await asyncio.sleep(0.01)
     assert run.run_id not in world.engine.actors  # a sleeping run holds no actor
     assert await run.result(timeout=30) == [3 * 2 * i for i in range(n)]
     for i in range(n):  # the first fan-out was not re-run by the replay

@@ -239,7 +239,10 @@ async def test_a_payload_that_cannot_be_decoded_fails_only_its_run(own_db: str) 
     async with pg_world(postgres_url, keep_alive=0.0) as world:
         broken = await start(sleepy, 1, world=world)
         bad_input = await start(sleepy, 2, world=world)
-        await asyncio.sleep(0.1)  # both evicted while sleeping: they will be replayed
+        for _ in range(500):  # both evicted while sleeping: they will be replayed
+            if not ({broken.run_id, bad_input.run_id} & set(world.engine.actors)):
+                break
+            await asyncio.sleep(0.01)
         conn = await asyncpg.connect(postgres_url)
         try:
             await conn.execute("UPDATE workflow_events SET payload = '{\"type\": \"nope\"}' "
