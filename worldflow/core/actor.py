@@ -94,6 +94,8 @@ class RunActor:
         self._recorded: set[str] = set()
         self._hooks_open: dict[str, str] = {}  # token -> cid
         self.task: asyncio.Task[None] | None = None
+        #: the run is being given back or ended: its lease may be gone already
+        self.releasing = False
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
 
@@ -531,6 +533,7 @@ class RunActor:
     async def _evict(self) -> None:
         wake_at = self._wake_at()
         logger.debug("run %s: waiting until %s; evicted", self.run_id, wake_at or "input")
+        self.releasing = True
         await self.world.release_run(self.run_id, self.engine.worker_id, wake_at)
 
     # -- the end -----------------------------------------------------------------------
@@ -564,6 +567,7 @@ class RunActor:
             records.append(self._record(HookDisposed(cid, token)))
         self._hooks_open.clear()
         records.append(self._record(event))
+        self.releasing = True  # the terminal event removes the run's lease with its job
         await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
 
 

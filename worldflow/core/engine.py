@@ -251,7 +251,7 @@ class Engine:
                 logger.warning("renewing leases failed", exc_info=True)
                 continue
             for run_id, actor in list(self.actors.items()):
-                if run_id not in held and actor.task is not None:
+                if run_id not in held and actor.task is not None and not actor.releasing:
                     logger.warning("run %s: lease lost; stopping its actor", run_id)
                     actor.task.cancel()
             # a run still leased here whose actor is gone (it crashed and could not give
