@@ -74,28 +74,24 @@ FLOOR_TABLE = "CREATE TEMP TABLE worldflow_floor (id bigserial PRIMARY KEY, run_
 FLOOR_INSERT = "INSERT INTO worldflow_floor (run_id, kind, payload) VALUES ($1, $2, $3)"
 
 
-def proc_cpu_seconds(pid: int, *, children: bool = False) -> float:
-    """utime + stime of a process (and of its reaped children), from /proc."""
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:  # gone, or not on Linux
         return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if children:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / CLOCK_TICKS
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
 class ServerCpu:
-    """CPU used by the Postgres server over a phase: `own` counts the backends connected
-    to the benchmark's database plus the shared writers (checkpointer, background writer,
-    walwriter); `all` counts every server process (other clients' work included), with
-    the postmaster's reaped children."""
+    """CPU used by the Postgres server over a phase: the backends connected to the
+    benchmark's database plus the shared writers (checkpointer, background writer,
+    walwriter). Other clients' backends are left out (the machine may be shared)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
-    async def _pids(self) -> tuple[set[int], int | None]:
+    async def _pids(self) -> set[int]:
         import asyncpg
 
         conn = await asyncpg.connect(self.url)
@@ -106,43 +102,15 @@ class ServerCpu:
             backend = conn.get_server_pid()
         finally:
             await conn.close()
-        return {r[0] for r in rows} - {backend}, _parent_pid(backend)  # parent: postmaster
+        return {r[0] for r in rows} - {backend}
 
     async def sample(self) -> dict[int, float]:
-        own, postmaster = await self._pids()
-        out = {pid: proc_cpu_seconds(pid) for pid in own}
-        if postmaster is not None:
-            out[-1] = proc_cpu_seconds(postmaster, children=True) + sum(
-                proc_cpu_seconds(pid) for pid in _children(postmaster))
-        return out
+        return {pid: proc_cpu_seconds(pid) for pid in await self._pids()}
 
 
-def _parent_pid(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1])
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == ppid:
-                out.append(int(entry.name))
-    return out
-
-
-def server_delta(before: dict[int, float], after: dict[int, float]) -> tuple[float, float]:
-    """(own, all) server CPU seconds between two samples."""
-    own = sum(after[pid] - before.get(pid, 0.0) for pid in after if pid != -1)
-    everything = after.get(-1, 0.0) - before.get(-1, 0.0)
-    return own, everything
+def server_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """Server CPU seconds between two samples."""
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
 
 
 async def insert_commit_floor(url: str, n: int = 500) -> float:
@@ -197,9 +165,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             }
             cpu = {"client_ms_per_step": round(client_cpu * 1000 / steps, 4)}
             if server is not None:
-                own, everything = server_delta(server_before, server_after)
+                own = server_delta(server_before, server_after)
                 cpu["server_ms_per_step"] = round(own * 1000 / steps, 4)
-                cpu["server_all_processes_ms_per_step"] = round(everything * 1000 / steps, 4)
                 cpu["total_ms_per_step"] = round((client_cpu + own) * 1000 / steps, 4)
             else:
                 cpu["total_ms_per_step"] = cpu["client_ms_per_step"]
