@@ -75,6 +75,17 @@ TERMINAL = ("completed", "failed", "cancelled")
 RETRY_FOR = 60.0
 
 
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without asyncpg's reset query (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL): one round trip saved per borrow. Safe because the
+    world leaves no session state on a pooled connection: no LISTEN (the listener has its
+    own connection), no SET, no cursors, only transaction-scoped advisory locks. An open
+    transaction is still rolled back on release (asyncpg does that before the query)."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresWorld(BaseWorld):
     """Runs, logs and the queue in Postgres (see README: ARCHITECTURE)."""
 
@@ -136,7 +147,8 @@ class PostgresWorld(BaseWorld):
         try:
             self._pool = await asyncpg.create_pool(
                 self.connection_string, min_size=1, max_size=self.pool_size,
-                timeout=self.connect_timeout, init=self._init_pooled)
+                timeout=self.connect_timeout, init=self._init_pooled,
+                connection_class=_PooledConnection)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
         self._writer = PostgresCommitter(self._connect, self.channel)
