@@ -10,10 +10,13 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     w json;
     out json[] := '{}';
+    -- a json value is parsed again by every -> on it: each part is taken out once
+    write_type text;
+    events json;
+    first_event json;
     run text;
     last_seq integer;
     first_seq integer;
-    n_events integer;
     ev json;
     op json;
     holder text;
@@ -21,7 +24,8 @@ DECLARE
 BEGIN
     FOR w IN SELECT * FROM json_array_elements(writes) LOOP
         BEGIN
-            IF w->>'type' = 'create_run' THEN
+            write_type := w->>'type';
+            IF write_type = 'create_run' THEN
                 SELECT * INTO existing FROM workflow_runs WHERE id = w->>'run_id';
                 IF NOT FOUND AND w->>'dedup_key' IS NOT NULL THEN
                     SELECT * INTO existing FROM workflow_runs
@@ -52,8 +56,9 @@ BEGIN
                 END IF;
                 out := out || json_build_object('ok', true, 'created', true,
                                                 'run_id', w->>'run_id');
-            ELSIF w->>'type' = 'append' THEN
+            ELSIF write_type = 'append' THEN
                 run := w->>'run_id';
+                events := w->'events';
                 SELECT max(seq) INTO last_seq FROM workflow_events WHERE workflow_run_id = run;
                 IF last_seq IS NULL THEN
                     out := out || json_build_object('ok', false, 'error', 'not_found',
@@ -61,15 +66,15 @@ BEGIN
                     CONTINUE;
                 END IF;
                 -- seq fencing (projection.check_fence): the events continue the log
-                first_seq := (w->'events'->0->>0)::integer;
-                n_events := json_array_length(w->'events');
+                first_event := events->0;
+                first_seq := (first_event->>0)::integer;
                 IF first_seq IS NOT NULL AND first_seq <> last_seq + 1 THEN
                     -- the same write again (its commit's outcome was unknown): done already
                     IF first_seq <= last_seq AND EXISTS (
                             SELECT 1 FROM workflow_events
                              WHERE workflow_run_id = run AND seq = first_seq
-                               AND created_at = (w->'events'->0->>4)::timestamptz
-                               AND event_type = w->'events'->0->>1) THEN
+                               AND created_at = (first_event->>4)::timestamptz
+                               AND event_type = first_event->>1) THEN
                         out := out || json_build_object('ok', true);
                         CONTINUE;
                     END IF;
@@ -83,7 +88,7 @@ BEGIN
                                              correlation_id, payload, created_at)
                 SELECT run, (e->>0)::integer, e->>1, e->>2, (e->>3)::json,
                        (e->>4)::timestamptz
-                  FROM json_array_elements(w->'events') AS e;
+                  FROM json_array_elements(events) AS e;
                 FOR op IN SELECT * FROM json_array_elements(w->'ops') LOOP
                     CASE op->>'type'
                     WHEN 'run_started' THEN
