@@ -5,6 +5,17 @@
 -- (another worker's seq: lease lost; a token in use) undoes only that write and is
 -- reported only to its caller. NOTIFY payloads are messages.py's notices.
 -- Re-created on every setup (CREATE OR REPLACE).
+
+-- An event's payload as stored. Writes embed it as JSON, stored byte for byte (nothing
+-- escaped by the client, nothing unescaped and parsed again here); older worldflow
+-- processes send it as a JSON string holding that text, which is still taken, since
+-- processes of both kinds may share a database while a deploy rolls out.
+CREATE OR REPLACE FUNCTION worldflow_payload(payload json) RETURNS json
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT CASE WHEN json_typeof(payload) = 'string' THEN (payload #>> '{}')::json
+                ELSE payload END
+$fn$;
+
 CREATE OR REPLACE FUNCTION worldflow_apply(writes json, channel text) RETURNS json
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -43,7 +54,7 @@ BEGIN
                         w->>'queue', w->>'dedup_key');
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
                                              payload, created_at)
-                VALUES (w->>'run_id', 0, 'run_created', NULL, (w->>'payload')::json,
+                VALUES (w->>'run_id', 0, 'run_created', NULL, worldflow_payload(w->'payload'),
                         (w->>'created_at')::timestamptz);
                 INSERT INTO workflow_jobs (run_id, job_prefix, queue, workflow_name,
                                            available_at, lease_owner, lease_expires_at,
@@ -86,7 +97,7 @@ BEGIN
                 END IF;
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type,
                                              correlation_id, payload, created_at)
-                SELECT run, (e->>0)::integer, e->>1, e->>2, (e->>3)::json,
+                SELECT run, (e->>0)::integer, e->>1, e->>2, worldflow_payload(e->3),
                        (e->>4)::timestamptz
                   FROM json_array_elements(events) AS e;
                 FOR op IN SELECT * FROM json_array_elements(w->'ops') LOOP

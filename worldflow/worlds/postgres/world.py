@@ -237,7 +237,7 @@ class PostgresWorld(BaseWorld):
             run_id=run.run_id, workflow_name=run.workflow_name, input=run.input,
             created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
             job_prefix=self.job_prefix,
-            payload=encode_event(RunCreated(run.workflow_name, run.input)).decode(),
+            payload=Raw(encode_event(RunCreated(run.workflow_name, run.input))),
             lease_owner=lease_owner, now=now,
             lease_expires_at=(None if lease_owner is None
                               else now + dt.timedelta(seconds=lease_seconds)))
@@ -289,7 +289,7 @@ class PostgresWorld(BaseWorld):
             run_id=run_id, ops=plan.ops, inbox_ids=list(inbox_ids),
             finished_at=plan.finished_at,
             events=[EventRow(r.seq, r.event_type, r.correlation_id,
-                             encode_event(r.event).decode(), r.created_at) for r in records])
+                             Raw(encode_event(r.event)), r.created_at) for r in records])
 
         def after(_outcome: ApplyOutcome) -> None:
             if plan.finishes:
