@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE.parent.parent / "shared" / "peers"
-PG_URL = "postgresql://root@127.0.0.1:5432/worldflow_bench"
+PG_URL = "postgresql://root@127.0.0.1:5432/{database}"
 PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
 
 
@@ -43,18 +44,25 @@ def run(cmd: list[str]) -> dict[str, Any]:
     return last_json(done.stdout)
 
 
-def reset_pg_database() -> None:
+def reset_pg_database(database: str) -> None:
     import asyncio
 
     import asyncpg
 
     async def reset() -> None:
         conn = await asyncpg.connect(PG_ADMIN)
-        await conn.execute("DROP DATABASE IF EXISTS worldflow_bench WITH (FORCE)")
-        await conn.execute("CREATE DATABASE worldflow_bench")
+        # an identifier cannot be a $n parameter; the name is checked by argparse
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{database}"')
         await conn.close()
 
     asyncio.run(reset())
+
+
+def _database_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
+        raise argparse.ArgumentTypeError("a database name: lower-case letters, digits, _")
+    return text
 
 
 def main() -> None:
@@ -66,6 +74,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--latency-workflows", type=int, default=200)
+    ap.add_argument("--database", default="worldflow_bench", type=_database_name,
+                    help="Postgres database for worldflow (dropped and recreated)")
     args = ap.parse_args()
     peer = str(PEERS / "dbos_bench.py")
     common = ["--workflows", str(args.workflows), "--steps", str(args.steps)]
@@ -79,8 +89,8 @@ def main() -> None:
                 "--concurrency", str(args.concurrency), "--latency",
                 str(args.latency_workflows)]
     if args.db == "postgres":
-        reset_pg_database()
-        ours_cmd += ["--url", PG_URL]
+        reset_pg_database(args.database)
+        ours_cmd += ["--url", PG_URL.format(database=args.database)]
     ours = run(ours_cmd)
 
     dbos_steps = dbos_tp["throughput"]["steps_per_s"]
@@ -91,7 +101,10 @@ def main() -> None:
         "db": args.db, "workflows": args.workflows, "steps": args.steps,
         "concurrency": args.concurrency,
         "worldflow": {"steps_per_s": ours_steps, "per_step_ms": ours_per_step,
-                      "latency_median_ms": ours["latency"]["median_ms"]},
+                      "latency_median_ms": ours["latency"]["median_ms"],
+                      "cpu_ms_per_step": ours["throughput"].get("cpu"),
+                      "insert_commit_floor_ms": ours["latency"].get("insert_commit_floor_ms"),
+                      "per_step_over_floor": ours["latency"].get("per_step_over_floor")},
         "dbos": {"steps_per_s": dbos_steps, "per_step_ms": dbos_per_step,
                  "latency_median_ms": dbos_lat["latency"]["median_ms"]},
         "throughput_ratio": round(ours_steps / dbos_steps, 2),

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Engine throughput and latency: workflows of M no-op steps.
 
-throughput: N workflows with at most C in flight; steps/s.
+throughput: N workflows with at most C in flight; steps/s, and CPU per step: this
+            process (client) and, on Postgres, the server processes that served it.
 latency:    workflows one after another; median ms, and per-step ms.
+floor:      (Postgres) one INSERT + COMMIT through asyncpg, serially, in the same run:
+            the latency a durable step cannot beat; per_step_ms / floor = the engine's
+            latency overhead factor.
 scaling:    per-step time at M=--scale-steps against M=--steps (should stay flat).
 
     python benchmarks/engine.py --world memory
@@ -22,6 +26,7 @@ import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from worldflow import create_world, start, step, workflow
@@ -61,6 +66,71 @@ async def throughput(world: Any, n: int, m: int, c: int) -> float:
     return time.perf_counter() - t0
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: Postgres processes that work for every client (their CPU is shared by the benchmark)
+AUX_BACKENDS = ("checkpointer", "background writer", "walwriter")
+FLOOR_TABLE = "CREATE TEMP TABLE worldflow_floor (id bigserial PRIMARY KEY, run_id text, " \
+              "kind text, payload bytea, created_at timestamptz DEFAULT now())"
+FLOOR_INSERT = "INSERT INTO worldflow_floor (run_id, kind, payload) VALUES ($1, $2, $3)"
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone, or not on Linux
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+class ServerCpu:
+    """CPU used by the Postgres server over a phase: the backends connected to the
+    benchmark's database plus the shared writers (checkpointer, background writer,
+    walwriter). Other clients' backends are left out (the machine may be shared)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def _pids(self) -> set[int]:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "OR backend_type = ANY($1::text[])", list(AUX_BACKENDS))
+            backend = conn.get_server_pid()
+        finally:
+            await conn.close()
+        return {r[0] for r in rows} - {backend}
+
+    async def sample(self) -> dict[int, float]:
+        return {pid: proc_cpu_seconds(pid) for pid in await self._pids()}
+
+
+def server_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """Server CPU seconds between two samples."""
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+
+async def insert_commit_floor(url: str, n: int = 500) -> float:
+    """Median ms of one ~100-byte INSERT committed on its own, through asyncpg."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(FLOOR_TABLE)
+        payload = b"x" * 100
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await conn.execute(FLOOR_INSERT, "r", "step_completed", payload)
+            times.append(time.perf_counter() - t0)
+    finally:
+        await conn.close()
+    return statistics.median(times) * 1000
+
+
 async def latency(world: Any, n: int, m: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -81,20 +151,39 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         world = make_world(args, tmp)
         async with world:
             await throughput(world, 20, args.steps, args.concurrency)  # warm-up
+            server = ServerCpu(args.url) if args.world == "postgres" else None
+            server_before = await server.sample() if server else {}
+            cpu0 = time.process_time()
             elapsed = await throughput(world, args.workflows, args.steps, args.concurrency)
+            client_cpu = time.process_time() - cpu0
+            server_after = await server.sample() if server else {}
+            steps = args.workflows * args.steps
             result["throughput"] = {
                 "elapsed_s": round(elapsed, 3),
                 "workflows_per_s": round(args.workflows / elapsed, 1),
-                "steps_per_s": round(args.workflows * args.steps / elapsed, 1),
+                "steps_per_s": round(steps / elapsed, 1),
             }
+            cpu = {"client_ms_per_step": round(client_cpu * 1000 / steps, 4)}
+            if server is not None:
+                own = server_delta(server_before, server_after)
+                cpu["server_ms_per_step"] = round(own * 1000 / steps, 4)
+                cpu["total_ms_per_step"] = round((client_cpu + own) * 1000 / steps, 4)
+            else:
+                cpu["total_ms_per_step"] = cpu["client_ms_per_step"]
+            result["throughput"]["cpu"] = cpu
             if args.latency:
                 lat_m = await latency(world, args.latency, args.steps)
                 lat_0 = await latency(world, args.latency, 0)
                 med_m, med_0 = statistics.median(lat_m), statistics.median(lat_0)
+                per_step = (med_m - med_0) / max(1, args.steps)
                 result["latency"] = {
                     "median_ms": round(med_m, 3), "empty_wf_median_ms": round(med_0, 3),
-                    "per_step_ms": round((med_m - med_0) / max(1, args.steps), 3),
+                    "per_step_ms": round(per_step, 3),
                 }
+                if args.world == "postgres":
+                    floor = await insert_commit_floor(args.url)
+                    result["latency"]["insert_commit_floor_ms"] = round(floor, 3)
+                    result["latency"]["per_step_over_floor"] = round(per_step / floor, 2)
             if args.scale_steps:
                 small_n = max(1, args.scale_workflows * args.scale_steps // args.steps)
                 small = await throughput(world, small_n, args.steps, args.concurrency)

@@ -260,3 +260,41 @@ async def test_a_payload_that_cannot_be_decoded_fails_only_its_run(own_db: str) 
             record = await world.get_run(run.run_id)
             assert record.status == RunStatus.FAILED
             assert record.error.type == "CorruptRecordError"
+
+
+# -- merged appends ---------------------------------------------------------------------
+def _append(run_id: str, seqs: range, *, hook: bool = False,
+            finished: bool = False) -> Any:
+    import datetime as dt
+
+    from worldflow.worlds.postgres.messages import AppendWrite, EventRow
+    from worldflow.worlds.projection import HookDisposed, RunStarted
+
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    ops: list[Any] = [HookDisposed("tok", at) if hook else RunStarted(run_id, at)]
+    return AppendWrite(run_id=run_id, ops=ops, inbox_ids=[],
+                       finished_at=at if finished else None,
+                       events=[EventRow(s, "step_started", str(s), "{}", at) for s in seqs])
+
+
+def test_consecutive_appends_of_a_run_are_sent_as_one() -> None:
+    from worldflow.worlds.postgres.writer import merge_appends
+
+    a1, b1, a2, a3 = (_append("a", range(1, 3)), _append("b", range(1, 2)),
+                      _append("a", range(3, 4)), _append("a", range(4, 6)))
+    sent, sent_as = merge_appends([a1, b1, a2, a3])
+    assert sent_as == [0, 1, 0, 0]
+    assert [e.seq for e in sent[0].events] == [1, 2, 3, 4, 5]
+    assert sent[0].ops == a1.ops + a2.ops + a3.ops
+    assert sent[1] == b1
+
+
+def test_appends_that_must_fail_alone_are_not_merged() -> None:
+    from worldflow.worlds.postgres.writer import merge_appends
+
+    gap = [_append("a", range(1, 2)), _append("a", range(3, 4))]  # the fence must see it
+    hooks = [_append("a", range(1, 2)), _append("a", range(2, 3), hook=True)]
+    ended = [_append("a", range(1, 2), finished=True), _append("a", range(2, 3))]
+    for writes in (gap, hooks, ended):
+        sent, sent_as = merge_appends(writes)
+        assert sent == writes and sent_as == [0, 1]

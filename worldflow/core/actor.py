@@ -56,6 +56,7 @@ from worldflow.core.mailbox import (
     TimerDue,
 )
 from worldflow.core.queues import get_queue, hold_slot
+from worldflow.core.records import RunStatus
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import base_exception_info, error_info
@@ -98,6 +99,11 @@ class RunActor:
         self.releasing = False
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
+        self._record_at_start: RunRecord | None = None
+        #: the run's final record once this actor's terminal append has committed; None
+        #: when the actor stops without ending the run (evicted, lease lost, crashed)
+        self.ended: asyncio.Future[RunRecord | None] = (
+            asyncio.get_running_loop().create_future())
 
     @property
     def busy(self) -> bool:
@@ -126,6 +132,8 @@ class RunActor:
         try:
             await self._run()
         finally:
+            if not self.ended.done():
+                self.ended.set_result(None)
             if self._queue_slot is not None:
                 await asyncio.shield(self.world.release_slot(*self._queue_slot))
             for task in self._steps.values():
@@ -140,6 +148,7 @@ class RunActor:
         run = self._fresh or await world.get_run(self.run_id)
         if run is None or run.status.is_terminal:
             return
+        self._record_at_start = run
         defn = get_workflow(run.workflow_name)
         if defn is None:
             # claimed for a pending cancel (any worker may end a run it cannot run)
@@ -566,9 +575,32 @@ class RunActor:
         for token, cid in list(self._hooks_open.items()):
             records.append(self._record(HookDisposed(cid, token)))
         self._hooks_open.clear()
-        records.append(self._record(event))
+        end = self._record(event)
+        records.append(end)
         self.releasing = True  # the terminal event removes the run's lease with its job
         await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+        # committed: whoever waits for the run in this process needs no read-back
+        if self._record_at_start is not None and not self.ended.done():
+            self.ended.set_result(_final_record(self._record_at_start, end, self._meta))
+
+
+def _final_record(run: RunRecord, end: EventRecord, meta: WorkflowMetadata | None
+                  ) -> RunRecord:
+    """The run's record as the terminal event `end` leaves it (the projection's
+    run_finished, applied to the record the actor started from)."""
+    output: msgspec.Raw | None = None
+    error: ErrorInfo | None = None
+    match end.event:
+        case RunCompleted(output=done):
+            status, output = RunStatus.COMPLETED, done
+        case RunFailed(error=failure):
+            status, error = RunStatus.FAILED, failure
+        case _:
+            status = RunStatus.CANCELLED
+    started_at = run.started_at or (meta.started_at if meta is not None else None)
+    return msgspec.structs.replace(run, status=status, output=output, error=error,
+                                   started_at=started_at, completed_at=end.created_at,
+                                   updated_at=end.created_at)
 
 
 async def cancel_without_code(world: World, run_id: str) -> bool:

@@ -82,7 +82,13 @@ class Run(Generic[T]):
                                     or not isinstance(timeout, int | float) or timeout < 0):
             raise TypeError(f"result(timeout=...) must be a number of seconds >= 0, "
                             f"got {timeout!r}")
-        run = await self.world.wait_run_finished(self.run_id, timeout)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        run = await self._ended_here(timeout)
+        if run is None:
+            if timeout is not None:
+                timeout = max(0.0, timeout - (loop.time() - began))
+            run = await self.world.wait_run_finished(self.run_id, timeout)
         if run.status == RunStatus.COMPLETED:
             defn = get_workflow(run.workflow_name)
             type_ = defn.codec.return_type if defn is not None else Any
@@ -90,6 +96,21 @@ class Run(Generic[T]):
         if run.status == RunStatus.CANCELLED:
             raise RunCancelledError(f"run {self.run_id} was cancelled")
         raise _run_error(run)
+
+    async def _ended_here(self, timeout: float | None) -> RunRecord | None:
+        """The final record of a run that an actor of this process is running, handed over
+        by the actor once the run's end has committed (no read-back); None if no actor
+        here holds the run or it stopped without ending it (evicted to wait, lease lost):
+        then the world is asked."""
+        engine = engine_for(self.world)
+        ended = None if engine is None else engine.local_end(self.run_id)
+        if ended is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(ended)
+        except TimeoutError:
+            raise TimeoutError(f"run {self.run_id} did not finish within {timeout}s") from None
 
     async def cancel(self) -> bool:
         """Ask the run to stop: pending steps are cancelled and it ends `cancelled`.

@@ -192,6 +192,13 @@ class Engine:
             logger.warning("run %s: could not release its lease; it will expire", run_id,
                            exc_info=True)
 
+    def local_end(self, run_id: str) -> asyncio.Future[RunRecord | None] | None:
+        """If an actor of this process holds the run: a future of the run's final record,
+        set once its terminal event has committed (None if the actor stops without ending
+        the run). None if no actor here holds it."""
+        actor = self.actors.get(run_id)
+        return None if actor is None else actor.ended
+
     def _on_inbox(self, run_id: str) -> None:
         actor = self.actors.get(run_id)
         if actor is not None:

@@ -5,15 +5,29 @@
 -- (another worker's seq: lease lost; a token in use) undoes only that write and is
 -- reported only to its caller. NOTIFY payloads are messages.py's notices.
 -- Re-created on every setup (CREATE OR REPLACE).
+
+-- An event's payload as stored. Writes embed it as JSON, stored byte for byte (nothing
+-- escaped by the client, nothing unescaped and parsed again here); older worldflow
+-- processes send it as a JSON string holding that text, which is still taken, since
+-- processes of both kinds may share a database while a deploy rolls out.
+CREATE OR REPLACE FUNCTION worldflow_payload(payload json) RETURNS json
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT CASE WHEN json_typeof(payload) = 'string' THEN (payload #>> '{}')::json
+                ELSE payload END
+$fn$;
+
 CREATE OR REPLACE FUNCTION worldflow_apply(writes json, channel text) RETURNS json
 LANGUAGE plpgsql AS $fn$
 DECLARE
     w json;
     out json[] := '{}';
+    -- a json value is parsed again by every -> on it: each part is taken out once
+    write_type text;
+    events json;
+    first_event json;
     run text;
     last_seq integer;
     first_seq integer;
-    n_events integer;
     ev json;
     op json;
     holder text;
@@ -21,7 +35,8 @@ DECLARE
 BEGIN
     FOR w IN SELECT * FROM json_array_elements(writes) LOOP
         BEGIN
-            IF w->>'type' = 'create_run' THEN
+            write_type := w->>'type';
+            IF write_type = 'create_run' THEN
                 SELECT * INTO existing FROM workflow_runs WHERE id = w->>'run_id';
                 IF NOT FOUND AND w->>'dedup_key' IS NOT NULL THEN
                     SELECT * INTO existing FROM workflow_runs
@@ -39,7 +54,7 @@ BEGIN
                         w->>'queue', w->>'dedup_key');
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
                                              payload, created_at)
-                VALUES (w->>'run_id', 0, 'run_created', NULL, (w->>'payload')::json,
+                VALUES (w->>'run_id', 0, 'run_created', NULL, worldflow_payload(w->'payload'),
                         (w->>'created_at')::timestamptz);
                 INSERT INTO workflow_jobs (run_id, job_prefix, queue, workflow_name,
                                            available_at, lease_owner, lease_expires_at,
@@ -52,8 +67,9 @@ BEGIN
                 END IF;
                 out := out || json_build_object('ok', true, 'created', true,
                                                 'run_id', w->>'run_id');
-            ELSIF w->>'type' = 'append' THEN
+            ELSIF write_type = 'append' THEN
                 run := w->>'run_id';
+                events := w->'events';
                 SELECT max(seq) INTO last_seq FROM workflow_events WHERE workflow_run_id = run;
                 IF last_seq IS NULL THEN
                     out := out || json_build_object('ok', false, 'error', 'not_found',
@@ -61,15 +77,15 @@ BEGIN
                     CONTINUE;
                 END IF;
                 -- seq fencing (projection.check_fence): the events continue the log
-                first_seq := (w->'events'->0->>0)::integer;
-                n_events := json_array_length(w->'events');
+                first_event := events->0;
+                first_seq := (first_event->>0)::integer;
                 IF first_seq IS NOT NULL AND first_seq <> last_seq + 1 THEN
                     -- the same write again (its commit's outcome was unknown): done already
                     IF first_seq <= last_seq AND EXISTS (
                             SELECT 1 FROM workflow_events
                              WHERE workflow_run_id = run AND seq = first_seq
-                               AND created_at = (w->'events'->0->>4)::timestamptz
-                               AND event_type = w->'events'->0->>1) THEN
+                               AND created_at = (first_event->>4)::timestamptz
+                               AND event_type = first_event->>1) THEN
                         out := out || json_build_object('ok', true);
                         CONTINUE;
                     END IF;
@@ -81,9 +97,9 @@ BEGIN
                 END IF;
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type,
                                              correlation_id, payload, created_at)
-                SELECT run, (e->>0)::integer, e->>1, e->>2, (e->>3)::json,
+                SELECT run, (e->>0)::integer, e->>1, e->>2, worldflow_payload(e->3),
                        (e->>4)::timestamptz
-                  FROM json_array_elements(w->'events') AS e;
+                  FROM json_array_elements(events) AS e;
                 FOR op IN SELECT * FROM json_array_elements(w->'ops') LOOP
                     CASE op->>'type'
                     WHEN 'run_started' THEN

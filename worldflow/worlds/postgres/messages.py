@@ -43,7 +43,7 @@ class CreateRunWrite(msgspec.Struct, frozen=True, tag="create_run"):
     queue: str
     dedup_key: str | None
     job_prefix: str
-    payload: str  # the run_created event as stored JSON text
+    payload: Raw  # the run_created event, stored as is (JSON embedded, not a string)
     lease_owner: str | None
     now: dt.datetime
     lease_expires_at: dt.datetime | None
@@ -55,7 +55,7 @@ class EventRow(msgspec.Struct, frozen=True, array_like=True):
     seq: int
     event_type: str
     correlation_id: str | None
-    payload: str  # the event as stored JSON text
+    payload: Raw  # the event, stored as is (JSON embedded, not a string)
     created_at: dt.datetime
 
 

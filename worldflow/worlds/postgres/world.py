@@ -75,6 +75,17 @@ TERMINAL = ("completed", "failed", "cancelled")
 RETRY_FOR = 60.0
 
 
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without asyncpg's reset query (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL): one round trip saved per borrow. Safe because the
+    world leaves no session state on a pooled connection: no LISTEN (the listener has its
+    own connection), no SET, no cursors, only transaction-scoped advisory locks. An open
+    transaction is still rolled back on release (asyncpg does that before the query)."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresWorld(BaseWorld):
     """Runs, logs and the queue in Postgres (see README: ARCHITECTURE)."""
 
@@ -136,7 +147,8 @@ class PostgresWorld(BaseWorld):
         try:
             self._pool = await asyncpg.create_pool(
                 self.connection_string, min_size=1, max_size=self.pool_size,
-                timeout=self.connect_timeout, init=self._init_pooled)
+                timeout=self.connect_timeout, init=self._init_pooled,
+                connection_class=_PooledConnection)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
         self._writer = PostgresCommitter(self._connect, self.channel)
@@ -225,7 +237,7 @@ class PostgresWorld(BaseWorld):
             run_id=run.run_id, workflow_name=run.workflow_name, input=run.input,
             created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
             job_prefix=self.job_prefix,
-            payload=encode_event(RunCreated(run.workflow_name, run.input)).decode(),
+            payload=Raw(encode_event(RunCreated(run.workflow_name, run.input))),
             lease_owner=lease_owner, now=now,
             lease_expires_at=(None if lease_owner is None
                               else now + dt.timedelta(seconds=lease_seconds)))
@@ -277,7 +289,7 @@ class PostgresWorld(BaseWorld):
             run_id=run_id, ops=plan.ops, inbox_ids=list(inbox_ids),
             finished_at=plan.finished_at,
             events=[EventRow(r.seq, r.event_type, r.correlation_id,
-                             encode_event(r.event).decode(), r.created_at) for r in records])
+                             Raw(encode_event(r.event)), r.created_at) for r in records])
 
         def after(_outcome: ApplyOutcome) -> None:
             if plan.finishes:
