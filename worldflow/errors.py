@@ -115,7 +115,7 @@ class StepFailedError(WorldflowError):
         self.attempts = attempts
 
 
-class FatalStepError(StepFailedError, FatalError):
+class FatalStepError(StepFailedError, FatalError):  # type: ignore[misc]
     """A step failed with `FatalError` (or another error that is never retried, such
     as a result that cannot be stored): what the workflow sees at the step's call.
 

@@ -189,8 +189,14 @@ async def open_world(args: argparse.Namespace, *, must_exist: bool = True) -> tu
     target, options, label = resolve_world(args)
     if must_exist and target == "sqlite" and not await anyio.Path(options["path"]).exists():
         raise CliError(f"{label}: no such file (set WORKFLOW_SQLITE_PATH or --path)")
+    if must_exist and target == "sqlite" and not _writable(options["path"]):
+        options["read_only"] = True  # e.g. a read-only mount: inspect it all the same
+        label += " (read-only)"
+    # a target from WORKFLOW_TARGET_WORLD is passed as such, so errors name the variable
+    from_env = (args.backend is None and not args.path and not args.url
+                and target == os.environ.get("WORKFLOW_TARGET_WORLD"))
     try:
-        world = create_world(target, **options)
+        world = create_world(None if from_env else target, **options)
     except ImportError as exc:
         raise CliError(f"{label}: this world is not available: {exc}") from exc
     except ValueError as exc:
@@ -209,6 +215,13 @@ async def open_world(args: argparse.Namespace, *, must_exist: bool = True) -> tu
         raise CliError(f"{label}: cannot open: {type(exc).__name__}: "
                        f"{_scrub(str(exc), options)}") from exc
     return world, label
+
+
+def _writable(path: str) -> bool:
+    """Whether SQLite could write the file (and its journal beside it): False on a
+    read-only mount, even for root (access(2) answers EROFS)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.access(path, os.W_OK) and os.access(directory, os.W_OK)
 
 
 def _scrub(message: str, options: dict[str, Any]) -> str:

@@ -122,10 +122,17 @@ class PostgresWorld(BaseWorld):
             self._own_pids.add(conn.get_server_pid())
             return conn
         except (OSError, TimeoutError) as exc:
-            raise WorldError(f"Postgres world: cannot reach the server at {self.address}: "
-                             f"{exc or type(exc).__name__}") from None
+            raise WorldError(self._unreachable(exc)) from None
         except asyncpg.PostgresError as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
+
+    def _unreachable(self, exc: BaseException) -> str:
+        """Why the server could not be reached, naming host, port (and the timeout)."""
+        if isinstance(exc, TimeoutError):
+            return (f"Postgres world: cannot reach the server at {self.address}: no answer "
+                    f"within connect_timeout={self.connect_timeout:g}s")
+        return (f"Postgres world: cannot reach the server at {self.address}: "
+                f"{exc or type(exc).__name__}")
 
     async def _open(self) -> None:
         conn = await self._connect()
@@ -137,7 +144,9 @@ class PostgresWorld(BaseWorld):
             self._pool = await asyncpg.create_pool(
                 self.connection_string, min_size=1, max_size=self.pool_size,
                 timeout=self.connect_timeout, init=self._init_pooled)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError) as exc:
+            raise WorldError(self._unreachable(exc)) from None
+        except asyncpg.PostgresError as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
         self._writer = PostgresCommitter(self._connect, self.channel)
         await self._writer.start()
