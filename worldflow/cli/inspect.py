@@ -13,7 +13,9 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
 ``RunSummary`` (items of ``inspect runs``)::
 
     {"run_id": str, "workflow_name": str,
-     "status": "pending" | "running" | "completed" | "failed" | "cancelled",
+     "status": "pending" | "running" | "completed" | "failed" | "cancelled"
+               | "corrupt",
+     "corrupt": str | null,
      "queue": str, "created_at": str, "started_at": str | null,
      "completed_at": str | null, "updated_at": str, "duration_ms": float | null,
      "step_counts": {"total": int, "completed": int, "failed": int, "running": int,
@@ -31,6 +33,10 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
 
     (`retries`: each failed attempt that was retried; `delay_ms` is the backoff from the
     failure to `retry_at`; `next_started_at` is when the next attempt really started)
+
+A run whose stored row cannot be decoded is listed with status ``"corrupt"`` and
+`corrupt` saying why (its other fields are what could be read); asking for that run
+alone fails with a one-line error naming it.
 
 ``RunDetail``: a RunSummary plus ``{"input": any, "output": any, "error": Error | null,
 "steps": [Step]}``.
@@ -88,7 +94,8 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "NotFound", "UsageError", "event_details", "format_duration"]
 
 STATUS_STYLES = {"pending": "yellow", "running": "cyan", "completed": "green",
-                 "failed": "bold red", "cancelled": "magenta", "active": "cyan",
+                 "corrupt": "bold red reverse", "failed": "bold red", "cancelled": "magenta",
+                 "active": "cyan",
                  "disposed": "dim"}
 #: how long `--follow` waits between reads of a stream another process writes
 FOLLOW_POLL_SECONDS = 0.5
@@ -154,7 +161,7 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
                                      limit=args.limit, cursor=args.cursor or None)
     except ValueError as exc:  # a cursor this world did not hand out
         raise UsageError(str(exc)) from exc
-    summaries = [shapes.run_summary(run, await world.list_steps(run.run_id))
+    summaries = [shapes.run_summary(run, await shapes.listed_steps(world, run))
                  for run in page.items]
     if args.json:
         print_json({"runs": summaries, "next_cursor": page.next_cursor})

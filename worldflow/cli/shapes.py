@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from worldflow.core.events import StepRetrying, StepStarted
+from worldflow.errors import CorruptRecordError
 
 if TYPE_CHECKING:
     from worldflow.core.events import ErrorInfo, EventRecord
     from worldflow.core.records import HookRecord, RunRecord, StepRecord, StreamChunk
+    from worldflow.core.world import World
 
 __all__ = [
     "chunk_dict",
@@ -28,6 +30,7 @@ __all__ = [
     "event_dict",
     "hook_dict",
     "iso",
+    "listed_steps",
     "retries_by_step",
     "run_detail",
     "run_summary",
@@ -84,7 +87,8 @@ def run_summary(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "workflow_name": run.workflow_name,
-        "status": run.status.value,
+        "status": "corrupt" if run.corrupt is not None else run.status.value,
+        "corrupt": run.corrupt,
         "queue": run.queue,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
@@ -94,6 +98,17 @@ def run_summary(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
         "step_counts": step_counts(steps),
         "error": error_dict(run.error, traceback=False),
     }
+
+
+async def listed_steps(world: World, run: RunRecord) -> list[StepRecord]:
+    """A listed run's steps, for its counts: none for a corrupt run or corrupt steps
+    (one bad row must not break the listing of every run)."""
+    if run.corrupt is not None:
+        return []
+    try:
+        return await world.list_steps(run.run_id)
+    except CorruptRecordError:
+        return []
 
 
 def run_detail(run: RunRecord, steps: list[StepRecord],

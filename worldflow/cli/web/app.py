@@ -128,7 +128,7 @@ class WebUI:
                 limit=params["limit"], cursor=params["cursor"])
         except ValueError as exc:
             raise HTTPError(400, f"invalid cursor: {exc}") from exc
-        runs = [shapes.run_summary(run, await self.world.list_steps(run.run_id))
+        runs = [shapes.run_summary(run, await shapes.listed_steps(self.world, run))
                 for run in page.items]
         return {"runs": runs, "next_cursor": page.next_cursor}, params
 
