@@ -162,7 +162,7 @@ def test_steps_events_hooks_json_shapes(populated_db: str) -> None:
     assert {hook["token"]: hook["status"] for hook in hooks["hooks"]} == {
         HOOK_TOKEN: "active", SECOND_HOOK_TOKEN: "active"}
     assert set(hooks["hooks"][0]) == {"token", "run_id", "correlation_id", "status",
-                                      "created_at", "disposed_at"}
+                                      "created_at", "disposed_at", "received", "rejected"}
     only = run_cli(populated_db, "inspect", "hooks", "--run", OK_RUN, "--json").json()
     assert only == {"hooks": []}
     text = run_cli(populated_db, "inspect", "events", HOOK_RUN)

@@ -51,6 +51,9 @@ alone fails with a one-line error naming it.
 
     {"token": str, "run_id": str, "correlation_id": str, "status": "active" | "disposed",
      "created_at": str, "disposed_at": str | null}
+    (in ``inspect hooks`` also "received": int and "rejected": int: payloads delivered,
+    and payloads refused because they do not validate as a typed hook's type; each
+    refusal is a ``hook_rejected`` event with the payload and the reason)
 
 ``Chunk``: ``{"index": int, "created_at": str, "encoding": "json" | "base64",
 "data": any}`` (``base64``: bytes were written; `data` is their base64 text).
@@ -81,7 +84,7 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow.cli import shapes
-from worldflow.errors import RunNotFoundError
+from worldflow.errors import CorruptRecordError, RunNotFoundError
 
 if TYPE_CHECKING:
     import argparse
@@ -287,7 +290,15 @@ async def inspect_events(world: World, args: argparse.Namespace, console: Consol
 async def inspect_hooks(world: World, args: argparse.Namespace, console: Console) -> None:
     if args.run is not None:
         await _run(world, args.run)
-    hooks = [shapes.hook_dict(hook) for hook in await world.list_hooks(args.run)]
+    records = await world.list_hooks(args.run)
+    counts: dict[str, dict[str, int]] = {}
+    for run_id in dict.fromkeys(hook.run_id for hook in records):
+        try:
+            counts.update(shapes.hook_payload_counts(await world.list_events(run_id)))
+        except CorruptRecordError:
+            pass  # its counts are unknown; the hooks are listed all the same
+    hooks = [{**shapes.hook_dict(hook), **counts.get(hook.token, shapes.NO_PAYLOADS)}
+             for hook in records]
     if args.json:
         print_json({"hooks": hooks})
         return
@@ -295,11 +306,15 @@ async def inspect_hooks(world: World, args: argparse.Namespace, console: Console
         console.print("no hooks")
         return
     table = Table(header_style="bold")
-    for column in ("token", "run id", "#", "status", "created (UTC)", "disposed (UTC)"):
+    for column in ("token", "run id", "#", "status", "payloads", "created (UTC)",
+                   "disposed (UTC)"):
         table.add_column(column, overflow="fold")
     for hook in hooks:
+        payloads = str(hook["received"])
+        if hook["rejected"]:
+            payloads += f" ({hook['rejected']} rejected)"
         table.add_row(Text(hook["token"]), Text(hook["run_id"]), Text(hook["correlation_id"]),
-                      _status(hook["status"]), _time(hook["created_at"]),
+                      _status(hook["status"]), payloads, _time(hook["created_at"]),
                       _time(hook["disposed_at"]))
     console.print(table)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import StepRetrying, StepStarted
+from worldflow.core.events import HookReceived, HookRejected, StepRetrying, StepStarted
 from worldflow.errors import CorruptRecordError
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ __all__ = [
     "error_dict",
     "event_dict",
     "hook_dict",
+    "hook_payload_counts",
     "iso",
     "listed_steps",
     "retries_by_step",
@@ -188,6 +189,22 @@ def hook_dict(hook: HookRecord) -> dict[str, Any]:
         "created_at": iso(hook.created_at),
         "disposed_at": iso(hook.disposed_at),
     }
+
+
+#: the payload counts of a hook that has received none
+NO_PAYLOADS = {"received": 0, "rejected": 0}
+
+
+def hook_payload_counts(events: list[EventRecord]) -> dict[str, dict[str, int]]:
+    """By token: payloads delivered (`received`) and refused as not valid for a typed
+    hook (`rejected`, each a ``hook_rejected`` event saying why)."""
+    counts: dict[str, dict[str, int]] = {}
+    for record in events:
+        event = record.event
+        if isinstance(event, HookReceived | HookRejected):
+            key = "received" if isinstance(event, HookReceived) else "rejected"
+            counts.setdefault(event.token, dict(NO_PAYLOADS))[key] += 1
+    return counts
 
 
 def stream_dict(name: str, chunks: int, closed: bool) -> dict[str, Any]:

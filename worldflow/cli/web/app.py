@@ -37,7 +37,6 @@ from starlette.staticfiles import StaticFiles
 from worldflow.cli import shapes
 from worldflow.cli.inspect import event_details, format_duration
 from worldflow.cli.web.timeline import build_timeline, timeline_dict
-from worldflow.core.events import HookReceived
 from worldflow.errors import WorldError
 
 if TYPE_CHECKING:
@@ -159,11 +158,8 @@ class WebUI:
         run = await self.run_or_404(request.path_params["run_id"])
         events = await self.world.list_events(run.run_id)
         detail = shapes.run_detail(run, await self.world.list_steps(run.run_id), events)
-        received: dict[str, int] = {}
-        for record in events:
-            if isinstance(record.event, HookReceived):
-                received[record.event.token] = received.get(record.event.token, 0) + 1
-        hooks = [{**shapes.hook_dict(hook), "received": received.get(hook.token, 0)}
+        counts = shapes.hook_payload_counts(events)
+        hooks = [{**shapes.hook_dict(hook), **counts.get(hook.token, shapes.NO_PAYLOADS)}
                  for hook in await self.world.list_hooks(run.run_id)]
         streams = []
         for name, count, closed in await self.world.list_streams(run.run_id):
