@@ -100,5 +100,6 @@ def test_world_factory_returning_no_world_names_the_variable(
     assert "returned a str, not a world" in message and "\n" not in message
     with pytest.raises(ValueError, match=r"^create_world\('os:sep'\): os:sep is a str"):
         create_world("os:sep")
-    with pytest.raises(ValueError, match="cannot load the world factory"):
+    with pytest.raises(ValueError, match="cannot load world factory"):
         create_world("no_such_module_x:make")
+    assert create_world("worldflow.worlds.memory:MemoryWorld").name == "memory"

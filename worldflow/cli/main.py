@@ -7,6 +7,7 @@
     inspect steps RUN_ID | events RUN_ID | hooks [--run RUN_ID] | streams RUN_ID [NAME]
     runs cancel RUN_ID | runs retry RUN_ID
     postgres-setup [--url URL] [--job-prefix P]
+    doctor [--stuck-minutes 30] [--json]   schema, clock skew, leases, dead workers, stuck runs
     serve [--port 3001] [--import MODULE]  the HTTP transport, working on the queue
 
 The world comes from the same environment variables as the library
@@ -133,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("run_id", metavar="RUN_ID")
         sub.add_argument("--json", action="store_true")
 
+    doctor = commands.add_parser(
+        "doctor", parents=[common],
+        help="check the world: schema, clock skew, leases, dead workers, stuck runs")
+    doctor.add_argument("--stuck-minutes", type=float, default=30.0, metavar="N",
+                        help="a run pending longer than this is reported (default 30)")
+    doctor.add_argument("--json", action="store_true")
     setup = commands.add_parser("postgres-setup", parents=[common],
                                 help="create the Postgres world's tables")
     setup.add_argument("--job-prefix", help="queue job prefix (WORKFLOW_POSTGRES_JOB_PREFIX)")
@@ -263,6 +270,11 @@ async def run_command(args: argparse.Namespace) -> None:
 
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
         try:
+            if args.command == "doctor":
+                from worldflow.cli.doctor import doctor
+
+                await doctor(world, args, console)
+                return
             await COMMANDS[args.command, args.what](world, args, console)
         except WorldError as exc:
             raise CliError(f"{label}: {exc}") from exc

@@ -66,7 +66,7 @@ def _from_factory(target: str, where: str, options: dict[str, Any]) -> World:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{where}: cannot load the world factory: "
+        raise ValueError(f"{where}: cannot load world factory: "
                          f"{type(exc).__name__}: {exc}") from None
     if not callable(factory):
         raise ValueError(f"{where}: {target} is a {type(factory).__name__}, not a "
