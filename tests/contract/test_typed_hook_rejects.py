@@ -66,7 +66,7 @@ async def test_bad_payload_without_the_type_is_rejected_and_the_run_keeps_waitin
     # the run was evicted while waiting: this payload is taken in by a replay of a log
     # that holds both rejections
     await OrderHook.resume(token, Order("b-7", 3), world=world)
-    assert await run.result(timeout=30) == {"sku": "b-7", "qty": 3}
+    assert await run.result(timeout=90) == {"sku": "b-7", "qty": 3}
     assert len(await _events(world, run.run_id, "hook_received")) == 1
 
 
@@ -103,7 +103,7 @@ async def test_retry_of_a_run_failed_by_a_bad_payload_does_not_replay_it(
         await _until(lambda: world.get_hook(token))
         await resume_hook(token, {"sku": 1}, world=world)
         with pytest.raises(Exception, match=r"ValidationError|Expected"):
-            await run.result(timeout=30)
+            await run.result(timeout=90)
     assert await run.status() == "failed"
     assert len(await _events(world, run.run_id, "hook_received")) == 1
     retried = await retry_run(run.run_id, world=world)
@@ -111,7 +111,7 @@ async def test_retry_of_a_run_failed_by_a_bad_payload_does_not_replay_it(
     await anyio.sleep(0.2)
     assert await retried.status() in ("pending", "running")  # waits: not failed again
     await OrderHook.resume(token, Order("c-1", 1), world=world)
-    assert await retried.result(timeout=30) == {"sku": "c-1", "qty": 1}
+    assert await retried.result(timeout=90) == {"sku": "c-1", "qty": 1}
 
 
 async def _hook_of(world: Any, run_id: str) -> bool:
