@@ -28,6 +28,7 @@ from worldflow.core.runtime import set_default_world_factory
 from worldflow.core.streams import get_writable
 from worldflow.errors import (
     FatalError,
+    FatalStepError,
     HookConflictError,
     HookNotFoundError,
     NonDeterminismError,
@@ -55,6 +56,7 @@ set_default_world_factory(create_world)
 __all__ = [
     "Backoff",
     "FatalError",
+    "FatalStepError",
     "Hook",
     "HookConflictError",
     "HookNotFoundError",

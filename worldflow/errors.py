@@ -4,8 +4,11 @@ All of them derive from one base::
 
     WorldflowError
     ├── FatalError              a step failed and must not be retried
+    │   └── FatalStepError      (also a StepFailedError) what the workflow sees when a
+    │                           step raised FatalError
     ├── RetryableError          a step failed; retry it after `retry_after`
-    ├── StepFailedError         a step failed for good (retries exhausted)
+    ├── StepFailedError         a step failed for good: retries exhausted, or fatal
+    │   └── FatalStepError
     ├── StepTimeoutError        a step attempt ran past its timeout
     ├── WorkflowTimeoutError    a run ran past its workflow's timeout
     ├── NonDeterminismError     workflow code no longer matches its event log
@@ -21,7 +24,11 @@ All of them derive from one base::
     ├── LeaseLostError          another worker took over the run (internal)
     └── WorldError              the storage world failed (bad file, unreachable server)
         ├── SchemaError         the database schema is not one this version can use
-        └── CorruptRecordError  a stored event cannot be decoded
+        └── CorruptRecordError  a stored event or row cannot be decoded
+
+In workflow code, ``except StepFailedError`` catches every failure of a step call
+(retries exhausted, a `FatalError`, a result that cannot be stored); ``except
+FatalError`` catches only the fatal ones.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ _EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.UTC)
 __all__ = [
     "CorruptRecordError",
     "FatalError",
+    "FatalStepError",
     "HookConflictError",
     "HookNotFoundError",
     "LeaseLostError",
@@ -90,7 +98,8 @@ class RetryableError(WorldflowError):
 
 
 class StepFailedError(WorldflowError):
-    """A step failed for good: its retries are exhausted.
+    """A step failed for good: its retries are exhausted, or it failed fatally (then
+    the error is a `FatalStepError`, which is also a `FatalError`).
 
     Carries the original error's type name, message and traceback text.
     """
@@ -99,6 +108,26 @@ class StepFailedError(WorldflowError):
                  traceback: str | None = None, attempts: int = 0) -> None:
         super().__init__(f"step {step_name!r} failed after {attempts} attempt(s): "
                          f"{error_type}: {message}")
+        self.step_name = step_name
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        self.attempts = attempts
+
+
+class FatalStepError(StepFailedError, FatalError):  # type: ignore[misc]
+    """A step failed with `FatalError` (or another error that is never retried, such
+    as a result that cannot be stored): what the workflow sees at the step's call.
+
+    It is both a `StepFailedError` (so ``except StepFailedError`` catches any step
+    failure) and a `FatalError` (``except FatalError`` catches it as before). Its
+    `message` (and ``str()``) is the step's own message; `error_type` the original
+    error's type name.
+    """
+
+    def __init__(self, step_name: str, error_type: str, message: str,
+                 traceback: str | None = None, attempts: int = 1) -> None:
+        WorldflowError.__init__(self, message)
         self.step_name = step_name
         self.error_type = error_type
         self.message = message
@@ -189,9 +218,10 @@ class WorldError(WorldflowError):
 
 
 class CorruptRecordError(WorldError):
-    """A stored event of run `run_id` at `seq` cannot be decoded."""
+    """A stored record of run `run_id` cannot be decoded: its event at `seq`, or (with
+    `seq` -1) its row in the runs, steps or hooks table."""
 
-    def __init__(self, message: str, run_id: str, seq: int) -> None:
+    def __init__(self, message: str, run_id: str, seq: int = -1) -> None:
         super().__init__(message)
         self.run_id = run_id
         self.seq = seq

@@ -19,7 +19,8 @@ from tests.cli.flows import (
 from tests.cli.helpers import run_cli
 
 RUN_SUMMARY_KEYS = {"run_id", "workflow_name", "status", "queue", "created_at", "started_at",
-                    "completed_at", "updated_at", "duration_ms", "step_counts", "error"}
+                    "completed_at", "updated_at", "duration_ms", "step_counts", "error",
+                    "corrupt"}
 STEP_KEYS = {"step_id", "correlation_id", "step_name", "status", "attempts", "input", "output",
              "error", "started_at", "completed_at", "duration_ms", "retries"}
 
@@ -161,7 +162,7 @@ def test_steps_events_hooks_json_shapes(populated_db: str) -> None:
     assert {hook["token"]: hook["status"] for hook in hooks["hooks"]} == {
         HOOK_TOKEN: "active", SECOND_HOOK_TOKEN: "active"}
     assert set(hooks["hooks"][0]) == {"token", "run_id", "correlation_id", "status",
-                                      "created_at", "disposed_at"}
+                                      "created_at", "disposed_at", "received", "rejected"}
     only = run_cli(populated_db, "inspect", "hooks", "--run", OK_RUN, "--json").json()
     assert only == {"hooks": []}
     text = run_cli(populated_db, "inspect", "events", HOOK_RUN)

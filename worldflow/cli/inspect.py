@@ -13,7 +13,9 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
 ``RunSummary`` (items of ``inspect runs``)::
 
     {"run_id": str, "workflow_name": str,
-     "status": "pending" | "running" | "completed" | "failed" | "cancelled",
+     "status": "pending" | "running" | "completed" | "failed" | "cancelled"
+               | "corrupt",
+     "corrupt": str | null,
      "queue": str, "created_at": str, "started_at": str | null,
      "completed_at": str | null, "updated_at": str, "duration_ms": float | null,
      "step_counts": {"total": int, "completed": int, "failed": int, "running": int,
@@ -32,6 +34,10 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
     (`retries`: each failed attempt that was retried; `delay_ms` is the backoff from the
     failure to `retry_at`; `next_started_at` is when the next attempt really started)
 
+A run whose stored row cannot be decoded is listed with status ``"corrupt"`` and
+`corrupt` saying why (its other fields are what could be read); asking for that run
+alone fails with a one-line error naming it.
+
 ``RunDetail``: a RunSummary plus ``{"input": any, "output": any, "error": Error | null,
 "steps": [Step]}``.
 
@@ -45,6 +51,9 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
 
     {"token": str, "run_id": str, "correlation_id": str, "status": "active" | "disposed",
      "created_at": str, "disposed_at": str | null}
+    (in ``inspect hooks`` also "received": int and "rejected": int: payloads delivered,
+    and payloads refused because they do not validate as a typed hook's type; each
+    refusal is a ``hook_rejected`` event with the payload and the reason)
 
 ``Chunk``: ``{"index": int, "created_at": str, "encoding": "json" | "base64",
 "data": any}`` (``base64``: bytes were written; `data` is their base64 text).
@@ -75,7 +84,7 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow.cli import shapes
-from worldflow.errors import RunNotFoundError
+from worldflow.errors import CorruptRecordError, RunNotFoundError
 
 if TYPE_CHECKING:
     import argparse
@@ -88,7 +97,8 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "NotFound", "UsageError", "event_details", "format_duration"]
 
 STATUS_STYLES = {"pending": "yellow", "running": "cyan", "completed": "green",
-                 "failed": "bold red", "cancelled": "magenta", "active": "cyan",
+                 "corrupt": "bold red reverse", "failed": "bold red", "cancelled": "magenta",
+                 "active": "cyan",
                  "disposed": "dim"}
 #: how long `--follow` waits between reads of a stream another process writes
 FOLLOW_POLL_SECONDS = 0.5
@@ -154,7 +164,7 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
                                      limit=args.limit, cursor=args.cursor or None)
     except ValueError as exc:  # a cursor this world did not hand out
         raise UsageError(str(exc)) from exc
-    summaries = [shapes.run_summary(run, await world.list_steps(run.run_id))
+    summaries = [shapes.run_summary(run, await shapes.listed_steps(world, run))
                  for run in page.items]
     if args.json:
         print_json({"runs": summaries, "next_cursor": page.next_cursor})
@@ -280,7 +290,15 @@ async def inspect_events(world: World, args: argparse.Namespace, console: Consol
 async def inspect_hooks(world: World, args: argparse.Namespace, console: Console) -> None:
     if args.run is not None:
         await _run(world, args.run)
-    hooks = [shapes.hook_dict(hook) for hook in await world.list_hooks(args.run)]
+    records = await world.list_hooks(args.run)
+    counts: dict[str, dict[str, int]] = {}
+    for run_id in dict.fromkeys(hook.run_id for hook in records):
+        try:
+            counts.update(shapes.hook_payload_counts(await world.list_events(run_id)))
+        except CorruptRecordError:
+            pass  # its counts are unknown; the hooks are listed all the same
+    hooks = [{**shapes.hook_dict(hook), **counts.get(hook.token, shapes.NO_PAYLOADS)}
+             for hook in records]
     if args.json:
         print_json({"hooks": hooks})
         return
@@ -288,11 +306,15 @@ async def inspect_hooks(world: World, args: argparse.Namespace, console: Console
         console.print("no hooks")
         return
     table = Table(header_style="bold")
-    for column in ("token", "run id", "#", "status", "created (UTC)", "disposed (UTC)"):
+    for column in ("token", "run id", "#", "status", "payloads", "created (UTC)",
+                   "disposed (UTC)"):
         table.add_column(column, overflow="fold")
     for hook in hooks:
+        payloads = str(hook["received"])
+        if hook["rejected"]:
+            payloads += f" ({hook['rejected']} rejected)"
         table.add_row(Text(hook["token"]), Text(hook["run_id"]), Text(hook["correlation_id"]),
-                      _status(hook["status"]), _time(hook["created_at"]),
+                      _status(hook["status"]), payloads, _time(hook["created_at"]),
                       _time(hook["disposed_at"]))
     console.print(table)
 

@@ -7,6 +7,7 @@
     inspect steps RUN_ID | events RUN_ID | hooks [--run RUN_ID] | streams RUN_ID [NAME]
     runs cancel RUN_ID | runs retry RUN_ID
     postgres-setup [--url URL] [--job-prefix P]
+    doctor [--stuck-minutes 30] [--json]   schema, clock skew, leases, dead workers, stuck runs
     serve [--port 3001] [--import MODULE]  the HTTP transport, working on the queue
 
 The world comes from the same environment variables as the library
@@ -148,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("run_id", metavar="RUN_ID")
         sub.add_argument("--json", action="store_true")
 
+    doctor = commands.add_parser(
+        "doctor", parents=[common],
+        help="check the world: schema, clock skew, leases, dead workers, stuck runs")
+    doctor.add_argument("--stuck-minutes", type=float, default=30.0, metavar="N",
+                        help="a run pending longer than this is reported (default 30)")
+    doctor.add_argument("--json", action="store_true")
     setup = commands.add_parser("postgres-setup", parents=[common],
                                 help="create the Postgres world's tables")
     setup.add_argument("--job-prefix", help="queue job prefix (WORKFLOW_POSTGRES_JOB_PREFIX)")
@@ -204,8 +211,14 @@ async def open_world(args: argparse.Namespace, *, must_exist: bool = True) -> tu
     target, options, label = resolve_world(args)
     if must_exist and target == "sqlite" and not await anyio.Path(options["path"]).exists():
         raise CliError(f"{label}: no such file (set WORKFLOW_SQLITE_PATH or --path)")
+    if must_exist and target == "sqlite" and not _writable(options["path"]):
+        options["read_only"] = True  # e.g. a read-only mount: inspect it all the same
+        label += " (read-only)"
+    # a target from WORKFLOW_TARGET_WORLD is passed as such, so errors name the variable
+    from_env = (args.backend is None and not args.path and not args.url
+                and target == os.environ.get("WORKFLOW_TARGET_WORLD"))
     try:
-        world = create_world(target, **options)
+        world = create_world(None if from_env else target, **options)
     except ImportError as exc:
         raise CliError(f"{label}: this world is not available: {exc}") from exc
     except ValueError as exc:
@@ -224,6 +237,13 @@ async def open_world(args: argparse.Namespace, *, must_exist: bool = True) -> tu
         raise CliError(f"{label}: cannot open: {type(exc).__name__}: "
                        f"{_scrub(str(exc), options)}") from exc
     return world, label
+
+
+def _writable(path: str) -> bool:
+    """Whether SQLite could write the file (and its journal beside it): False on a
+    read-only mount, even for root (access(2) answers EROFS)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.access(path, os.W_OK) and os.access(directory, os.W_OK)
 
 
 def _scrub(message: str, options: dict[str, Any]) -> str:
@@ -266,6 +286,11 @@ async def run_command(args: argparse.Namespace) -> None:
 
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
         try:
+            if args.command == "doctor":
+                from worldflow.cli.doctor import doctor
+
+                await doctor(world, args, console)
+                return
             await COMMANDS[args.command, args.what](world, args, console)
         except WorldError as exc:
             raise CliError(f"{label}: {exc}") from exc

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import StepRetrying, StepStarted
+from worldflow.core.events import HookReceived, HookRejected, StepRetrying, StepStarted
+from worldflow.errors import CorruptRecordError
 
 if TYPE_CHECKING:
     from worldflow.core.events import ErrorInfo, EventRecord
     from worldflow.core.records import HookRecord, RunRecord, StepRecord, StreamChunk
+    from worldflow.core.world import World
 
 __all__ = [
     "chunk_dict",
@@ -27,7 +29,9 @@ __all__ = [
     "error_dict",
     "event_dict",
     "hook_dict",
+    "hook_payload_counts",
     "iso",
+    "listed_steps",
     "retries_by_step",
     "run_detail",
     "run_summary",
@@ -84,7 +88,8 @@ def run_summary(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "workflow_name": run.workflow_name,
-        "status": run.status.value,
+        "status": "corrupt" if run.corrupt is not None else run.status.value,
+        "corrupt": run.corrupt,
         "queue": run.queue,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
@@ -94,6 +99,17 @@ def run_summary(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
         "step_counts": step_counts(steps),
         "error": error_dict(run.error, traceback=False),
     }
+
+
+async def listed_steps(world: World, run: RunRecord) -> list[StepRecord]:
+    """A listed run's steps, for its counts: none for a corrupt run or corrupt steps
+    (one bad row must not break the listing of every run)."""
+    if run.corrupt is not None:
+        return []
+    try:
+        return await world.list_steps(run.run_id)
+    except CorruptRecordError:
+        return []
 
 
 def run_detail(run: RunRecord, steps: list[StepRecord],
@@ -173,6 +189,22 @@ def hook_dict(hook: HookRecord) -> dict[str, Any]:
         "created_at": iso(hook.created_at),
         "disposed_at": iso(hook.disposed_at),
     }
+
+
+#: the payload counts of a hook that has received none
+NO_PAYLOADS = {"received": 0, "rejected": 0}
+
+
+def hook_payload_counts(events: list[EventRecord]) -> dict[str, dict[str, int]]:
+    """By token: payloads delivered (`received`) and refused as not valid for a typed
+    hook (`rejected`, each a ``hook_rejected`` event saying why)."""
+    counts: dict[str, dict[str, int]] = {}
+    for record in events:
+        event = record.event
+        if isinstance(event, HookReceived | HookRejected):
+            key = "received" if isinstance(event, HookReceived) else "rejected"
+            counts.setdefault(event.token, dict(NO_PAYLOADS))[key] += 1
+    return counts
 
 
 def stream_dict(name: str, chunks: int, closed: bool) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from worldflow.core.events import (
     HookCreated,
     HookDisposed,
     HookReceived,
+    HookRejected,
     RunCancelled,
     RunCompleted,
     RunCreated,
@@ -377,10 +378,11 @@ class RunActor:
                             cancel = True
                         elif (item.kind == "hook" and item.token in self._hooks_open
                               and item.payload is not None):
-                            record = self._record(HookReceived(
-                                self._hooks_open[item.token], item.token, item.payload))
+                            record = self._take_hook_payload(
+                                self._hooks_open[item.token], item.token, item.payload)
                             records.append(record)
-                            deliveries.append(record)
+                            if isinstance(record.event, HookReceived):
+                                deliveries.append(record)
                 case DeadlinePassed():
                     if self._deadline is not None:
                         assert self._meta is not None
@@ -400,6 +402,20 @@ class RunActor:
             instance.deliver(record)
         await self._start_new_calls()
         return False
+
+    def _take_hook_payload(self, cid: str, token: str, payload: msgspec.Raw) -> EventRecord:
+        """A payload from the inbox as `hook_received`, or as `hook_rejected` if it does
+        not validate as the typed hook's type (sent by `resume_hook` without the type,
+        or from another process): it never fails the run, which goes on waiting."""
+        instance = self._instance
+        assert instance is not None
+        call = instance.calls.get(cid)
+        reason = call.hook.rejects(payload) if isinstance(call, HookCall) else None
+        if reason is None:
+            return self._record(HookReceived(cid, token, payload))
+        logger.warning("run %s: hook %s: a payload was rejected: %s", self.run_id, token,
+                       reason)
+        return self._record(HookRejected(cid, token, payload, reason))
 
     def _record_retrying(self, outcome: StepRetrying, ended_at: dt.datetime
                          ) -> tuple[EventRecord, dt.datetime]:

@@ -22,6 +22,7 @@ from worldflow.core.runtime import engine_for, get_world
 from worldflow.core.serde import decode_value, encode_value
 from worldflow.errors import (
     FatalError,
+    FatalStepError,
     NonDeterminismError,
     NotInWorkflowError,
     RunCancelledError,
@@ -144,6 +145,9 @@ def _run_error(run: RunRecord) -> Exception:
             name, attempts, error_type, message = match.groups()
             return StepFailedError(name, error_type, message, error.traceback, int(attempts))
         return StepFailedError("?", "Error", error.message, error.traceback)
+    if (error.type == "FatalError" or error.fatal) and error.step_name is not None:
+        return FatalStepError(error.step_name, error.type, error.message, error.traceback,
+                              error.attempts or 1)
     if error.type == "FatalError" or error.fatal:
         return FatalError(error.message, error_type=error.type, traceback=error.traceback,
                           step_name=error.step_name)

@@ -24,6 +24,7 @@ __all__ = [
     "HookCreated",
     "HookDisposed",
     "HookReceived",
+    "HookRejected",
     "RunCancelled",
     "RunCompleted",
     "RunCreated",
@@ -128,6 +129,17 @@ class HookReceived(_Event, tag="hook_received", frozen=True):
     payload: Raw
 
 
+class HookRejected(_Event, tag="hook_rejected", frozen=True):
+    """A payload for a typed hook that does not validate as the hook's type: kept in
+    the log (to show what was sent and why it was refused), never delivered; the
+    workflow goes on waiting for a payload that validates."""
+
+    correlation_id: str
+    token: str
+    payload: Raw
+    reason: str
+
+
 class HookDisposed(_Event, tag="hook_disposed", frozen=True):
     correlation_id: str
     token: str
@@ -146,7 +158,8 @@ class RunCancelled(_Event, tag="run_cancelled", frozen=True):
 
 
 Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
-         | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookDisposed
+         | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookRejected
+         | HookDisposed
          | RunCompleted | RunFailed | RunCancelled)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)

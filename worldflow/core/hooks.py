@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from worldflow.core.instance import current_instance
@@ -21,6 +22,8 @@ __all__ = ["Hook", "HookType", "create_hook", "define_hook", "new_hook"]
 
 T = TypeVar("T")
 
+logger = logging.getLogger("worldflow.workflow")
+
 
 class Hook(Generic[T]):
     """A hook inside a workflow. `await hook` gives the next payload; `async for
@@ -37,27 +40,36 @@ class Hook(Generic[T]):
         self._received: collections.deque[Any] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
 
+    def rejects(self, payload: Raw) -> str | None:
+        """Why `payload` is not a valid payload of this hook (None if it is)."""
+        if self._type is Any:
+            return None
+        try:
+            decode_value(payload, self._type)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def _deliver(self, payload: Raw) -> None:
         try:
             value = decode_value(payload, self._type)
-        except Exception as exc:  # validated at resume; only a changed type gets here
-            value = exc
+        except Exception as exc:
+            # the actor records such a payload as hook_rejected; a hook_received one
+            # gets here only from a log written before that (or under another type):
+            # skipped, on replay as live, so that it never fails the run
+            logger.warning("hook %s: a received payload does not validate as %r and is "
+                           "skipped: %s", self.token, self._type, exc)
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                if isinstance(value, Exception):
-                    waiter.set_exception(value)
-                else:
-                    waiter.set_result(value)
+                waiter.set_result(value)
                 return
         self._received.append(value)
 
     async def _next(self) -> T:
         if self._received:
-            value = self._received.popleft()
-            if isinstance(value, Exception):
-                raise value
-            return value  # type: ignore[no-any-return]
+            return self._received.popleft()  # type: ignore[no-any-return]
         waiter = self._instance.loop.create_future()
         self._waiters.append(waiter)
         return await waiter  # type: ignore[no-any-return]

@@ -33,7 +33,7 @@ from worldflow.core.events import (
     WaitCompleted,
 )
 from worldflow.errors import (
-    FatalError,
+    FatalStepError,
     NonDeterminismError,
     StepFailedError,
     WorkflowAwaitError,
@@ -414,7 +414,6 @@ _KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookC
 
 def step_error(step_name: str, attempt: int, error: ErrorInfo) -> Exception:
     """The exception a failed step raises in the workflow."""
-    if error.fatal:
-        return FatalError(error.message, error_type=error.type, traceback=error.traceback,
-                          step_name=step_name)
+    if error.fatal:  # both a StepFailedError and a FatalError
+        return FatalStepError(step_name, error.type, error.message, error.traceback, attempt)
     return StepFailedError(step_name, error.type, error.message, error.traceback, attempt)

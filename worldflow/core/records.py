@@ -20,6 +20,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "StreamChunk",
+    "corrupt_run",
 ]
 
 
@@ -54,6 +55,10 @@ class NewRun(msgspec.Struct, frozen=True):
 
 
 class RunRecord(msgspec.Struct, frozen=True):
+    """A run as stored. In a listing, a row that cannot be decoded comes back as a
+    placeholder whose `corrupt` says why (its other fields are what could be read;
+    `status` is `failed`); `World.get_run` raises `CorruptRecordError` for it."""
+
     run_id: str
     workflow_name: str
     status: RunStatus
@@ -65,6 +70,17 @@ class RunRecord(msgspec.Struct, frozen=True):
     completed_at: dt.datetime | None
     updated_at: dt.datetime
     queue: str = "default"
+    corrupt: str | None = None
+
+
+def corrupt_run(run_id: str, workflow_name: object, created_at: dt.datetime | None,
+                reason: str) -> RunRecord:
+    """The placeholder of a run whose row cannot be decoded (see `RunRecord`)."""
+    when = created_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+    return RunRecord(str(run_id), workflow_name if isinstance(workflow_name, str) else "?",
+                     RunStatus.FAILED, Raw(b"null"), None,
+                     ErrorInfo("CorruptRecordError", reason), when, None, None, when,
+                     corrupt=reason)
 
 
 class StepRecord(msgspec.Struct, frozen=True):

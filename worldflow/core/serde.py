@@ -9,6 +9,7 @@ and replayed runs see the same thing).
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from typing import Any
 
@@ -28,13 +29,45 @@ _any_decoder = msgspec.json.Decoder()
 _UNENCODABLE = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 
 
+#: msgspec writes NaN and ±Infinity as JSON null: a value that would come back changed
+_NON_FINITE = "it contains NaN or Infinity, which JSON cannot hold (it would come back as null)"
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether `value` (as msgspec sees it) holds a float that is NaN or infinite."""
+    stack = [msgspec.to_builtins(value)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+def _check_finite(encoded: bytes, value: Any) -> None:
+    # only a value that encoded to something with a null can hold NaN: the walk is rare
+    if b"null" in encoded and _has_non_finite(value):
+        raise ValueError(_NON_FINITE)
+
+
 def encode_value(value: Any, *, what: str) -> Raw:
-    """Encode `value`, or raise TypeError naming `what` (e.g. "step 'fetch' argument 1")."""
+    """Encode `value`, or raise TypeError naming `what` (e.g. "step 'fetch' argument 1").
+
+    NaN and Infinity are refused (JSON has no such numbers; msgspec would store null),
+    so a value never comes back different from what was given."""
     try:
-        return Raw(_encoder.encode(value))
+        encoded = _encoder.encode(value)
+        _check_finite(encoded, value)
+        return Raw(encoded)
     except _UNENCODABLE as exc:
         if isinstance(exc, RecursionError):
             reason = "it contains itself or is nested too deeply"
+        elif str(exc) == _NON_FINITE:
+            reason = _NON_FINITE
         elif isinstance(exc, TypeError | msgspec.EncodeError):
             reason = str(exc)
         else:
@@ -71,7 +104,9 @@ class ArgsCodec:
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, kind: str) -> Raw:
         try:
-            return Raw(_encoder.encode({"args": args, "kwargs": kwargs}))
+            encoded = _encoder.encode({"args": args, "kwargs": kwargs})
+            _check_finite(encoded, (args, kwargs))
+            return Raw(encoded)
         except _UNENCODABLE:
             pass
         for i, arg in enumerate(args):

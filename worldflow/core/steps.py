@@ -50,7 +50,7 @@ def _traceback_text(exc: BaseException) -> str | None:
 def error_info(exc: BaseException, *, fatal: bool = False) -> ErrorInfo:
     """`exc` as stored in the log. A `StepFailedError` or a step's `FatalError` keeps
     its step (and attempts, and original error) as fields, not only as text."""
-    if isinstance(exc, StepFailedError):
+    if isinstance(exc, StepFailedError) and not isinstance(exc, FatalError):
         return ErrorInfo("StepFailedError", _text(exc), _traceback_text(exc), fatal,
                          step_name=exc.step_name, attempts=exc.attempts,
                          cause_type=exc.error_type, cause_message=exc.message)

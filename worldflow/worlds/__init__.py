@@ -23,6 +23,7 @@ def create_world(target: str | None = None, **options: Any) -> World:
     (`connection_string`), ``WORKFLOW_POSTGRES_JOB_PREFIX`` (`job_prefix`),
     ``WORKFLOW_POSTGRES_WORKER_CONCURRENCY`` (`queue_concurrency`).
     """
+    from_env = not target and bool(os.environ.get("WORKFLOW_TARGET_WORLD"))
     target = target or os.environ.get("WORKFLOW_TARGET_WORLD") or "sqlite"
     if target == "memory":
         from worldflow.worlds.memory import MemoryWorld
@@ -50,13 +51,31 @@ def create_world(target: str | None = None, **options: Any) -> World:
                 raise ValueError(f"WORKFLOW_POSTGRES_WORKER_CONCURRENCY must be a positive "
                                  f"integer, got {concurrency!r}") from None
         return PostgresWorld(**options)
+    where = (f"WORKFLOW_TARGET_WORLD={target}" if from_env
+             else f"create_world({target!r})")
     if ":" in target:
-        module_name, _, attr = target.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot load world factory {target!r}: {exc}") from exc
-        world: World = factory(**options)
-        return world
-    raise ValueError(f"unknown world {target!r}; valid worlds: {', '.join(WORLD_NAMES)}, "
+        return _from_factory(target, where, options)
+    raise ValueError(f"{where}: unknown world; valid worlds: {', '.join(WORLD_NAMES)}, "
                      f"or 'package.module:factory'")
+
+
+def _from_factory(target: str, where: str, options: dict[str, Any]) -> World:
+    """The world made by the factory `target` names; a ValueError saying `where` the
+    target came from (the variable or the call) if it cannot be loaded or makes no world."""
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{where}: cannot load world factory: "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not callable(factory):
+        raise ValueError(f"{where}: {target} is a {type(factory).__name__}, not a "
+                         f"factory (a callable that returns a world)")
+    try:
+        world = factory(**options)
+    except TypeError as exc:
+        raise ValueError(f"{where}: calling the world factory failed: {exc}") from None
+    if not isinstance(world, World):
+        raise ValueError(f"{where}: the factory returned a {type(world).__name__}, not a "
+                         f"world (a worldflow.worlds.World, e.g. a BaseWorld subclass)")
+    return world

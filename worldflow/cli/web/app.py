@@ -45,7 +45,6 @@ from worldflow.cli import shapes
 from worldflow.cli.inspect import event_details, format_duration
 from worldflow.cli.web.guard import Guard, new_csrf_token
 from worldflow.cli.web.timeline import build_timeline, timeline_dict
-from worldflow.core.events import HookReceived
 from worldflow.errors import (
     HookNotFoundError,
     RunFinishedError,
@@ -144,7 +143,7 @@ class WebUI:
                 limit=params["limit"], cursor=params["cursor"])
         except ValueError as exc:
             raise HTTPError(400, f"invalid cursor: {exc}") from exc
-        runs = [shapes.run_summary(run, await self.world.list_steps(run.run_id))
+        runs = [shapes.run_summary(run, await shapes.listed_steps(self.world, run))
                 for run in page.items]
         return {"runs": runs, "next_cursor": page.next_cursor}, params
 
@@ -175,11 +174,8 @@ class WebUI:
         run = await self.run_or_404(request.path_params["run_id"])
         events = await self.world.list_events(run.run_id)
         detail = shapes.run_detail(run, await self.world.list_steps(run.run_id), events)
-        received: dict[str, int] = {}
-        for record in events:
-            if isinstance(record.event, HookReceived):
-                received[record.event.token] = received.get(record.event.token, 0) + 1
-        hooks = [{**shapes.hook_dict(hook), "received": received.get(hook.token, 0)}
+        counts = shapes.hook_payload_counts(events)
+        hooks = [{**shapes.hook_dict(hook), **counts.get(hook.token, shapes.NO_PAYLOADS)}
                  for hook in await self.world.list_hooks(run.run_id)]
         streams = []
         for name, count, closed in await self.world.list_streams(run.run_id):

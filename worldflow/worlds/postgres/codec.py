@@ -7,11 +7,22 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from worldflow.core.events import ErrorInfo, EventRecord, decode_stored_event
+from worldflow.errors import CorruptRecordError
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["decode_error", "decode_event_row"]
+__all__ = ["BAD_ROW", "corrupt_row", "decode_error", "decode_event_row"]
+
+#: what decoding a row that was changed behind worldflow's back can raise
+BAD_ROW = (ValueError, TypeError, AttributeError, msgspec.DecodeError,
+           msgspec.ValidationError)
+
+
+def corrupt_row(table: str, row_id: object, run_id: object, exc: Exception
+                ) -> CorruptRecordError:
+    return CorruptRecordError(f"run {run_id}: its row {row_id!s:.200} in {table} cannot be "
+                              f"decoded: {type(exc).__name__}: {exc}", str(run_id))
 
 _error_decoder = msgspec.json.Decoder(ErrorInfo)
 

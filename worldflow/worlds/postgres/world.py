@@ -29,9 +29,11 @@ from worldflow.core.records import (
     StepRecord,
     StepStatus,
     StreamChunk,
+    corrupt_run,
 )
 from worldflow.core.world import BaseWorld
 from worldflow.errors import (
+    CorruptRecordError,
     HookNotFoundError,
     RunFinishedError,
     RunNotFoundError,
@@ -40,7 +42,12 @@ from worldflow.errors import (
 )
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.postgres import sql
-from worldflow.worlds.postgres.codec import decode_error, decode_event_row
+from worldflow.worlds.postgres.codec import (
+    BAD_ROW,
+    corrupt_row,
+    decode_error,
+    decode_event_row,
+)
 from worldflow.worlds.postgres.listener import Listener
 from worldflow.worlds.postgres.messages import (
     AppendWrite,
@@ -133,10 +140,17 @@ class PostgresWorld(BaseWorld):
             self._own_pids.add(conn.get_server_pid())
             return conn
         except (OSError, TimeoutError) as exc:
-            raise WorldError(f"Postgres world: cannot reach the server at {self.address}: "
-                             f"{exc or type(exc).__name__}") from None
+            raise WorldError(self._unreachable(exc)) from None
         except asyncpg.PostgresError as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
+
+    def _unreachable(self, exc: BaseException) -> str:
+        """Why the server could not be reached, naming host, port (and the timeout)."""
+        if isinstance(exc, TimeoutError):
+            return (f"Postgres world: cannot reach the server at {self.address}: no answer "
+                    f"within connect_timeout={self.connect_timeout:g}s")
+        return (f"Postgres world: cannot reach the server at {self.address}: "
+                f"{exc or type(exc).__name__}")
 
     async def _open(self) -> None:
         conn = await self._connect()
@@ -149,7 +163,9 @@ class PostgresWorld(BaseWorld):
                 self.connection_string, min_size=1, max_size=self.pool_size,
                 timeout=self.connect_timeout, init=self._init_pooled,
                 connection_class=_PooledConnection)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError) as exc:
+            raise WorldError(self._unreachable(exc)) from None
+        except asyncpg.PostgresError as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
         self._writer = PostgresCommitter(self._connect, self.channel)
         await self._writer.start()
@@ -266,15 +282,14 @@ class PostgresWorld(BaseWorld):
         after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
         rows = await self._run(lambda c: c.fetch(sql.LIST_RUNS, status, workflow_name,
                                                  after_at, after_id, limit + 1))
-        items = [_run_record(r) for r in rows[:limit]]
+        items = [_run_record_or_placeholder(r) for r in rows[:limit]]
         nxt = (encode_cursor(items[-1].created_at, items[-1].run_id)
                if len(rows) > limit and items else None)
         return Page(items, nxt)
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         rows = await self._run(lambda c: c.fetch(sql.LIST_STEPS, run_id))
-        return [StepRecord(r[0], r[1], r[2], r[3], StepStatus(r[4]), r[5], _raw(r[6]),
-                           _raw(r[7]), decode_error(r[8]), r[9], r[10]) for r in rows]
+        return [_step_record(r) for r in rows]
 
     async def list_events(self, run_id: str, *, after_seq: int = -1,
                           limit: int | None = None) -> list[EventRecord]:
@@ -501,8 +516,29 @@ def _raw(text: str | None) -> Raw | None:
 
 
 def _run_record(row: asyncpg.Record) -> RunRecord:
-    return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()), _raw(row[4]),
-                     decode_error(row[5]), row[6], row[7], row[8], row[9], row[10])
+    """A run; `CorruptRecordError` naming it if its row cannot be decoded."""
+    try:
+        return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
+                         _raw(row[4]), decode_error(row[5]), row[6], row[7], row[8], row[9],
+                         row[10])
+    except BAD_ROW as exc:
+        raise corrupt_row("workflow_runs", row[0], row[0], exc) from None
+
+
+def _run_record_or_placeholder(row: asyncpg.Record) -> RunRecord:
+    """For listings: a corrupt row becomes a placeholder, so it hides no other run."""
+    try:
+        return _run_record(row)
+    except CorruptRecordError as exc:
+        return corrupt_run(row[0], row[1], row[6], str(exc))
+
+
+def _step_record(r: asyncpg.Record) -> StepRecord:
+    try:
+        return StepRecord(r[0], r[1], r[2], r[3], StepStatus(r[4]), r[5], _raw(r[6]),
+                          _raw(r[7]), decode_error(r[8]), r[9], r[10])
+    except BAD_ROW as exc:
+        raise corrupt_row("workflow_steps", r[0], r[1], exc) from None
 
 
 def _hook_record(row: asyncpg.Record) -> HookRecord:

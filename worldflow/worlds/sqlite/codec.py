@@ -22,7 +22,9 @@ from worldflow.core.records import (
     StepRecord,
     StepStatus,
     StreamChunk,
+    corrupt_run,
 )
+from worldflow.errors import CorruptRecordError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,6 +41,7 @@ __all__ = [
     "decode_hook",
     "decode_inbox",
     "decode_run",
+    "decode_run_or_placeholder",
     "decode_step",
     "decode_time",
     "encode_error",
@@ -98,20 +101,53 @@ EVENT_COLUMNS = "workflow_run_id, seq, payload, created_at"
 CHUNK_COLUMNS = "workflow_run_id, name, idx, data, created_at"
 
 
+#: what decoding a row that was changed behind worldflow's back can raise
+_BAD_ROW = (ValueError, TypeError, AttributeError, msgspec.DecodeError,
+            msgspec.ValidationError)
+
+
+def _corrupt(table: str, row_id: Any, run_id: Any, exc: Exception) -> CorruptRecordError:
+    return CorruptRecordError(f"run {run_id}: its row {row_id!s:.200} in {table} cannot be "
+                              f"decoded: {type(exc).__name__}: {exc}", str(run_id))
+
+
 def decode_run(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()), _raw(row[4]),
-                     _error(row[5]), _time(row[6]), decode_time(row[7]), decode_time(row[8]),
-                     _time(row[9]), row[10])
+    """A run; `CorruptRecordError` naming it if its row cannot be decoded."""
+    try:
+        return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
+                         _raw(row[4]), _error(row[5]), _time(row[6]), decode_time(row[7]),
+                         decode_time(row[8]), _time(row[9]), row[10])
+    except _BAD_ROW as exc:
+        raise _corrupt("workflow_runs", row[0], row[0], exc) from None
+
+
+def decode_run_or_placeholder(row: Sequence[Any]) -> RunRecord:
+    """For listings: a corrupt row becomes a placeholder, so it hides no other run."""
+    try:
+        return decode_run(row)
+    except CorruptRecordError as exc:
+        try:
+            created_at: dt.datetime | None = _time(row[6])
+        except _BAD_ROW:
+            created_at = None
+        return corrupt_run(row[0], row[1], created_at, str(exc))
 
 
 def decode_step(row: Sequence[Any]) -> StepRecord:
-    return StepRecord(row[0], row[1], row[2], row[3], StepStatus(row[4]), row[5], _raw(row[6]),
-                      _raw(row[7]), _error(row[8]), decode_time(row[9]), decode_time(row[10]))
+    try:
+        return StepRecord(row[0], row[1], row[2], row[3], StepStatus(row[4]), row[5],
+                          _raw(row[6]), _raw(row[7]), _error(row[8]), decode_time(row[9]),
+                          decode_time(row[10]))
+    except _BAD_ROW as exc:
+        raise _corrupt("workflow_steps", row[0], row[1], exc) from None
 
 
 def decode_hook(row: Sequence[Any]) -> HookRecord:
-    return HookRecord(row[0], row[1], row[2], row[3], _time(row[4]), decode_time(row[5]),
-                      _raw(row[6]))
+    try:
+        return HookRecord(row[0], row[1], row[2], row[3], _time(row[4]), decode_time(row[5]),
+                          _raw(row[6]))
+    except _BAD_ROW as exc:
+        raise _corrupt("workflow_hooks", row[0], row[1], exc) from None
 
 
 def decode_inbox(row: Sequence[Any]) -> InboxRecord:

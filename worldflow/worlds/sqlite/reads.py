@@ -25,6 +25,7 @@ from worldflow.worlds.sqlite.codec import (
     decode_hook,
     decode_inbox,
     decode_run,
+    decode_run_or_placeholder,
     decode_step,
     decode_time,
     encode_time,
@@ -130,7 +131,8 @@ def list_runs(conn: sqlite3.Connection, status: str | None, workflow_name: str |
     params = {"status": None if status is None else str(status), "name": workflow_name,
               "after_at": None if after is None else encode_time(after[0]),
               "after_id": None if after is None else after[1], "limit": limit + 1}
-    items = [decode_run(row) for row in conn.execute(query, params).fetchall()]
+    items = [decode_run_or_placeholder(row)
+             for row in conn.execute(query, params).fetchall()]
     more = len(items) > limit
     items = items[:limit]
     nxt = encode_cursor(items[-1].created_at, items[-1].run_id) if more and items else None

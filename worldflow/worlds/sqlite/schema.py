@@ -14,7 +14,7 @@ from importlib import resources
 
 from worldflow.errors import SchemaError, WorldError
 
-__all__ = ["SCHEMA_VERSION", "check_file", "migrate"]
+__all__ = ["SCHEMA_VERSION", "check_file", "check_schema", "migrate"]
 
 #: (version, file) of each schema change, applied in order to reach SCHEMA_VERSION
 MIGRATIONS = ((1, "0001_initial.sql"), (2, "0002_claims_and_hook_metadata.sql"))
@@ -72,6 +72,16 @@ def _check_tables(path: str, conn: sqlite3.Connection) -> int:
         raise SchemaError(f"{path!r} has worldflow schema version {version}, newer than "
                           f"this worldflow understands ({SCHEMA_VERSION}); upgrade worldflow")
     return int(version)
+
+
+def check_schema(conn: sqlite3.Connection, path: str) -> None:
+    """For a read-only world: the file must already hold this version's schema (it
+    cannot be created or upgraded)."""
+    version = _check_tables(path, conn)
+    if version < SCHEMA_VERSION:
+        raise SchemaError(f"{path!r} has worldflow schema version {version}; this "
+                          f"worldflow needs {SCHEMA_VERSION}, and a read-only file cannot "
+                          f"be upgraded: open it once writable")
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:

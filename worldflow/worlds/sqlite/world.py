@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import sqlite3
+import urllib.request
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
@@ -22,7 +23,7 @@ from worldflow.core.world import BaseWorld
 from worldflow.errors import WorldError
 from worldflow.worlds.sqlite import log, reads, streams
 from worldflow.worlds.sqlite import queue as _queue
-from worldflow.worlds.sqlite.schema import check_file, migrate
+from worldflow.worlds.sqlite.schema import check_file, check_schema, migrate
 from worldflow.worlds.sqlite.watcher import FinishWatcher
 from worldflow.worlds.sqlite.writer import SQLiteCommitter, in_thread, world_error
 
@@ -65,6 +66,10 @@ class SQLiteWorld(BaseWorld):
     `synchronous` is SQLite's ``PRAGMA synchronous``: ``FULL`` (the default) makes every
     commit durable across a power loss; ``NORMAL`` may lose the last commits then, but
     never corrupts the file.
+
+    `read_only=True` opens the file for reading only (``mode=ro``; on a read-only mount
+    without the WAL's side files, ``immutable=1``): every read works, every write
+    raises `WorldError`. The CLI opens a file it cannot write this way.
     """
 
     name = "sqlite"
@@ -72,7 +77,7 @@ class SQLiteWorld(BaseWorld):
     read_connections = 2
 
     def __init__(self, path: str = ".worldflow/worldflow.db", *, synchronous: str = "FULL",
-                 **options: Any) -> None:
+                 read_only: bool = False, **options: Any) -> None:
         super().__init__(**options)
         mode = str(synchronous).upper()
         if mode not in SET_SYNCHRONOUS:
@@ -84,6 +89,8 @@ class SQLiteWorld(BaseWorld):
                              f"(for a world in memory, use the memory world)")
         self.path = path
         self.synchronous = mode
+        self.read_only = bool(read_only)
+        self._absolute_path = os.path.abspath(path)
         self._writer: GroupCommitQueue[Callable[[sqlite3.Connection], Any]] | None = None
         self._write_conn: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
@@ -97,6 +104,9 @@ class SQLiteWorld(BaseWorld):
 
     # -- lifecycle ---------------------------------------------------------------
     async def _open(self) -> None:
+        if self.read_only:
+            await self._open_read_only()
+            return
         await anyio.to_thread.run_sync(self._prepare_file)
         try:
             self._write_conn = await self._connect()
@@ -115,6 +125,31 @@ class SQLiteWorld(BaseWorld):
         self._writer = SQLiteCommitter(self._write_conn, self.path).queue
         self._writer.start()
         self._watcher = FinishWatcher(self.path, self._runs_to_watch, self._signal_finished)
+
+    async def _open_read_only(self) -> None:
+        if not await anyio.Path(self.path).is_file():
+            raise WorldError(f"SQLite world {self.path}: no such file (a read-only world "
+                             f"must exist)")
+        base = "file:" + urllib.request.pathname2url(self._absolute_path)
+        # immutable: a WAL file whose -shm cannot be created (a read-only mount) can
+        # still be read, as long as nobody writes it meanwhile
+        for uri in (base + "?mode=ro", base + "?mode=ro&immutable=1"):
+            try:
+                for _ in range(self.read_connections):
+                    reader = await aiosqlite.connect(uri, uri=True, isolation_level=None,
+                                                     cached_statements=256)
+                    self._readers.append(reader)
+                    await in_thread(reader, _setup_read_only, self.path)
+            except sqlite3.Error as exc:
+                await self._disconnect()
+                error: sqlite3.Error = exc
+                continue
+            except BaseException:
+                await self._disconnect()
+                raise
+            self._reader_load = [0] * len(self._readers)
+            return
+        raise world_error(self.path, error)
 
     def _prepare_file(self) -> None:
         check_file(self.path)  # before anything (even the journal mode) is written
@@ -183,6 +218,9 @@ class SQLiteWorld(BaseWorld):
 
     def _require_writer(self) -> GroupCommitQueue[Callable[[sqlite3.Connection], Any]]:
         if self._writer is None:
+            if self.read_only and self._readers:
+                raise WorldError(f"SQLite world {self.path} is open read-only (the file or "
+                                 f"its directory cannot be written): it cannot be changed")
             raise WorldError(f"SQLite world {self.path} is not open; use `async with world` "
                              f"or `await world.open()` first")
         return self._writer
@@ -335,6 +373,11 @@ class SQLiteWorld(BaseWorld):
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], conn: sqlite3.Connection) -> T:
     return fn(conn, *args)
+
+
+def _setup_read_only(conn: sqlite3.Connection, path: str) -> None:
+    _setup_reader(conn)
+    check_schema(conn, path)
 
 
 def _setup_reader(conn: sqlite3.Connection) -> None:
