@@ -21,6 +21,7 @@ from worldflow.core.context import (
 from worldflow.core.decorators import step, workflow
 from worldflow.core.flow import gather
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
+from worldflow.core.messages import receive, send
 from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
@@ -93,8 +94,10 @@ __all__ = [
     "get_writable",
     "now",
     "random",
+    "receive",
     "resume_hook",
     "retry_run",
+    "send",
     "sleep",
     "start",
     "step",

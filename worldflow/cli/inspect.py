@@ -62,6 +62,8 @@ Commands and their documents:
   "chunks": [Chunk]}``; with ``--follow``: one Chunk per line (JSON Lines) as they come
 - ``runs cancel RUN_ID``: ``{"run_id": str, "cancel_requested": bool, "status": str}``
 - ``runs retry RUN_ID``: ``{"run_id": str, "new_run_id": str}``
+- ``runs send RUN_ID --topic T --json MESSAGE``: ``{"run_id": str, "topic": str,
+  "sent": true}``
 """
 
 from __future__ import annotations
@@ -382,6 +384,17 @@ async def runs_retry(world: World, args: argparse.Namespace, console: Console) -
                            f"replayed from the log, the rest runs when a worker picks it up"))
 
 
+async def runs_send(world: World, args: argparse.Namespace, console: Console) -> None:
+    from worldflow.core.messages import send
+
+    try:
+        message = json.loads(args.message)
+    except ValueError as exc:
+        raise UsageError(f"--json is not valid JSON: {exc}") from None
+    await send(args.run_id, message, topic=args.topic, world=world)
+    print_json({"run_id": args.run_id, "topic": args.topic, "sent": True})
+
+
 COMMANDS = {
     ("inspect", "runs"): inspect_runs,
     ("inspect", "steps"): inspect_steps,
@@ -390,4 +403,5 @@ COMMANDS = {
     ("inspect", "streams"): inspect_streams,
     ("runs", "cancel"): runs_cancel,
     ("runs", "retry"): runs_retry,
+    ("runs", "send"): runs_send,
 }

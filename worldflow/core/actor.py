@@ -27,6 +27,7 @@ from worldflow.core.events import (
     HookCreated,
     HookDisposed,
     HookReceived,
+    MessageReceived,
     RunCancelled,
     RunCompleted,
     RunCreated,
@@ -251,6 +252,8 @@ class RunActor:
                     self._hooks_open[token] = cid
                 case HookDisposed(token=token):
                     self._hooks_open.pop(token, None)
+                case MessageReceived():
+                    instance.deliver(record)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -362,6 +365,11 @@ class RunActor:
                               and item.payload is not None):
                             record = self._record(HookReceived(
                                 self._hooks_open[item.token], item.token, item.payload))
+                            records.append(record)
+                            deliveries.append(record)
+                        elif item.kind == "message" and item.payload is not None:
+                            record = self._record(MessageReceived(
+                                item.token or "default", item.payload))
                             records.append(record)
                             deliveries.append(record)
                 case DeadlinePassed():
@@ -508,7 +516,7 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         return (not self._steps and not self._retries and not self._hooks_open
-                and not instance.new_calls and not instance.done
+                and not instance.waits_for_messages and not instance.new_calls and not instance.done
                 and not instance.pending_timers())
 
     async def _fail_stalled(self) -> None:

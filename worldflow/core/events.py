@@ -24,6 +24,7 @@ __all__ = [
     "HookCreated",
     "HookDisposed",
     "HookReceived",
+    "MessageReceived",
     "RunCancelled",
     "RunCompleted",
     "RunCreated",
@@ -133,6 +134,14 @@ class HookDisposed(_Event, tag="hook_disposed", frozen=True):
     token: str
 
 
+class MessageReceived(_Event, tag="message_received", frozen=True):
+    """A message sent to the run with `send(run_id, message, topic)`, taken from its
+    inbox into the log; `receive(topic)` in the workflow gets it (arrival order)."""
+
+    topic: str
+    payload: Raw
+
+
 class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
@@ -147,7 +156,7 @@ class RunCancelled(_Event, tag="run_cancelled", frozen=True):
 
 Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookDisposed
-         | RunCompleted | RunFailed | RunCancelled)
+         | MessageReceived | RunCompleted | RunFailed | RunCancelled)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
 

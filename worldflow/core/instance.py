@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 from worldflow.core.events import (
     ErrorInfo,
     HookReceived,
+    MessageReceived,
     StepCompleted,
     StepFailed,
     WaitCompleted,
@@ -284,6 +285,10 @@ class WorkflowInstance:
         self._next_cid = 1
         self._args, self._kwargs = args, kwargs
         self.root: asyncio.Task[Any] | None = None
+        #: messages taken into the log but not yet received, and `receive` calls
+        #: waiting, by topic (see worldflow.core.messages)
+        self.messages: dict[str, collections.deque[Raw]] = {}
+        self.message_waiters: dict[str, collections.deque[asyncio.Future[Any]]] = {}
 
     # -- driving -----------------------------------------------------------------
     def start(self) -> None:
@@ -317,7 +322,25 @@ class WorkflowInstance:
                     self.loop._ready.append(handle)
             case HookReceived(correlation_id=cid, payload=payload):
                 self.expect(cid, HookCall).hook._deliver(payload)
+            case MessageReceived(topic=topic, payload=payload):
+                self.deliver_message(topic, payload)
         self.loop.run_ready()
+
+    def deliver_message(self, topic: str, payload: Raw) -> None:
+        """Hand a message to the oldest `receive(topic)` still waiting, or keep it for
+        the next one."""
+        waiters = self.message_waiters.get(topic)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a receive that timed out or was cancelled is skipped
+                waiter.set_result(payload)
+                return
+        self.messages.setdefault(topic, collections.deque()).append(payload)
+
+    @property
+    def waits_for_messages(self) -> bool:
+        """Some `receive` call waits (so outside input can wake the run)."""
+        return any(not w.done() for ws in self.message_waiters.values() for w in ws)
 
     def expect(self, cid: str, kind: type[_C], step_name: str | None = None) -> _C:
         """The call at position `cid`, which the log records as a `kind` call (of step

@@ -94,7 +94,8 @@ class HookRecord(msgspec.Struct, frozen=True):
 class InboxRecord(msgspec.Struct, frozen=True):
     """Input from outside a run, waiting for the run's actor to take it into its log.
 
-    `kind` is ``"hook"`` (payload for hook `token`) or ``"cancel"``.
+    `kind` is ``"hook"`` (payload for hook `token`), ``"cancel"``, or ``"message"``
+    (a message sent with `send`; `token` holds its topic).
     """
 
     id: int

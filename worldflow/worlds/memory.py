@@ -335,6 +335,15 @@ class MemoryWorld(BaseWorld):
         self._push_inbox(hook.run_id, "hook", token, payload)
         return hook.run_id
 
+    async def send_message(self, run_id: str, topic: str, payload: Raw) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(f"run not found: {run_id}")
+        if run.status.is_terminal:
+            raise RunFinishedError(f"run {run_id} is {run.status.value}; it takes no "
+                                   f"more messages")
+        self._push_inbox(run_id, "message", topic, payload)
+
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         return list(self._inbox.get(run_id, ()))
 

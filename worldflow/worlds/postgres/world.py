@@ -405,6 +405,19 @@ class PostgresWorld(BaseWorld):
         self._signal_inbox(run_id)
         return run_id
 
+    async def send_message(self, run_id: str, topic: str, payload: Raw) -> None:
+        async def send(c: asyncpg.Connection) -> None:
+            status = await c.fetchval(sql.RUN_STATUS, run_id)
+            if status is None:
+                raise RunNotFoundError(f"run not found: {run_id}")
+            if status in TERMINAL:
+                raise RunFinishedError(f"run {run_id} is {status}; it takes no more "
+                                       f"messages")
+            await self._push_inbox(c, run_id, "message", topic, payload)
+
+        await self._run(send, transaction=True)
+        self._signal_inbox(run_id)
+
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         rows = await self._run(lambda c: c.fetch(sql.READ_INBOX, run_id))
         return [InboxRecord(r[0], r[1], r[2], r[3], _raw(r[4]), r[5]) for r in rows]

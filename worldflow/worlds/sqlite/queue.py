@@ -180,6 +180,17 @@ def resume_hook(conn: sqlite3.Connection, token: str, payload: Raw, now: dt.date
     return str(run_id)
 
 
+def send_message(conn: sqlite3.Connection, run_id: str, topic: str, payload: Raw,
+                 now: dt.datetime) -> str:
+    row = conn.execute(SELECT_RUN_STATUS, (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFoundError(f"run not found: {run_id}")
+    if row[0] in TERMINAL:
+        raise RunFinishedError(f"run {run_id} is {row[0]}; it takes no more messages")
+    _push_inbox(conn, run_id, "message", topic, payload, now)
+    return run_id
+
+
 def _push_inbox(conn: sqlite3.Connection, run_id: str, kind: str, token: str | None,
                 payload: Raw | None, now: dt.datetime) -> None:
     at = encode_time(now)

@@ -293,6 +293,10 @@ class SQLiteWorld(BaseWorld):
         return await self._write(_queue.resume_hook, token, payload, self.now(),
                                  after=self._signal_inbox)
 
+    async def send_message(self, run_id: str, topic: str, payload: Raw) -> None:
+        await self._write(_queue.send_message, run_id, topic, payload, self.now(),
+                          after=self._signal_inbox)
+
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         return await self._read(reads.read_inbox, run_id)
 
