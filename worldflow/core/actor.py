@@ -22,6 +22,8 @@ from worldflow.core.context import WorkflowMetadata
 from worldflow.core.events import (
     NO_METADATA,
     TERMINAL_EVENTS,
+    ChildEnded,
+    ChildStarted,
     ErrorInfo,
     EventRecord,
     HookCreated,
@@ -42,12 +44,14 @@ from worldflow.core.events import (
 )
 from worldflow.core.instance import (
     AWAITABLE_THINGS,
+    ChildCall,
     HookCall,
     StepCall,
     TimerCall,
     WorkflowInstance,
 )
 from worldflow.core.mailbox import (
+    ChildCheck,
     DeadlinePassed,
     InboxChanged,
     Message,
@@ -57,6 +61,7 @@ from worldflow.core.mailbox import (
     TimerDue,
 )
 from worldflow.core.queues import get_queue, hold_slot
+from worldflow.core.records import NewRun
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import base_exception_info, error_info
@@ -73,6 +78,10 @@ if TYPE_CHECKING:
 __all__ = ["RunActor", "cancel_without_code"]
 
 logger = logging.getLogger("worldflow.run")
+
+#: a parent waiting for children wakes this often to look at them, in case the news of a
+#: child's end was lost (its process stopped between its last event and telling us)
+CHILD_RECHECK = dt.timedelta(minutes=5)
 
 
 class RunActor:
@@ -97,6 +106,8 @@ class RunActor:
         self.task: asyncio.Task[None] | None = None
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
+        self._children_open: dict[str, str] = {}  # child run id -> cid
+        self._parent_run_id: str | None = None
 
     # -- mailbox -------------------------------------------------------------------
     def post(self, message: Message) -> None:
@@ -127,12 +138,15 @@ class RunActor:
                 handle.cancel()
             if self._steps:
                 await asyncio.gather(*self._steps.values(), return_exceptions=True)
+            if self._instance is not None and not self._instance.done:
+                self._instance.discard()
 
     async def _run(self) -> None:
         world = self.world
         run = self._fresh or await world.get_run(self.run_id)
         if run is None or run.status.is_terminal:
             return
+        self._parent_run_id = run.parent_run_id
         defn = get_workflow(run.workflow_name)
         if defn is None:
             # claimed for a pending cancel (any worker may end a run it cannot run)
@@ -163,7 +177,8 @@ class RunActor:
             started = self._record(RunStarted())
             first.append(started)
             logger.info("run %s: started workflow %s", self.run_id, defn.name)
-        self._meta = WorkflowMetadata(self.run_id, defn.name, started.created_at)
+        self._meta = WorkflowMetadata(self.run_id, defn.name, started.created_at,
+                                      run.parent_run_id)
         if defn.timeout is not None:
             self._deadline = started.created_at + dt.timedelta(seconds=defn.timeout)
         try:
@@ -177,6 +192,7 @@ class RunActor:
         try:
             instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
             self._instance = instance
+            instance.parent_run_id = run.parent_run_id
             instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
                                         if isinstance(e.event, HookCreated)}
             instance.start()
@@ -254,6 +270,21 @@ class RunActor:
                     self._hooks_open.pop(token, None)
                 case MessageReceived():
                     instance.deliver(record)
+                case ChildStarted(correlation_id=cid, child_run_id=child_id,
+                                  workflow_name=name):
+                    child = instance.expect(cid, ChildCall)
+                    if child.defn.name != name:
+                        raise NonDeterminismError(
+                            f"workflow {instance.defn.name!r} (run {self.run_id}): at "
+                            f"position {cid} the code started a child of workflow "
+                            f"{child.defn.name!r} but the log records one of {name!r}; the "
+                            f"code changed under a running run")
+                    child.child_run_id = child_id
+                    self._recorded.add(cid)
+                    self._children_open[child_id] = cid
+                case ChildEnded(child_run_id=child_id):
+                    self._children_open.pop(child_id, None)
+                    instance.deliver(record)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -288,6 +319,8 @@ class RunActor:
                 self._schedule_timer(call)
         if failed:
             self.post(Recorded(failed))
+        for child_id in self._children_open:  # created? ended while nobody listened?
+            self.post(ChildCheck(child_id))
         instance.new_calls = new_calls
         if self._deadline is not None:
             delay = (self._deadline - self.world.now()).total_seconds()
@@ -372,6 +405,16 @@ class RunActor:
                                 item.token or "default", item.payload))
                             records.append(record)
                             deliveries.append(record)
+                        elif item.kind == "child_ended" and item.token is not None:
+                            ended = await self._check_child(item.token)
+                            if ended is not None:
+                                records.append(ended)
+                                deliveries.append(ended)
+                case ChildCheck(child_run_id=child_id):
+                    ended = await self._check_child(child_id)
+                    if ended is not None:
+                        records.append(ended)
+                        deliveries.append(ended)
                 case DeadlinePassed():
                     if self._deadline is not None:
                         assert self._meta is not None
@@ -414,6 +457,7 @@ class RunActor:
         records: list[EventRecord] = []
         durable = False  # hooks and waits must be committed before anyone relies on them
         to_start: list[tuple[StepCall, EventRecord]] = []
+        children: list[ChildCall] = []
         for call in calls:
             if isinstance(call, StepCall):
                 record = self._record(StepStarted(call.cid, call.step.name, 1, call.input))
@@ -432,9 +476,50 @@ class RunActor:
                     call.cid, call.token, NO_METADATA if metadata is None else metadata)))
                 self._hooks_open[call.token] = call.cid
                 durable = True
+            elif isinstance(call, ChildCall):
+                records.append(self._record(ChildStarted(call.cid, call.child_run_id,
+                                                         call.defn.name)))
+                self._children_open[call.child_run_id] = call.cid
+                children.append(call)
+                durable = True
         await self.world.append_events(self.run_id, records, wait=durable)
         for call, record in to_start:
             self._spawn_step(call, 1, record.created_at)
+        for child in children:  # after child_started is durable: a replay finds them
+            await self._create_child(child)
+
+    # -- children ------------------------------------------------------------------------
+    async def _create_child(self, call: ChildCall) -> None:
+        """Create the child run (idempotent by its id) and run it here if there is room."""
+        world, engine = self.world, self.engine
+        local = engine.has_capacity
+        record, created = await world.create_run(
+            NewRun(call.child_run_id, call.defn.name, call.input, world.now(),
+                   parent_run_id=self.run_id),
+            lease_owner=engine.worker_id if local else None,
+            lease_seconds=world.lease_seconds)
+        if created and local:
+            engine.dispatch(call.child_run_id, fresh=record)
+        elif not created and record.status.is_terminal:
+            self.post(ChildCheck(call.child_run_id))
+
+    async def _check_child(self, child_id: str) -> EventRecord | None:
+        """`child_ended` for an open child that has ended (None: it has not, or it is
+        not open); a child missing from the world is created."""
+        instance = self._instance
+        assert instance is not None
+        cid = self._children_open.get(child_id)
+        if cid is None:
+            return None
+        run = await self.world.get_run(child_id)
+        if run is None:
+            await self._create_child(instance.expect(cid, ChildCall))
+            return None
+        if not run.status.is_terminal:
+            return None
+        del self._children_open[child_id]
+        return self._record(ChildEnded(cid, child_id, run.status.value,
+                                       run.output or NO_METADATA, run.error))
 
     def _start_step(self, call: StepCall, attempt: int) -> EventRecord:
         record = self._record(StepStarted(call.cid, call.step.name, attempt, call.input))
@@ -499,6 +584,8 @@ class RunActor:
         times += [at for _, at in self._retries.values()]
         if self._deadline is not None:
             times.append(self._deadline)
+        if self._children_open:
+            times.append(self.world.now() + CHILD_RECHECK)
         return min(times, default=None)
 
     def _should_evict(self) -> bool:
@@ -516,7 +603,8 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         return (not self._steps and not self._retries and not self._hooks_open
-                and not instance.waits_for_messages and not instance.new_calls and not instance.done
+                and not self._children_open and not instance.waits_for_messages
+                and not instance.new_calls and not instance.done
                 and not instance.pending_timers())
 
     async def _fail_stalled(self) -> None:
@@ -569,6 +657,26 @@ class RunActor:
         self._hooks_open.clear()
         records.append(self._record(event))
         await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+        await after_end(self.world, self.run_id, self._parent_run_id,
+                        list(self._children_open) if isinstance(event, RunCancelled) else [])
+
+
+async def after_end(world: World, run_id: str, parent_run_id: str | None,
+                    children_to_cancel: list[str]) -> None:
+    """After a run's terminal event: cancel its unfinished children, and tell its
+    parent (a lost notice is found by the parent's periodic look, CHILD_RECHECK)."""
+    for child_id in children_to_cancel:
+        try:
+            await world.request_cancel(child_id)
+        except Exception:
+            logger.warning("run %s: could not cancel child run %s", run_id, child_id,
+                           exc_info=True)
+    if parent_run_id is not None:
+        try:
+            await world.child_ended(parent_run_id, run_id)
+        except Exception:
+            logger.warning("run %s: could not tell parent run %s that it ended", run_id,
+                           parent_run_id, exc_info=True)
 
 
 async def cancel_without_code(world: World, run_id: str) -> bool:
@@ -585,12 +693,17 @@ async def cancel_without_code(world: World, run_id: str) -> bool:
     if any(isinstance(e.event, TERMINAL_EVENTS) for e in events):
         return True
     open_hooks: dict[str, str] = {}
+    children: dict[str, str] = {}
     for record in events:
         match record.event:
             case HookCreated(correlation_id=cid, token=token):
                 open_hooks[token] = cid
             case HookDisposed(token=token):
                 open_hooks.pop(token, None)
+            case ChildStarted(correlation_id=cid, child_run_id=child_id):
+                children[child_id] = cid
+            case ChildEnded(child_run_id=child_id):
+                children.pop(child_id, None)
     now = world.now()
     seq = events[-1].seq + 1 if events else 0
     new: list[Event] = [HookDisposed(cid, token) for token, cid in open_hooks.items()]
@@ -599,4 +712,6 @@ async def cancel_without_code(world: World, run_id: str) -> bool:
         run_id, [EventRecord(run_id, seq + i, event, now) for i, event in enumerate(new)],
         inbox_ids=[item.id for item in inbox])
     logger.info("run %s: cancelled (without running its workflow code)", run_id)
+    run = await world.get_run(run_id)
+    await after_end(world, run_id, None if run is None else run.parent_run_id, list(children))
     return True

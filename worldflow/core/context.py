@@ -24,6 +24,8 @@ class WorkflowMetadata(msgspec.Struct, frozen=True):
     run_id: str
     workflow_name: str
     started_at: dt.datetime
+    #: the run whose workflow started this one as a child (None at top level)
+    parent_run_id: str | None = None
 
 
 class StepMetadata(msgspec.Struct, frozen=True):
@@ -73,7 +75,8 @@ def get_workflow_metadata() -> WorkflowMetadata:
     (works in workflow code and in its steps)."""
     instance = current_instance()
     if instance is not None:
-        return WorkflowMetadata(instance.run_id, instance.defn.name, instance.started_at)
+        return WorkflowMetadata(instance.run_id, instance.defn.name, instance.started_at,
+                                instance.parent_run_id)
     ctx = step_context.get()
     if ctx is not None:
         return ctx.workflow

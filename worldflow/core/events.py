@@ -18,6 +18,8 @@ from worldflow.errors import CorruptRecordError
 
 __all__ = [
     "NO_METADATA",
+    "ChildEnded",
+    "ChildStarted",
     "ErrorInfo",
     "Event",
     "EventRecord",
@@ -142,6 +144,27 @@ class MessageReceived(_Event, tag="message_received", frozen=True):
     payload: Raw
 
 
+class ChildStarted(_Event, tag="child_started", frozen=True):
+    """The workflow started run `child_run_id` (of `workflow_name`) as its child at
+    position `correlation_id`; recorded before the child is created, so that a replay
+    finds the same child and never creates a second one."""
+
+    correlation_id: str
+    child_run_id: str
+    workflow_name: str
+
+
+class ChildEnded(_Event, tag="child_ended", frozen=True):
+    """The child run at `correlation_id` ended with `status` (completed, failed or
+    cancelled), and its output or error, as the parent's workflow receives it."""
+
+    correlation_id: str
+    child_run_id: str
+    status: str
+    output: Raw = Raw(b"null")
+    error: ErrorInfo | None = None
+
+
 class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
@@ -156,7 +179,7 @@ class RunCancelled(_Event, tag="run_cancelled", frozen=True):
 
 Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookDisposed
-         | MessageReceived | RunCompleted | RunFailed | RunCancelled)
+         | MessageReceived | ChildStarted | ChildEnded | RunCompleted | RunFailed | RunCancelled)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
 

@@ -26,6 +26,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from worldflow.core.events import (
+    ChildEnded,
     ErrorInfo,
     HookReceived,
     MessageReceived,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from worldflow.core.events import EventRecord
     from worldflow.core.registry import StepDef, WorkflowDef
 
-__all__ = ["HookCall", "StepCall", "TimerCall", "WorkflowInstance", "WorkflowLoop",
+__all__ = ["ChildCall", "HookCall", "StepCall", "TimerCall", "WorkflowInstance", "WorkflowLoop",
            "current_instance"]
 
 logger = logging.getLogger("worldflow.workflow")
@@ -89,7 +90,17 @@ class HookCall:
     kind: str = "hook"
 
 
-Call = StepCall | TimerCall | HookCall
+@dataclasses.dataclass(slots=True, eq=False)
+class ChildCall:
+    cid: str
+    defn: WorkflowDef
+    input: Raw
+    child_run_id: str
+    future: asyncio.Future[Any]
+    kind: str = "child run"
+
+
+Call = StepCall | TimerCall | HookCall | ChildCall
 
 
 class _DurableTimerHandle(asyncio.TimerHandle):
@@ -289,11 +300,29 @@ class WorkflowInstance:
         #: waiting, by topic (see worldflow.core.messages)
         self.messages: dict[str, collections.deque[Raw]] = {}
         self.message_waiters: dict[str, collections.deque[asyncio.Future[Any]]] = {}
+        self.parent_run_id: str | None = None
 
     # -- driving -----------------------------------------------------------------
     def start(self) -> None:
         self.root = self.loop.create_task(self.defn.fn(*self._args, **self._kwargs))
         self.loop.run_ready()
+
+    def discard(self) -> None:
+        """Drop an unfinished workflow (its run was evicted or stopped): close the
+        coroutines of its pending tasks now, as garbage collection would later, but in
+        order, so that calls still waiting to start are closed with the task that holds
+        them instead of warning that they were never awaited."""
+        previous = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self.loop)
+        try:
+            for task in list(asyncio.all_tasks(self.loop)):
+                try:
+                    task.get_coro().close()
+                except BaseException:  # workflow code that refuses to stop: GC's business
+                    logger.debug("run %s: closing a task failed", self.run_id,
+                                 exc_info=True)
+        finally:
+            asyncio.events._set_running_loop(previous)
 
     @property
     def done(self) -> bool:
@@ -324,6 +353,19 @@ class WorkflowInstance:
                 self.expect(cid, HookCall).hook._deliver(payload)
             case MessageReceived(topic=topic, payload=payload):
                 self.deliver_message(topic, payload)
+            case ChildEnded(correlation_id=cid, child_run_id=child_id, status=status,
+                            output=output, error=error):
+                child = self.expect(cid, ChildCall)
+                if not child.future.done():
+                    if status == "completed":
+                        try:
+                            child.future.set_result(child.defn.codec.decode_result(output))
+                        except Exception as exc:
+                            child.future.set_exception(exc)
+                    else:
+                        from worldflow.core.api import run_error
+
+                        child.future.set_exception(run_error(child_id, status, error))
         self.loop.run_ready()
 
     def deliver_message(self, topic: str, payload: Raw) -> None:
@@ -421,6 +463,18 @@ class WorkflowInstance:
         self.new_calls.append(call)
         return hook
 
+    def call_child(self, defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   run_id: str | None = None) -> ChildCall:
+        """Start workflow `defn` as a child run (its id: this run's id and the call's
+        position, unless `run_id` is given); its future is the child's result."""
+        encoded = defn.codec.encode(args, kwargs, kind="workflow")
+        cid = self._cid()
+        call = ChildCall(cid, defn, encoded, run_id or f"{self.run_id}:{cid}",
+                         self.loop.create_future())
+        self.calls[cid] = call
+        self.new_calls.append(call)
+        return call
+
     # -- what waits ------------------------------------------------------------------
     def pending_timers(self) -> list[TimerCall]:
         return [c for c in self.calls.values()
@@ -428,11 +482,12 @@ class WorkflowInstance:
                 and not c.fired]
 
 
-_C = TypeVar("_C", StepCall, TimerCall, HookCall)
+_C = TypeVar("_C", StepCall, TimerCall, HookCall, ChildCall)
 #: frames of these packages are not where the user's workflow code waits
 _LIBRARY_DIRS = (os.path.dirname(asyncio.__file__) + os.sep,
                  os.path.dirname(os.path.dirname(__file__)) + os.sep)
-_KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookCall: "hook"}
+_KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookCall: "hook",
+                                      ChildCall: "child run"}
 
 
 def step_error(step_name: str, attempt: int, error: ErrorInfo) -> Exception:

@@ -51,6 +51,8 @@ class NewRun(msgspec.Struct, frozen=True):
     created_at: dt.datetime
     queue: str = "default"
     dedup_key: str | None = None
+    #: the run whose workflow started this one as a child (None: a top-level run)
+    parent_run_id: str | None = None
 
 
 class RunRecord(msgspec.Struct, frozen=True):
@@ -65,6 +67,7 @@ class RunRecord(msgspec.Struct, frozen=True):
     completed_at: dt.datetime | None
     updated_at: dt.datetime
     queue: str = "default"
+    parent_run_id: str | None = None
 
 
 class StepRecord(msgspec.Struct, frozen=True):

@@ -179,6 +179,11 @@ class World(Protocol):
         backoff. `RunNotFoundError` if there is no such run, `RunFinishedError` if it
         has ended; atomic with that check."""
 
+    async def child_ended(self, parent_run_id: str, child_run_id: str) -> None:
+        """Tell the parent run that its child has ended: an inbox message of kind
+        "child_ended" (its `token` the child's id) that wakes the parent like any input.
+        No-op if the parent is unknown or has ended."""
+
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         """The run's pending inbox messages, oldest first."""
 

@@ -224,6 +224,7 @@ class PostgresWorld(BaseWorld):
         write = CreateRunWrite(
             run_id=run.run_id, workflow_name=run.workflow_name, input=run.input,
             created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
+            parent_run_id=run.parent_run_id,
             job_prefix=self.job_prefix,
             payload=encode_event(RunCreated(run.workflow_name, run.input)).decode(),
             lease_owner=lease_owner, now=now,
@@ -238,7 +239,7 @@ class PostgresWorld(BaseWorld):
         if outcome.created:
             record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input,
                                None, None, run.created_at, None, None, run.created_at,
-                               run.queue)
+                               run.queue, run.parent_run_id)
             return record, True
         assert outcome.run_id is not None
         existing = await self.get_run(outcome.run_id)
@@ -333,6 +334,7 @@ class PostgresWorld(BaseWorld):
         now = self.now()
 
         async def release(c: asyncpg.Connection) -> None:
+            await c.execute(sql.LOCK_JOB, run_id)
             available = await c.fetchval(sql.RELEASE_JOB, run_id, now, wake_at, owner,
                                          backoff)
             if available is not None and available <= now:
@@ -367,6 +369,7 @@ class PostgresWorld(BaseWorld):
     async def _push_inbox(self, c: asyncpg.Connection, run_id: str, kind: str,
                           token: str | None, payload: Raw | None) -> None:
         now = self.now()
+        await c.execute(sql.LOCK_JOB, run_id)
         await c.execute(sql.INSERT_INBOX, run_id, kind, token,
                         None if payload is None else bytes(payload).decode(), now)
         wake = sql.WAKE_JOB_TO_CANCEL if kind == "cancel" else sql.WAKE_JOB
@@ -417,6 +420,17 @@ class PostgresWorld(BaseWorld):
 
         await self._run(send, transaction=True)
         self._signal_inbox(run_id)
+
+    async def child_ended(self, parent_run_id: str, child_run_id: str) -> None:
+        async def tell(c: asyncpg.Connection) -> bool:
+            status = await c.fetchval(sql.RUN_STATUS, parent_run_id)
+            if status is None or status in TERMINAL:
+                return False
+            await self._push_inbox(c, parent_run_id, "child_ended", child_run_id, None)
+            return True
+
+        if await self._run(tell, transaction=True):
+            self._signal_inbox(parent_run_id)
 
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         rows = await self._run(lambda c: c.fetch(sql.READ_INBOX, run_id))
@@ -503,7 +517,7 @@ def _raw(text: str | None) -> Raw | None:
 
 def _run_record(row: asyncpg.Record) -> RunRecord:
     return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()), _raw(row[4]),
-                     decode_error(row[5]), row[6], row[7], row[8], row[9], row[10])
+                     decode_error(row[5]), row[6], row[7], row[8], row[9], row[10], row[11])
 
 
 def _hook_record(row: asyncpg.Record) -> HookRecord:

@@ -88,7 +88,7 @@ def _error(text: str | None) -> ErrorInfo | None:
 
 # Column lists are shared by the queries and the decoders below, so they cannot drift.
 RUN_COLUMNS = ("id, workflow_name, status, input, output, error, created_at, started_at, "
-               "completed_at, updated_at, queue")
+               "completed_at, updated_at, queue, parent_run_id")
 STEP_COLUMNS = ("id, workflow_run_id, correlation_id, step_name, status, attempt, input, "
                 "output, error, started_at, completed_at")
 HOOK_COLUMNS = ("token, workflow_run_id, correlation_id, status, created_at, disposed_at, "
@@ -101,7 +101,7 @@ CHUNK_COLUMNS = "workflow_run_id, name, idx, data, created_at"
 def decode_run(row: Sequence[Any]) -> RunRecord:
     return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()), _raw(row[4]),
                      _error(row[5]), _time(row[6]), decode_time(row[7]), decode_time(row[8]),
-                     _time(row[9]), row[10])
+                     _time(row[9]), row[10], row[11])
 
 
 def decode_step(row: Sequence[Any]) -> StepRecord:

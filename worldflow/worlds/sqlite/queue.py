@@ -191,6 +191,15 @@ def send_message(conn: sqlite3.Connection, run_id: str, topic: str, payload: Raw
     return run_id
 
 
+def child_ended(conn: sqlite3.Connection, parent_run_id: str, child_run_id: str,
+                now: dt.datetime) -> str | None:
+    row = conn.execute(SELECT_RUN_STATUS, (parent_run_id,)).fetchone()
+    if row is None or row[0] in TERMINAL:
+        return None
+    _push_inbox(conn, parent_run_id, "child_ended", child_run_id, None, now)
+    return parent_run_id
+
+
 def _push_inbox(conn: sqlite3.Connection, run_id: str, kind: str, token: str | None,
                 payload: Raw | None, now: dt.datetime) -> None:
     at = encode_time(now)
