@@ -22,6 +22,7 @@ from worldflow.core.context import WorkflowMetadata
 from worldflow.core.events import (
     NO_METADATA,
     TERMINAL_EVENTS,
+    CancelRequested,
     ChildEnded,
     ChildStarted,
     ErrorInfo,
@@ -107,6 +108,10 @@ class RunActor:
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
         self._children_open: dict[str, str] = {}  # child run id -> cid
+        #: a cancel reached the workflow (cancel_requested is in the log)
+        self._cancel_requested = False
+        #: steps whose attempt (or retry) the cancel stopped: their outcomes are ignored
+        self._cancelled_steps: set[str] = set()
         self._parent_run_id: str | None = None
 
     # -- mailbox -------------------------------------------------------------------
@@ -285,6 +290,9 @@ class RunActor:
                 case ChildEnded(child_run_id=child_id):
                     self._children_open.pop(child_id, None)
                     instance.deliver(record)
+                case CancelRequested():
+                    self._cancel_requested = True
+                    instance.deliver(record)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -355,15 +363,18 @@ class RunActor:
                 return
 
     async def _process(self, messages: list[Message]) -> bool:
-        """Record and deliver a batch of messages; True if the run ended (cancelled)."""
+        """Record and deliver a batch of messages; True if the run ended (timed out)."""
         instance = self._instance
         assert instance is not None
         records: list[EventRecord] = []
         deliveries: list[EventRecord] = []
         inbox_ids: list[int] = []
-        cancel = False
         for message in messages:
             match message:
+                case StepFinished(cid=cid) if cid in self._cancelled_steps:
+                    pass  # stopped by a cancel, and recorded as failed then
+                case RetryDue(cid=cid) if cid in self._cancelled_steps:
+                    pass
                 case StepFinished(cid=cid, outcome=outcome, at=at):
                     self._steps.pop(cid, None)
                     if isinstance(outcome, StepRetrying):
@@ -393,7 +404,8 @@ class RunActor:
                             continue
                         inbox_ids.append(item.id)
                         if item.kind == "cancel":
-                            cancel = True
+                            if not self._cancel_requested:  # a second cancel adds nothing
+                                records.extend(self._request_cancel(deliveries))
                         elif (item.kind == "hook" and item.token in self._hooks_open
                               and item.payload is not None):
                             record = self._record(HookReceived(
@@ -424,16 +436,42 @@ class RunActor:
                             f"out after {timeout:g}s")), records, inbox_ids)
                         logger.info("run %s: timed out", self.run_id)
                         return True
-        if cancel:
-            await self._end(RunCancelled(), records, inbox_ids)
-            logger.info("run %s: cancelled", self.run_id)
-            return True
         if records or inbox_ids:
             await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
         for record in deliveries:
             instance.deliver(record)
         await self._start_new_calls()
         return False
+
+    def _request_cancel(self, deliveries: list[EventRecord]) -> list[EventRecord]:
+        """Take a cancel into the log: `cancel_requested` (delivered: the workflow gets
+        `CancelledError`), then a failure for each running step attempt or waiting
+        retry, which is stopped and not retried. Open children are cancelled too."""
+        instance = self._instance
+        assert instance is not None
+        self._cancel_requested = True
+        records = [self._record(CancelRequested())]
+        stopped = list(self._steps) + [cid for cid in self._retries if cid not in self._steps]
+        for cid in stopped:
+            task = self._steps.pop(cid, None)
+            if task is not None:
+                task.cancel()
+            handle = self._timers.pop("retry" + cid, None)
+            if handle is not None:
+                handle.cancel()
+            self._retries.pop(cid, None)
+            self._cancelled_steps.add(cid)
+            call = instance.expect(cid, StepCall)
+            records.append(self._record(StepFailed(
+                cid, call.step.name, self._attempts.get(cid, 1), ErrorInfo(
+                    "CancelledError", f"step {call.step.name!r} was cancelled with its run",
+                    fatal=True))))
+        deliveries.extend(records)
+        if self._children_open:
+            children = list(self._children_open)
+            self.engine.spawn(after_end(self.world, self.run_id, None, children),
+                              name=f"cancel children of {self.run_id}")
+        return records
 
     def _record_retrying(self, outcome: StepRetrying, ended_at: dt.datetime
                          ) -> tuple[EventRecord, dt.datetime]:
@@ -631,7 +669,9 @@ class RunActor:
         assert instance is not None and instance.root is not None
         root = instance.root
         event: Event
-        if root.cancelled():
+        if root.cancelled() and self._cancel_requested:
+            event = RunCancelled()  # the cancel's CancelledError left the workflow
+        elif root.cancelled():
             event = RunFailed(ErrorInfo("CancelledError", "the workflow task was cancelled"))
         elif (error := root.exception()) is not None:
             event = RunFailed(error_info(error) if isinstance(error, Exception) else
@@ -646,6 +686,8 @@ class RunActor:
         if isinstance(event, RunFailed):
             logger.info("run %s: failed: %s: %s", self.run_id, event.error.type,
                         event.error.message)
+        elif isinstance(event, RunCancelled):
+            logger.info("run %s: cancelled", self.run_id)
         else:
             logger.info("run %s: completed", self.run_id)
 

@@ -18,6 +18,7 @@ from worldflow.errors import CorruptRecordError
 
 __all__ = [
     "NO_METADATA",
+    "CancelRequested",
     "ChildEnded",
     "ChildStarted",
     "ErrorInfo",
@@ -165,6 +166,12 @@ class ChildEnded(_Event, tag="child_ended", frozen=True):
     error: ErrorInfo | None = None
 
 
+class CancelRequested(_Event, tag="cancel_requested", frozen=True):
+    """`run.cancel()` reached the workflow: `asyncio.CancelledError` is raised at its
+    current await (and its running step attempts are cancelled). The run ends
+    `cancelled` when that error leaves the workflow."""
+
+
 class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
@@ -179,7 +186,8 @@ class RunCancelled(_Event, tag="run_cancelled", frozen=True):
 
 Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookDisposed
-         | MessageReceived | ChildStarted | ChildEnded | RunCompleted | RunFailed | RunCancelled)
+         | MessageReceived | ChildStarted | ChildEnded | CancelRequested
+         | RunCompleted | RunFailed | RunCancelled)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
 

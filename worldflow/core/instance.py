@@ -26,6 +26,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from worldflow.core.events import (
+    CancelRequested,
     ChildEnded,
     ErrorInfo,
     HookReceived,
@@ -353,6 +354,9 @@ class WorkflowInstance:
                 self.expect(cid, HookCall).hook._deliver(payload)
             case MessageReceived(topic=topic, payload=payload):
                 self.deliver_message(topic, payload)
+            case CancelRequested():
+                if self.root is not None and not self.root.done():
+                    self.root.cancel()  # CancelledError at the workflow's current await
             case ChildEnded(correlation_id=cid, child_run_id=child_id, status=status,
                             output=output, error=error):
                 child = self.expect(cid, ChildCall)
