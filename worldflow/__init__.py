@@ -22,6 +22,7 @@ from worldflow.core.decorators import step, workflow
 from worldflow.core.flow import gather
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
 from worldflow.core.messages import receive, send
+from worldflow.core.published import get_event, set_event
 from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
@@ -88,6 +89,7 @@ __all__ = [
     "create_world",
     "define_hook",
     "gather",
+    "get_event",
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
@@ -98,6 +100,7 @@ __all__ = [
     "resume_hook",
     "retry_run",
     "send",
+    "set_event",
     "sleep",
     "start",
     "step",

@@ -40,6 +40,7 @@ from worldflow.core.events import (
     StepFailed,
     StepRetrying,
     StepStarted,
+    ValuePublished,
     WaitCompleted,
     WaitCreated,
 )
@@ -47,6 +48,7 @@ from worldflow.core.instance import (
     AWAITABLE_THINGS,
     ChildCall,
     HookCall,
+    PublishCall,
     StepCall,
     TimerCall,
     WorkflowInstance,
@@ -293,6 +295,9 @@ class RunActor:
                 case CancelRequested():
                     self._cancel_requested = True
                     instance.deliver(record)
+                case ValuePublished(correlation_id=cid):
+                    instance.expect(cid, PublishCall)
+                    self._recorded.add(cid)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -329,6 +334,9 @@ class RunActor:
             self.post(Recorded(failed))
         for child_id in self._children_open:  # created? ended while nobody listened?
             self.post(ChildCheck(child_id))
+        # published values whose stream write a crash may have lost (rewrites are no-ops)
+        await self._write_published([c for c in instance.calls.values()
+                                     if isinstance(c, PublishCall) and c.cid in self._recorded])
         instance.new_calls = new_calls
         if self._deadline is not None:
             delay = (self._deadline - self.world.now()).total_seconds()
@@ -496,6 +504,7 @@ class RunActor:
         durable = False  # hooks and waits must be committed before anyone relies on them
         to_start: list[tuple[StepCall, EventRecord]] = []
         children: list[ChildCall] = []
+        published: list[PublishCall] = []
         for call in calls:
             if isinstance(call, StepCall):
                 record = self._record(StepStarted(call.cid, call.step.name, 1, call.input))
@@ -520,11 +529,28 @@ class RunActor:
                 self._children_open[call.child_run_id] = call.cid
                 children.append(call)
                 durable = True
+            elif isinstance(call, PublishCall):
+                records.append(self._record(ValuePublished(call.cid, call.key, call.value)))
+                published.append(call)
+                durable = True
         await self.world.append_events(self.run_id, records, wait=durable)
+        await self._write_published(published)
         for call, record in to_start:
             self._spawn_step(call, 1, record.created_at)
         for child in children:  # after child_started is durable: a replay finds them
             await self._create_child(child)
+
+    async def _write_published(self, calls: list[PublishCall]) -> None:
+        """Make published values readable by `get_event`: each key's values are the
+        chunks of the run's stream `$event:{key}` (written after the log, idempotent by
+        index), whose writes notify readers on every world."""
+        from worldflow.core.published import event_stream
+
+        by_key: dict[str, list[tuple[int, msgspec.Raw]]] = {}
+        for call in calls:
+            by_key.setdefault(call.key, []).append((call.index, call.value))
+        for key, chunks in by_key.items():
+            await self.world.write_stream(self.run_id, event_stream(key), chunks)
 
     # -- children ------------------------------------------------------------------------
     async def _create_child(self, call: ChildCall) -> None:

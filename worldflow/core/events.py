@@ -37,6 +37,7 @@ __all__ = [
     "StepFailed",
     "StepRetrying",
     "StepStarted",
+    "ValuePublished",
     "WaitCompleted",
     "WaitCreated",
     "decode_event",
@@ -172,6 +173,14 @@ class CancelRequested(_Event, tag="cancel_requested", frozen=True):
     `cancelled` when that error leaves the workflow."""
 
 
+class ValuePublished(_Event, tag="value_published", frozen=True):
+    """`set_event(key, value)` in the workflow; `get_event(run_id, key)` reads the last."""
+
+    correlation_id: str
+    key: str
+    value: Raw
+
+
 class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
@@ -186,7 +195,7 @@ class RunCancelled(_Event, tag="run_cancelled", frozen=True):
 
 Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookDisposed
-         | MessageReceived | ChildStarted | ChildEnded | CancelRequested
+         | MessageReceived | ChildStarted | ChildEnded | CancelRequested | ValuePublished
          | RunCompleted | RunFailed | RunCancelled)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)

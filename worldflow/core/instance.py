@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from worldflow.core.events import EventRecord
     from worldflow.core.registry import StepDef, WorkflowDef
 
-__all__ = ["ChildCall", "HookCall", "StepCall", "TimerCall", "WorkflowInstance", "WorkflowLoop",
-           "current_instance"]
+__all__ = ["ChildCall", "HookCall", "PublishCall", "StepCall", "TimerCall",
+           "WorkflowInstance", "WorkflowLoop", "current_instance"]
 
 logger = logging.getLogger("worldflow.workflow")
 
@@ -101,7 +101,16 @@ class ChildCall:
     kind: str = "child run"
 
 
-Call = StepCall | TimerCall | HookCall | ChildCall
+@dataclasses.dataclass(slots=True, eq=False)
+class PublishCall:
+    cid: str
+    key: str
+    value: Raw
+    index: int  # how many values of `key` were published before this one
+    kind: str = "set_event"
+
+
+Call = StepCall | TimerCall | HookCall | ChildCall | PublishCall
 
 
 class _DurableTimerHandle(asyncio.TimerHandle):
@@ -302,6 +311,7 @@ class WorkflowInstance:
         self.messages: dict[str, collections.deque[Raw]] = {}
         self.message_waiters: dict[str, collections.deque[asyncio.Future[Any]]] = {}
         self.parent_run_id: str | None = None
+        self.published: dict[str, int] = {}  # key -> values published (set_event)
 
     # -- driving -----------------------------------------------------------------
     def start(self) -> None:
@@ -479,6 +489,15 @@ class WorkflowInstance:
         self.new_calls.append(call)
         return call
 
+    def publish(self, key: str, value: Raw) -> PublishCall:
+        """Publish `value` under `key` (`set_event`): recorded as the next call."""
+        index = self.published.get(key, 0)
+        self.published[key] = index + 1
+        call = PublishCall(self._cid(), key, value, index)
+        self.calls[call.cid] = call
+        self.new_calls.append(call)
+        return call
+
     # -- what waits ------------------------------------------------------------------
     def pending_timers(self) -> list[TimerCall]:
         return [c for c in self.calls.values()
@@ -486,12 +505,12 @@ class WorkflowInstance:
                 and not c.fired]
 
 
-_C = TypeVar("_C", StepCall, TimerCall, HookCall, ChildCall)
+_C = TypeVar("_C", StepCall, TimerCall, HookCall, ChildCall, PublishCall)
 #: frames of these packages are not where the user's workflow code waits
 _LIBRARY_DIRS = (os.path.dirname(asyncio.__file__) + os.sep,
                  os.path.dirname(os.path.dirname(__file__)) + os.sep)
 _KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookCall: "hook",
-                                      ChildCall: "child run"}
+                                      ChildCall: "child run", PublishCall: "set_event"}
 
 
 def step_error(step_name: str, attempt: int, error: ErrorInfo) -> Exception:
