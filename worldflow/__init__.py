@@ -18,6 +18,7 @@ from worldflow.core.context import (
     random,
     uuid4,
 )
+from worldflow.core.continuation import continue_as_new
 from worldflow.core.decorators import step, workflow
 from worldflow.core.flow import gather
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
@@ -84,6 +85,7 @@ __all__ = [
     "World",
     "WorldError",
     "WorldflowError",
+    "continue_as_new",
     "create_hook",
     "create_webhook",
     "create_world",

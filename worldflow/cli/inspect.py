@@ -90,7 +90,8 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "NotFound", "UsageError", "event_details", "format_duration"]
 
 STATUS_STYLES = {"pending": "yellow", "running": "cyan", "completed": "green",
-                 "failed": "bold red", "cancelled": "magenta", "active": "cyan",
+                 "failed": "bold red", "cancelled": "magenta",
+                 "continued": "blue", "active": "cyan",
                  "disposed": "dim"}
 #: how long `--follow` waits between reads of a stream another process writes
 FOLLOW_POLL_SECONDS = 0.5

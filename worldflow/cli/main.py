@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 BACKENDS = ("memory", "sqlite", "postgres")
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "continued")
 DEFAULT_SQLITE_PATH = ".worldflow/worldflow.db"
 #: opening a world that cannot be reached gives up after this many seconds
 OPEN_TIMEOUT_SECONDS = 15.0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from worldflow.core.context import WorkflowMetadata
+from worldflow.core.continuation import ContinueAsNew, next_run_id
 from worldflow.core.events import (
     NO_METADATA,
     TERMINAL_EVENTS,
@@ -33,6 +34,7 @@ from worldflow.core.events import (
     MessageReceived,
     RunCancelled,
     RunCompleted,
+    RunContinued,
     RunCreated,
     RunFailed,
     RunStarted,
@@ -289,8 +291,9 @@ class RunActor:
                     child.child_run_id = child_id
                     self._recorded.add(cid)
                     self._children_open[child_id] = cid
-                case ChildEnded(child_run_id=child_id):
-                    self._children_open.pop(child_id, None)
+                case ChildEnded(correlation_id=cid):
+                    for child_id in [k for k, v in self._children_open.items() if v == cid]:
+                        del self._children_open[child_id]  # (or an earlier run of its chain)
                     instance.deliver(record)
                 case CancelRequested():
                     self._cancel_requested = True
@@ -582,6 +585,10 @@ class RunActor:
         if not run.status.is_terminal:
             return None
         del self._children_open[child_id]
+        if run.status == "continued":  # the child went on as the chain's next run
+            next_id = msgspec.json.decode(bytes(run.output or b'""'), type=str)
+            self._children_open[next_id] = cid
+            return await self._check_child(next_id)
         return self._record(ChildEnded(cid, child_id, run.status.value,
                                        run.output or NO_METADATA, run.error))
 
@@ -695,6 +702,9 @@ class RunActor:
         assert instance is not None and instance.root is not None
         root = instance.root
         event: Event
+        if not root.cancelled() and isinstance(root.exception(), ContinueAsNew):
+            await self._continue_as_new(root.exception())  # type: ignore[arg-type]
+            return
         if root.cancelled() and self._cancel_requested:
             event = RunCancelled()  # the cancel's CancelledError left the workflow
         elif root.cancelled():
@@ -716,6 +726,26 @@ class RunActor:
             logger.info("run %s: cancelled", self.run_id)
         else:
             logger.info("run %s: completed", self.run_id)
+
+    async def _continue_as_new(self, signal: ContinueAsNew) -> None:
+        """Create the chain's next run (idempotent by its derived id), then end this one
+        `continued`: a crash between the two redoes both on replay."""
+        instance = self._instance
+        assert instance is not None
+        world, engine = self.world, self.engine
+        this = await world.get_run(self.run_id)
+        next_id = next_run_id(self.run_id)
+        local = engine.has_capacity
+        record, created = await world.create_run(
+            NewRun(next_id, instance.defn.name, signal.input, world.now(),
+                   queue=this.queue if this is not None else "default",
+                   parent_run_id=self._parent_run_id),
+            lease_owner=engine.worker_id if local else None,
+            lease_seconds=world.lease_seconds)
+        await self._end(RunContinued(next_id), [], [])
+        logger.info("run %s: continued as %s", self.run_id, next_id)
+        if created and local:
+            engine.dispatch(next_id, fresh=record)
 
     async def _end(self, event: Event, records: list[EventRecord], inbox_ids: list[int]) -> None:
         for task in self._steps.values():

@@ -83,6 +83,9 @@ class Run:
             raise TypeError(f"result(timeout=...) must be a number of seconds >= 0, "
                             f"got {timeout!r}")
         run = await self.world.wait_run_finished(self.run_id, timeout)
+        while run.status == RunStatus.CONTINUED:  # follow the chain to its last run
+            next_id = decode_value(run.output or msgspec.Raw(b"null"), str)
+            run = await self.world.wait_run_finished(next_id, timeout)
         if run.status == RunStatus.COMPLETED:
             defn = get_workflow(run.workflow_name)
             type_ = defn.codec.return_type if defn is not None else Any

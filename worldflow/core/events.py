@@ -30,6 +30,7 @@ __all__ = [
     "MessageReceived",
     "RunCancelled",
     "RunCompleted",
+    "RunContinued",
     "RunCreated",
     "RunFailed",
     "RunStarted",
@@ -193,12 +194,19 @@ class RunCancelled(_Event, tag="run_cancelled", frozen=True):
     reason: str | None = None
 
 
+class RunContinued(_Event, tag="run_continued", frozen=True):
+    """`continue_as_new(...)`: the run ended and `next_run_id` (created first) goes on
+    with a fresh log."""
+
+    next_run_id: str
+
+
 Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookDisposed
          | MessageReceived | ChildStarted | ChildEnded | CancelRequested | ValuePublished
-         | RunCompleted | RunFailed | RunCancelled)
+         | RunCompleted | RunFailed | RunCancelled | RunContinued)
 
-TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
+TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled, RunContinued)
 
 
 class EventRecord(msgspec.Struct, frozen=True):

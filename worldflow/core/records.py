@@ -29,10 +29,13 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: ended by `continue_as_new`: the next run of the chain goes on (its id: `output`)
+    CONTINUED = "continued"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
+                        RunStatus.CONTINUED)
 
 
 class StepStatus(enum.StrEnum):

@@ -70,7 +70,7 @@ __all__ = ["PostgresWorld"]
 logger = logging.getLogger("worldflow.world.postgres")
 T = TypeVar("T")
 _PREFIX = re.compile(r"^[A-Za-z0-9_]{1,40}$")
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled", "continued")
 #: how long an operation keeps retrying while the server is unreachable (a restart)
 RETRY_FOR = 60.0
 

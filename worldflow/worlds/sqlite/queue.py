@@ -80,7 +80,7 @@ WAKE_JOB = ("UPDATE workflow_jobs SET available_at = ? "
 WAKE_JOB_TO_CANCEL = ("UPDATE workflow_jobs SET cancel_pending = 1, backoff = 0, "
                       "available_at = CASE WHEN lease_owner IS NULL THEN ?1 "
                       "ELSE available_at END WHERE run_id = ?2")
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled", "continued")
 
 DELETE_EXPIRED_SLOTS = "DELETE FROM workflow_queue_slots WHERE queue = ? AND expires_at <= ?"
 SELECT_SLOT = "SELECT 1 FROM workflow_queue_slots WHERE queue = ? AND holder = ?"
