@@ -84,7 +84,7 @@ async def parent_of_waiter() -> Any:
 
 @workflow(name="c_fan_out")
 async def fan_out(n: int) -> list[int]:
-    results = await gather(*(child(i) for i in range(n)), limit=4)
+    results = await gather(*(child(i) for i in range(n)), limit=10)
     return [r["double"] for r in results]
 
 
@@ -156,14 +156,19 @@ async def test_cancelling_a_parent_cancels_its_unfinished_child(world: Any) -> N
     assert ended.status == "cancelled"
 
 
-async def test_fan_out_of_children_under_a_limit(world: Any) -> None:
+async def test_fan_out_of_100_children_under_a_limit_replays_identically(
+        world: Any) -> None:
     CALLS.clear()
-    world.engine.keep_alive = 0.0
-    run = await start(fan_out, 12, world=world)
-    assert await run.result(timeout=60) == [i * 2 for i in range(12)]
+    world.engine.keep_alive = 0.0  # the parent is evicted and replayed many times
+    run = await start(fan_out, 100, world=world)
+    assert await run.result(timeout=120) == [i * 2 for i in range(100)]
     kids = await children_of(world, run.run_id)
-    assert len(kids) == 12 and {k.status for k in kids} == {"completed"}
+    assert len(kids) == 100 and {k.status for k in kids} == {"completed"}
     assert all(CALLS[f"child:{k.run_id}"] == 1 for k in kids)
+    events = await world.list_events(run.run_id)
+    started = [e.event.child_run_id for e in events if e.event_type == "child_started"]
+    assert started == [f"{run.run_id}:{n}" for n in range(1, 101)]  # in call order, once
+    assert sum(e.event_type == "child_ended" for e in events) == 100
 
 
 async def test_a_child_of_an_unregistered_workflow_is_an_error_at_the_call(
