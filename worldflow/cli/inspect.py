@@ -33,7 +33,8 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
     failure to `retry_at`; `next_started_at` is when the next attempt really started)
 
 ``RunDetail``: a RunSummary plus ``{"input": any, "output": any, "error": Error | null,
-"steps": [Step]}``.
+"steps": [Step], "parent_run_id": str | null, "children": [{"run_id": str,
+"workflow_name": str}]}`` (children: the child runs its workflow started, in order).
 
 ``Event``::
 
@@ -194,6 +195,10 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
     fields.add_row("workflow", Text(detail["workflow_name"]))
     fields.add_row("status", _status(detail["status"]))
     fields.add_row("queue", Text(detail["queue"]))
+    if detail["parent_run_id"] is not None:
+        fields.add_row("parent", Text(detail["parent_run_id"]))
+    if detail["children"]:
+        fields.add_row("children", Text(", ".join(c["run_id"] for c in detail["children"])))
     fields.add_row("created", _time(detail["created_at"]))
     fields.add_row("started", _time(detail["started_at"]))
     fields.add_row("completed", _time(detail["completed_at"]))

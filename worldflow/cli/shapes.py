@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import StepRetrying, StepStarted
+from worldflow.core.events import ChildStarted, StepRetrying, StepStarted
 
 if TYPE_CHECKING:
     from worldflow.core.events import ErrorInfo, EventRecord
@@ -106,6 +106,9 @@ def run_detail(run: RunRecord, steps: list[StepRecord],
         "output": decode_raw(run.output),
         "error": error_dict(run.error),
         "steps": [step_dict(step, retries.get(step.correlation_id, [])) for step in steps],
+        "parent_run_id": run.parent_run_id,
+        "children": [{"run_id": e.event.child_run_id, "workflow_name": e.event.workflow_name}
+                     for e in events if isinstance(e.event, ChildStarted)],
     })
     return shape
 
