@@ -182,3 +182,23 @@ async def test_a_child_of_an_unregistered_workflow_is_an_error_at_the_call(
     assert message.startswith("RegistrationError: ")
     assert "'c_gone'" in message and "not registered" in message
     assert await children_of(world, run.run_id) == []
+
+
+@pytest.mark.parametrize("keep_alive", [0.0, 60.0], ids=["evicted", "live"])
+async def test_a_parent_finds_its_childs_end_when_the_notice_is_lost(
+        world: Any, monkeypatch: pytest.MonkeyPatch, keep_alive: float) -> None:
+    import datetime as dt
+
+    from worldflow.core import actor
+
+    async def lost(parent_run_id: str, child_run_id: str) -> None:
+        """The child's process stopped between its last event and telling the parent."""
+
+    monkeypatch.setattr(world, "child_ended", lost)
+    monkeypatch.setattr(actor, "CHILD_RECHECK", dt.timedelta(seconds=0.3))
+    world.engine.keep_alive = keep_alive
+    run = await start(parent, 5, world=world)
+    result = await run.result(timeout=30)
+    assert result["double"] == 10
+    kinds = [e.event_type for e in await world.list_events(run.run_id)]
+    assert kinds.count("child_ended") == 1

@@ -337,6 +337,8 @@ class RunActor:
             self.post(Recorded(failed))
         for child_id in self._children_open:  # created? ended while nobody listened?
             self.post(ChildCheck(child_id))
+        if self._children_open:
+            self._schedule_child_recheck()
         # published values whose stream write a crash may have lost (rewrites are no-ops)
         await self._write_published([c for c in instance.calls.values()
                                      if isinstance(c, PublishCall) and c.cid in self._recorded])
@@ -542,6 +544,8 @@ class RunActor:
             self._spawn_step(call, 1, record.created_at)
         for child in children:  # after child_started is durable: a replay finds them
             await self._create_child(child)
+        if children:
+            self._schedule_child_recheck()
 
     async def _write_published(self, calls: list[PublishCall]) -> None:
         """Make published values readable by `get_event`: each key's values are the
@@ -569,6 +573,22 @@ class RunActor:
             engine.dispatch(call.child_run_id, fresh=record)
         elif not created and record.status.is_terminal:
             self.post(ChildCheck(call.child_run_id))
+
+    def _schedule_child_recheck(self) -> None:
+        """While children are open, look at them every CHILD_RECHECK even if this actor
+        stays live (an evicted parent wakes for it through `_wake_at`)."""
+        if "children" in self._timers:
+            return
+
+        def recheck() -> None:
+            self._timers.pop("children", None)
+            if self._children_open:
+                for child_id in self._children_open:
+                    self.post(ChildCheck(child_id))
+                self._schedule_child_recheck()
+
+        self._timers["children"] = asyncio.get_running_loop().call_later(
+            CHILD_RECHECK.total_seconds(), recheck)
 
     async def _check_child(self, child_id: str) -> EventRecord | None:
         """`child_ended` for an open child that has ended (None: it has not, or it is
