@@ -18,9 +18,12 @@ from worldflow.core.context import (
     random,
     uuid4,
 )
+from worldflow.core.continuation import continue_as_new
 from worldflow.core.decorators import step, workflow
 from worldflow.core.flow import gather
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
+from worldflow.core.messages import receive, send
+from worldflow.core.published import get_event, set_event
 from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
@@ -84,19 +87,24 @@ __all__ = [
     "World",
     "WorldError",
     "WorldflowError",
+    "continue_as_new",
     "create_hook",
     "create_webhook",
     "create_world",
     "define_hook",
     "gather",
+    "get_event",
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
     "now",
     "random",
+    "receive",
     "resume_hook",
     "retry_run",
+    "send",
+    "set_event",
     "sleep",
     "start",
     "step",

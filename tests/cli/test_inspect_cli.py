@@ -66,7 +66,8 @@ def test_run_detail_json_has_input_output_steps_and_retry_history(populated_db: 
     assert [step["step_name"] for step in ok["steps"]] == ["cli_fetch", "cli_fetch"]
 
     detail = run_cli(populated_db, "inspect", "runs", FAILED_RUN, "--json").json()
-    assert set(detail) == RUN_SUMMARY_KEYS | {"input", "output", "steps"}
+    assert set(detail) == RUN_SUMMARY_KEYS | {"input", "output", "steps", "parent_run_id",
+                                              "children"}
     assert detail["status"] == "failed"
     assert detail["error"]["type"] == "StepFailedError"
     assert "ValueError" in detail["error"]["traceback"]

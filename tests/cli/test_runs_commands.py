@@ -89,3 +89,25 @@ def test_follow_prints_chunks_as_another_process_writes_them(scratch_db: str) ->
             proc.communicate()
     assert proc.returncode == 0, err
     assert out == "1\tsecond\n"
+
+
+def test_send_puts_a_message_in_the_runs_inbox(scratch_db: str) -> None:
+    result = run_cli(scratch_db, "runs", "send", HOOK_RUN, "--topic", "orders",
+                     "--json", '{"id": 7}')
+    assert result.code == 0, result.err
+    assert result.json() == {"run_id": HOOK_RUN, "topic": "orders", "sent": True}
+
+    async def inbox(path: str) -> list[tuple[str, str | None, bytes]]:
+        world = create_world("sqlite", path=path)
+        await world.open()
+        try:
+            return [(m.kind, m.token, bytes(m.payload or b""))
+                    for m in await world.read_inbox(HOOK_RUN)]
+        finally:
+            await world.close()
+
+    assert run_async(inbox, scratch_db) == [("message", "orders", b'{"id":7}')]
+    missing = run_cli(scratch_db, "runs", "send", "nope", "--json", "1")
+    assert missing.code == 1 and "run not found" in missing.err
+    bad = run_cli(scratch_db, "runs", "send", HOOK_RUN, "--json", "{nope")
+    assert bad.code == 2 and "not valid JSON" in bad.err

@@ -39,7 +39,8 @@ A run whose stored row cannot be decoded is listed with status ``"corrupt"`` and
 alone fails with a one-line error naming it.
 
 ``RunDetail``: a RunSummary plus ``{"input": any, "output": any, "error": Error | null,
-"steps": [Step]}``.
+"steps": [Step], "parent_run_id": str | null, "children": [{"run_id": str,
+"workflow_name": str}]}`` (children: the child runs its workflow started, in order).
 
 ``Event``::
 
@@ -71,6 +72,8 @@ Commands and their documents:
   "chunks": [Chunk]}``; with ``--follow``: one Chunk per line (JSON Lines) as they come
 - ``runs cancel RUN_ID``: ``{"run_id": str, "cancel_requested": bool, "status": str}``
 - ``runs retry RUN_ID``: ``{"run_id": str, "new_run_id": str}``
+- ``runs send RUN_ID --topic T --json MESSAGE``: ``{"run_id": str, "topic": str,
+  "sent": true}``
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ __all__ = ["COMMANDS", "NotFound", "UsageError", "event_details", "format_durati
 
 STATUS_STYLES = {"pending": "yellow", "running": "cyan", "completed": "green",
                  "corrupt": "bold red reverse", "failed": "bold red", "cancelled": "magenta",
-                 "active": "cyan",
+                 "continued": "blue", "active": "cyan",
                  "disposed": "dim"}
 #: how long `--follow` waits between reads of a stream another process writes
 FOLLOW_POLL_SECONDS = 0.5
@@ -201,6 +204,10 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
     fields.add_row("workflow", Text(detail["workflow_name"]))
     fields.add_row("status", _status(detail["status"]))
     fields.add_row("queue", Text(detail["queue"]))
+    if detail["parent_run_id"] is not None:
+        fields.add_row("parent", Text(detail["parent_run_id"]))
+    if detail["children"]:
+        fields.add_row("children", Text(", ".join(c["run_id"] for c in detail["children"])))
     fields.add_row("created", _time(detail["created_at"]))
     fields.add_row("started", _time(detail["started_at"]))
     fields.add_row("completed", _time(detail["completed_at"]))
@@ -404,6 +411,17 @@ async def runs_retry(world: World, args: argparse.Namespace, console: Console) -
                            f"replayed from the log, the rest runs when a worker picks it up"))
 
 
+async def runs_send(world: World, args: argparse.Namespace, console: Console) -> None:
+    from worldflow.core.messages import send
+
+    try:
+        message = json.loads(args.message)
+    except ValueError as exc:
+        raise UsageError(f"--json is not valid JSON: {exc}") from None
+    await send(args.run_id, message, topic=args.topic, world=world)
+    print_json({"run_id": args.run_id, "topic": args.topic, "sent": True})
+
+
 COMMANDS = {
     ("inspect", "runs"): inspect_runs,
     ("inspect", "steps"): inspect_steps,
@@ -412,4 +430,5 @@ COMMANDS = {
     ("inspect", "streams"): inspect_streams,
     ("runs", "cancel"): runs_cancel,
     ("runs", "retry"): runs_retry,
+    ("runs", "send"): runs_send,
 }

@@ -5,7 +5,7 @@
     inspect runs [RUN_ID] [--status S] [--workflow NAME] [--limit N] [--cursor C] [--json]
     inspect runs --web [--port 3456]       the web UI on http://127.0.0.1:PORT/
     inspect steps RUN_ID | events RUN_ID | hooks [--run RUN_ID] | streams RUN_ID [NAME]
-    runs cancel RUN_ID | runs retry RUN_ID
+    runs cancel RUN_ID | runs retry RUN_ID | runs send RUN_ID [--topic T] --json MESSAGE
     postgres-setup [--url URL] [--job-prefix P]
     doctor [--stuck-minutes 30] [--json]   schema, clock skew, leases, dead workers, stuck runs
     serve [--port 3001] [--import MODULE]  the HTTP transport, working on the queue
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 BACKENDS = ("memory", "sqlite", "postgres")
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "continued")
 DEFAULT_SQLITE_PATH = ".worldflow/worldflow.db"
 #: opening a world that cannot be reached gives up after this many seconds
 OPEN_TIMEOUT_SECONDS = 15.0
@@ -141,13 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_argument("--follow", action="store_true", help="wait for chunks until closed")
     streams.add_argument("--json", action="store_true")
 
-    runs_cmd = commands.add_parser("runs", help="cancel or retry a run")
+    runs_cmd = commands.add_parser("runs", help="cancel, retry or message a run")
     action = runs_cmd.add_subparsers(dest="what", required=True, metavar="ACTION")
     for name, text in (("cancel", "ask a run to stop"),
                        ("retry", "start a failed run again from its log")):
         sub = action.add_parser(name, parents=[common], help=text)
         sub.add_argument("run_id", metavar="RUN_ID")
         sub.add_argument("--json", action="store_true")
+    send = action.add_parser("send", parents=[common],
+                             help="send a message (JSON) to a run; receive() gets it")
+    send.add_argument("run_id", metavar="RUN_ID")
+    send.add_argument("--topic", default="default", help="the message's topic")
+    send.add_argument("--json", dest="message", required=True, metavar="MESSAGE",
+                      help="the message, as JSON")
 
     doctor = commands.add_parser(
         "doctor", parents=[common],

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import HookReceived, HookRejected, StepRetrying, StepStarted
+from worldflow.core.events import (
+    ChildStarted,
+    HookReceived,
+    HookRejected,
+    StepRetrying,
+    StepStarted,
+)
 from worldflow.errors import CorruptRecordError
 
 if TYPE_CHECKING:
@@ -122,6 +128,9 @@ def run_detail(run: RunRecord, steps: list[StepRecord],
         "output": decode_raw(run.output),
         "error": error_dict(run.error),
         "steps": [step_dict(step, retries.get(step.correlation_id, [])) for step in steps],
+        "parent_run_id": run.parent_run_id,
+        "children": [{"run_id": e.event.child_run_id, "workflow_name": e.event.workflow_name}
+                     for e in events if isinstance(e.event, ChildStarted)],
     })
     return shape
 

@@ -19,17 +19,23 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from worldflow.core.context import WorkflowMetadata
+from worldflow.core.continuation import ContinueAsNew, next_run_id
 from worldflow.core.events import (
     NO_METADATA,
     TERMINAL_EVENTS,
+    CancelRequested,
+    ChildEnded,
+    ChildStarted,
     ErrorInfo,
     EventRecord,
     HookCreated,
     HookDisposed,
     HookReceived,
     HookRejected,
+    MessageReceived,
     RunCancelled,
     RunCompleted,
+    RunContinued,
     RunCreated,
     RunFailed,
     RunStarted,
@@ -37,17 +43,21 @@ from worldflow.core.events import (
     StepFailed,
     StepRetrying,
     StepStarted,
+    ValuePublished,
     WaitCompleted,
     WaitCreated,
 )
 from worldflow.core.instance import (
     AWAITABLE_THINGS,
+    ChildCall,
     HookCall,
+    PublishCall,
     StepCall,
     TimerCall,
     WorkflowInstance,
 )
 from worldflow.core.mailbox import (
+    ChildCheck,
     DeadlinePassed,
     InboxChanged,
     Message,
@@ -57,7 +67,7 @@ from worldflow.core.mailbox import (
     TimerDue,
 )
 from worldflow.core.queues import get_queue, hold_slot
-from worldflow.core.records import RunStatus
+from worldflow.core.records import NewRun, RunStatus
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import base_exception_info, error_info
@@ -74,6 +84,10 @@ if TYPE_CHECKING:
 __all__ = ["RunActor", "cancel_without_code"]
 
 logger = logging.getLogger("worldflow.run")
+
+#: a parent waiting for children wakes this often to look at them, in case the news of a
+#: child's end was lost (its process stopped between its last event and telling us)
+CHILD_RECHECK = dt.timedelta(minutes=5)
 
 
 class RunActor:
@@ -100,6 +114,12 @@ class RunActor:
         self.releasing = False
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
+        self._children_open: dict[str, str] = {}  # child run id -> cid
+        #: a cancel reached the workflow (cancel_requested is in the log)
+        self._cancel_requested = False
+        #: steps whose attempt (or retry) the cancel stopped: their outcomes are ignored
+        self._cancelled_steps: set[str] = set()
+        self._parent_run_id: str | None = None
         self._record_at_start: RunRecord | None = None
         #: the run's final record once this actor's terminal append has committed; None
         #: when the actor stops without ending the run (evicted, lease lost, crashed)
@@ -143,6 +163,8 @@ class RunActor:
                 handle.cancel()
             if self._steps:
                 await asyncio.gather(*self._steps.values(), return_exceptions=True)
+            if self._instance is not None and not self._instance.done:
+                self._instance.discard()
 
     async def _run(self) -> None:
         world = self.world
@@ -150,6 +172,7 @@ class RunActor:
         if run is None or run.status.is_terminal:
             return
         self._record_at_start = run
+        self._parent_run_id = run.parent_run_id
         defn = get_workflow(run.workflow_name)
         if defn is None:
             # claimed for a pending cancel (any worker may end a run it cannot run)
@@ -180,7 +203,8 @@ class RunActor:
             started = self._record(RunStarted())
             first.append(started)
             logger.info("run %s: started workflow %s", self.run_id, defn.name)
-        self._meta = WorkflowMetadata(self.run_id, defn.name, started.created_at)
+        self._meta = WorkflowMetadata(self.run_id, defn.name, started.created_at,
+                                      run.parent_run_id)
         if defn.timeout is not None:
             self._deadline = started.created_at + dt.timedelta(seconds=defn.timeout)
         try:
@@ -194,6 +218,7 @@ class RunActor:
         try:
             instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
             self._instance = instance
+            instance.parent_run_id = run.parent_run_id
             instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
                                         if isinstance(e.event, HookCreated)}
             instance.start()
@@ -269,6 +294,30 @@ class RunActor:
                     self._hooks_open[token] = cid
                 case HookDisposed(token=token):
                     self._hooks_open.pop(token, None)
+                case MessageReceived():
+                    instance.deliver(record)
+                case ChildStarted(correlation_id=cid, child_run_id=child_id,
+                                  workflow_name=name):
+                    child = instance.expect(cid, ChildCall)
+                    if child.defn.name != name:
+                        raise NonDeterminismError(
+                            f"workflow {instance.defn.name!r} (run {self.run_id}): at "
+                            f"position {cid} the code started a child of workflow "
+                            f"{child.defn.name!r} but the log records one of {name!r}; the "
+                            f"code changed under a running run")
+                    child.child_run_id = child_id
+                    self._recorded.add(cid)
+                    self._children_open[child_id] = cid
+                case ChildEnded(correlation_id=cid):
+                    for child_id in [k for k, v in self._children_open.items() if v == cid]:
+                        del self._children_open[child_id]  # (or an earlier run of its chain)
+                    instance.deliver(record)
+                case CancelRequested():
+                    self._cancel_requested = True
+                    instance.deliver(record)
+                case ValuePublished(correlation_id=cid):
+                    instance.expect(cid, PublishCall)
+                    self._recorded.add(cid)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -303,6 +352,13 @@ class RunActor:
                 self._schedule_timer(call)
         if failed:
             self.post(Recorded(failed))
+        for child_id in self._children_open:  # created? ended while nobody listened?
+            self.post(ChildCheck(child_id))
+        if self._children_open:
+            self._schedule_child_recheck()
+        # published values whose stream write a crash may have lost (rewrites are no-ops)
+        await self._write_published([c for c in instance.calls.values()
+                                     if isinstance(c, PublishCall) and c.cid in self._recorded])
         instance.new_calls = new_calls
         if self._deadline is not None:
             delay = (self._deadline - self.world.now()).total_seconds()
@@ -337,15 +393,18 @@ class RunActor:
                 return
 
     async def _process(self, messages: list[Message]) -> bool:
-        """Record and deliver a batch of messages; True if the run ended (cancelled)."""
+        """Record and deliver a batch of messages; True if the run ended (timed out)."""
         instance = self._instance
         assert instance is not None
         records: list[EventRecord] = []
         deliveries: list[EventRecord] = []
         inbox_ids: list[int] = []
-        cancel = False
         for message in messages:
             match message:
+                case StepFinished(cid=cid) if cid in self._cancelled_steps:
+                    pass  # stopped by a cancel, and recorded as failed then
+                case RetryDue(cid=cid) if cid in self._cancelled_steps:
+                    pass
                 case StepFinished(cid=cid, outcome=outcome, at=at):
                     self._steps.pop(cid, None)
                     if isinstance(outcome, StepRetrying):
@@ -375,7 +434,8 @@ class RunActor:
                             continue
                         inbox_ids.append(item.id)
                         if item.kind == "cancel":
-                            cancel = True
+                            if not self._cancel_requested:  # a second cancel adds nothing
+                                records.extend(self._request_cancel(deliveries))
                         elif (item.kind == "hook" and item.token in self._hooks_open
                               and item.payload is not None):
                             record = self._take_hook_payload(
@@ -383,6 +443,21 @@ class RunActor:
                             records.append(record)
                             if isinstance(record.event, HookReceived):
                                 deliveries.append(record)
+                        elif item.kind == "message" and item.payload is not None:
+                            record = self._record(MessageReceived(
+                                item.token or "default", item.payload))
+                            records.append(record)
+                            deliveries.append(record)
+                        elif item.kind == "child_ended" and item.token is not None:
+                            ended = await self._check_child(item.token)
+                            if ended is not None:
+                                records.append(ended)
+                                deliveries.append(ended)
+                case ChildCheck(child_run_id=child_id):
+                    ended = await self._check_child(child_id)
+                    if ended is not None:
+                        records.append(ended)
+                        deliveries.append(ended)
                 case DeadlinePassed():
                     if self._deadline is not None:
                         assert self._meta is not None
@@ -392,10 +467,6 @@ class RunActor:
                             f"out after {timeout:g}s")), records, inbox_ids)
                         logger.info("run %s: timed out", self.run_id)
                         return True
-        if cancel:
-            await self._end(RunCancelled(), records, inbox_ids)
-            logger.info("run %s: cancelled", self.run_id)
-            return True
         if records or inbox_ids:
             await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
         for record in deliveries:
@@ -416,6 +487,36 @@ class RunActor:
         logger.warning("run %s: hook %s: a payload was rejected: %s", self.run_id, token,
                        reason)
         return self._record(HookRejected(cid, token, payload, reason))
+
+    def _request_cancel(self, deliveries: list[EventRecord]) -> list[EventRecord]:
+        """Take a cancel into the log: `cancel_requested` (delivered: the workflow gets
+        `CancelledError`), then a failure for each running step attempt or waiting
+        retry, which is stopped and not retried. Open children are cancelled too."""
+        instance = self._instance
+        assert instance is not None
+        self._cancel_requested = True
+        records = [self._record(CancelRequested())]
+        stopped = list(self._steps) + [cid for cid in self._retries if cid not in self._steps]
+        for cid in stopped:
+            task = self._steps.pop(cid, None)
+            if task is not None:
+                task.cancel()
+            handle = self._timers.pop("retry" + cid, None)
+            if handle is not None:
+                handle.cancel()
+            self._retries.pop(cid, None)
+            self._cancelled_steps.add(cid)
+            call = instance.expect(cid, StepCall)
+            records.append(self._record(StepFailed(
+                cid, call.step.name, self._attempts.get(cid, 1), ErrorInfo(
+                    "CancelledError", f"step {call.step.name!r} was cancelled with its run",
+                    fatal=True))))
+        deliveries.extend(records)
+        if self._children_open:
+            children = list(self._children_open)
+            self.engine.spawn(after_end(self.world, self.run_id, None, children),
+                              name=f"cancel children of {self.run_id}")
+        return records
 
     def _record_retrying(self, outcome: StepRetrying, ended_at: dt.datetime
                          ) -> tuple[EventRecord, dt.datetime]:
@@ -439,6 +540,8 @@ class RunActor:
         records: list[EventRecord] = []
         durable = False  # hooks and waits must be committed before anyone relies on them
         to_start: list[tuple[StepCall, EventRecord]] = []
+        children: list[ChildCall] = []
+        published: list[PublishCall] = []
         for call in calls:
             if isinstance(call, StepCall):
                 record = self._record(StepStarted(call.cid, call.step.name, 1, call.input))
@@ -457,9 +560,89 @@ class RunActor:
                     call.cid, call.token, NO_METADATA if metadata is None else metadata)))
                 self._hooks_open[call.token] = call.cid
                 durable = True
+            elif isinstance(call, ChildCall):
+                records.append(self._record(ChildStarted(call.cid, call.child_run_id,
+                                                         call.defn.name)))
+                self._children_open[call.child_run_id] = call.cid
+                children.append(call)
+                durable = True
+            elif isinstance(call, PublishCall):
+                records.append(self._record(ValuePublished(call.cid, call.key, call.value)))
+                published.append(call)
+                durable = True
         await self.world.append_events(self.run_id, records, wait=durable)
+        await self._write_published(published)
         for call, record in to_start:
             self._spawn_step(call, 1, record.created_at)
+        for child in children:  # after child_started is durable: a replay finds them
+            await self._create_child(child)
+        if children:
+            self._schedule_child_recheck()
+
+    async def _write_published(self, calls: list[PublishCall]) -> None:
+        """Make published values readable by `get_event`: each key's values are the
+        chunks of the run's stream `$event:{key}` (written after the log, idempotent by
+        index), whose writes notify readers on every world."""
+        from worldflow.core.published import event_stream
+
+        by_key: dict[str, list[tuple[int, msgspec.Raw]]] = {}
+        for call in calls:
+            by_key.setdefault(call.key, []).append((call.index, call.value))
+        for key, chunks in by_key.items():
+            await self.world.write_stream(self.run_id, event_stream(key), chunks)
+
+    # -- children ------------------------------------------------------------------------
+    async def _create_child(self, call: ChildCall) -> None:
+        """Create the child run (idempotent by its id) and run it here if there is room."""
+        world, engine = self.world, self.engine
+        local = engine.has_capacity
+        record, created = await world.create_run(
+            NewRun(call.child_run_id, call.defn.name, call.input, world.now(),
+                   parent_run_id=self.run_id),
+            lease_owner=engine.worker_id if local else None,
+            lease_seconds=world.lease_seconds)
+        if created and local:
+            engine.dispatch(call.child_run_id, fresh=record)
+        elif not created and record.status.is_terminal:
+            self.post(ChildCheck(call.child_run_id))
+
+    def _schedule_child_recheck(self) -> None:
+        """While children are open, look at them every CHILD_RECHECK even if this actor
+        stays live (an evicted parent wakes for it through `_wake_at`)."""
+        if "children" in self._timers:
+            return
+
+        def recheck() -> None:
+            self._timers.pop("children", None)
+            if self._children_open:
+                for child_id in self._children_open:
+                    self.post(ChildCheck(child_id))
+                self._schedule_child_recheck()
+
+        self._timers["children"] = asyncio.get_running_loop().call_later(
+            CHILD_RECHECK.total_seconds(), recheck)
+
+    async def _check_child(self, child_id: str) -> EventRecord | None:
+        """`child_ended` for an open child that has ended (None: it has not, or it is
+        not open); a child missing from the world is created."""
+        instance = self._instance
+        assert instance is not None
+        cid = self._children_open.get(child_id)
+        if cid is None:
+            return None
+        run = await self.world.get_run(child_id)
+        if run is None:
+            await self._create_child(instance.expect(cid, ChildCall))
+            return None
+        if not run.status.is_terminal:
+            return None
+        del self._children_open[child_id]
+        if run.status == "continued":  # the child went on as the chain's next run
+            next_id = msgspec.json.decode(bytes(run.output or b'""'), type=str)
+            self._children_open[next_id] = cid
+            return await self._check_child(next_id)
+        return self._record(ChildEnded(cid, child_id, run.status.value,
+                                       run.output or NO_METADATA, run.error))
 
     def _start_step(self, call: StepCall, attempt: int) -> EventRecord:
         record = self._record(StepStarted(call.cid, call.step.name, attempt, call.input))
@@ -522,6 +705,8 @@ class RunActor:
         times += [at for _, at in self._retries.values()]
         if self._deadline is not None:
             times.append(self._deadline)
+        if self._children_open:
+            times.append(self.world.now() + CHILD_RECHECK)
         return min(times, default=None)
 
     def _should_evict(self) -> bool:
@@ -539,6 +724,7 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         return (not self._steps and not self._retries and not self._hooks_open
+                and not self._children_open and not instance.waits_for_messages
                 and not instance.new_calls and not instance.done
                 and not instance.pending_timers())
 
@@ -567,7 +753,12 @@ class RunActor:
         assert instance is not None and instance.root is not None
         root = instance.root
         event: Event
-        if root.cancelled():
+        if not root.cancelled() and isinstance(root.exception(), ContinueAsNew):
+            await self._continue_as_new(root.exception())  # type: ignore[arg-type]
+            return
+        if root.cancelled() and self._cancel_requested:
+            event = RunCancelled()  # the cancel's CancelledError left the workflow
+        elif root.cancelled():
             event = RunFailed(ErrorInfo("CancelledError", "the workflow task was cancelled"))
         elif (error := root.exception()) is not None:
             event = RunFailed(error_info(error) if isinstance(error, Exception) else
@@ -582,8 +773,30 @@ class RunActor:
         if isinstance(event, RunFailed):
             logger.info("run %s: failed: %s: %s", self.run_id, event.error.type,
                         event.error.message)
+        elif isinstance(event, RunCancelled):
+            logger.info("run %s: cancelled", self.run_id)
         else:
             logger.info("run %s: completed", self.run_id)
+
+    async def _continue_as_new(self, signal: ContinueAsNew) -> None:
+        """Create the chain's next run (idempotent by its derived id), then end this one
+        `continued`: a crash between the two redoes both on replay."""
+        instance = self._instance
+        assert instance is not None
+        world, engine = self.world, self.engine
+        this = await world.get_run(self.run_id)
+        next_id = next_run_id(self.run_id)
+        local = engine.has_capacity
+        record, created = await world.create_run(
+            NewRun(next_id, instance.defn.name, signal.input, world.now(),
+                   queue=this.queue if this is not None else "default",
+                   parent_run_id=self._parent_run_id),
+            lease_owner=engine.worker_id if local else None,
+            lease_seconds=world.lease_seconds)
+        await self._end(RunContinued(next_id), [], [])
+        logger.info("run %s: continued as %s", self.run_id, next_id)
+        if created and local:
+            engine.dispatch(next_id, fresh=record)
 
     async def _end(self, event: Event, records: list[EventRecord], inbox_ids: list[int]) -> None:
         for task in self._steps.values():
@@ -598,6 +811,26 @@ class RunActor:
         # committed: whoever waits for the run in this process needs no read-back
         if self._record_at_start is not None and not self.ended.done():
             self.ended.set_result(_final_record(self._record_at_start, end, self._meta))
+        await after_end(self.world, self.run_id, self._parent_run_id,
+                        list(self._children_open) if isinstance(event, RunCancelled) else [])
+
+
+async def after_end(world: World, run_id: str, parent_run_id: str | None,
+                    children_to_cancel: list[str]) -> None:
+    """After a run's terminal event: cancel its unfinished children, and tell its
+    parent (a lost notice is found by the parent's periodic look, CHILD_RECHECK)."""
+    for child_id in children_to_cancel:
+        try:
+            await world.request_cancel(child_id)
+        except Exception:
+            logger.warning("run %s: could not cancel child run %s", run_id, child_id,
+                           exc_info=True)
+    if parent_run_id is not None:
+        try:
+            await world.child_ended(parent_run_id, run_id)
+        except Exception:
+            logger.warning("run %s: could not tell parent run %s that it ended", run_id,
+                           parent_run_id, exc_info=True)
 
 
 def _final_record(run: RunRecord, end: EventRecord, meta: WorkflowMetadata | None
@@ -611,6 +844,8 @@ def _final_record(run: RunRecord, end: EventRecord, meta: WorkflowMetadata | Non
             status, output = RunStatus.COMPLETED, done
         case RunFailed(error=failure):
             status, error = RunStatus.FAILED, failure
+        case RunContinued(next_run_id=next_run_id):  # as the projection records it
+            status, output = RunStatus.CONTINUED, msgspec.Raw(msgspec.json.encode(next_run_id))
         case _:
             status = RunStatus.CANCELLED
     started_at = run.started_at or (meta.started_at if meta is not None else None)
@@ -633,12 +868,17 @@ async def cancel_without_code(world: World, run_id: str) -> bool:
     if any(isinstance(e.event, TERMINAL_EVENTS) for e in events):
         return True
     open_hooks: dict[str, str] = {}
+    children: dict[str, str] = {}
     for record in events:
         match record.event:
             case HookCreated(correlation_id=cid, token=token):
                 open_hooks[token] = cid
             case HookDisposed(token=token):
                 open_hooks.pop(token, None)
+            case ChildStarted(correlation_id=cid, child_run_id=child_id):
+                children[child_id] = cid
+            case ChildEnded(child_run_id=child_id):
+                children.pop(child_id, None)
     now = world.now()
     seq = events[-1].seq + 1 if events else 0
     new: list[Event] = [HookDisposed(cid, token) for token, cid in open_hooks.items()]
@@ -647,4 +887,6 @@ async def cancel_without_code(world: World, run_id: str) -> bool:
         run_id, [EventRecord(run_id, seq + i, event, now) for i, event in enumerate(new)],
         inbox_ids=[item.id for item in inbox])
     logger.info("run %s: cancelled (without running its workflow code)", run_id)
+    run = await world.get_run(run_id)
+    await after_end(world, run_id, None if run is None else run.parent_run_id, list(children))
     return True

@@ -25,6 +25,7 @@ from worldflow.errors import (
     FatalStepError,
     NonDeterminismError,
     NotInWorkflowError,
+    RegistrationError,
     RunCancelledError,
     RunConflictError,
     RunFailedError,
@@ -37,10 +38,13 @@ if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from worldflow.core.events import ErrorInfo
+    from worldflow.core.instance import ChildCall, WorkflowInstance
     from worldflow.core.records import RunRecord, StepRecord
+    from worldflow.core.registry import WorkflowDef
     from worldflow.core.world import World
 
-__all__ = ["Run", "get_run", "get_world", "resume_hook", "retry_run", "sleep", "start"]
+__all__ = ["ChildRun", "Run", "get_run", "get_world", "resume_hook", "retry_run", "sleep", "start"]
 
 _STEP_FAILED = re.compile(r"^step '(.*)' failed after (\d+) attempt\(s\): ([\w.]+): (.*)$", re.S)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
@@ -90,6 +94,9 @@ class Run(Generic[T]):
             if timeout is not None:
                 timeout = max(0.0, timeout - (loop.time() - began))
             run = await self.world.wait_run_finished(self.run_id, timeout)
+        while run.status == RunStatus.CONTINUED:  # follow the chain to its last run
+            next_id = decode_value(run.output or msgspec.Raw(b"null"), str)
+            run = await self.world.wait_run_finished(next_id, timeout)
         if run.status == RunStatus.COMPLETED:
             defn = get_workflow(run.workflow_name)
             type_ = defn.codec.return_type if defn is not None else Any
@@ -128,12 +135,23 @@ class Run(Generic[T]):
             yield chunk
 
 
+def run_error(run_id: str, status: str, error: ErrorInfo | None) -> Exception:
+    """The exception `Run.result()` raises for a run that ended with `status` (failed or
+    cancelled) and `error`; also what a parent's workflow gets from a child that did."""
+    if status == RunStatus.CANCELLED:
+        return RunCancelledError(f"run {run_id} was cancelled")
+    return _error_of(run_id, error)
+
+
 def _run_error(run: RunRecord) -> Exception:
+    return _error_of(run.run_id, run.error)
+
+
+def _error_of(run_id: str, error: ErrorInfo | None) -> Exception:
     from worldflow.errors import WorkflowAwaitError
 
-    error = run.error
     if error is None:
-        return RunFailedError(run.run_id, "Error", "unknown error")
+        return RunFailedError(run_id, "Error", "unknown error")
     if error.type == "StepFailedError":
         if error.step_name is not None:
             return StepFailedError(error.step_name, error.cause_type or "Error",
@@ -157,7 +175,7 @@ def _run_error(run: RunRecord) -> Exception:
         return WorkflowTimeoutError(error.message)
     if error.type == "WorkflowAwaitError":
         return WorkflowAwaitError(error.message)
-    return RunFailedError(run.run_id, error.type, error.message, error.traceback)
+    return RunFailedError(run_id, error.type, error.message, error.traceback)
 
 
 async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None = None,
@@ -173,6 +191,12 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
     defn = getattr(fn, "__worldflow_workflow__", None)
     if defn is None:
         raise TypeError(f"start() needs a @workflow function, got {fn!r}")
+    instance = current_instance()
+    if instance is not None:  # inside a workflow: a durable child run
+        if world is not None or dedup_key is not None or queue is not None:
+            raise TypeError("start() inside a workflow starts a child run in the parent's "
+                            "world; world=, dedup_key= and queue= are not taken there")
+        return ChildRun(start_child(instance, defn, args, kwargs, run_id))
     if run_id is None:
         run_id = f"run_{uuid.uuid4().hex}"
     elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
@@ -202,6 +226,50 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
             f"start({defn.name}): {by} belongs to run {record.run_id} of workflow "
             f"{record.workflow_name!r}, not {defn.name!r}; nothing was started")
     return Run(record.run_id, the_world)
+
+
+class ChildRun(Run[T]):
+    """A child run started with `start()` inside a workflow: `run_id`, and
+    `await result()`, a durable wait (in the parent's workflow code) for the child's
+    result or error. Outside the workflow, `get_run(run_id)` gives its full `Run`."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: ChildCall) -> None:
+        # workflow code does no I/O: this handle only waits, through the parent's log
+        super().__init__(call.child_run_id, cast("World", None))
+        self._call = call
+
+    def __repr__(self) -> str:
+        return f"<ChildRun {self.run_id}>"
+
+    async def result(self, timeout: float | None = None) -> T:
+        if timeout is not None:
+            raise TypeError("a child run's result() inside a workflow takes no timeout; "
+                            "use asyncio.wait_for(run.result(), ...) (a durable timer)")
+        result: T = await self._call.future
+        return result
+
+    async def info(self) -> RunRecord:
+        raise NotInWorkflowError(f"child run {self.run_id}: workflow code can only "
+                                 f"await its result(); inspect it outside the workflow "
+                                 f"with get_run({self.run_id!r})")
+
+
+def start_child(instance: WorkflowInstance, defn: WorkflowDef, args: tuple[Any, ...],
+                kwargs: dict[str, Any], run_id: str | None = None) -> ChildCall:
+    """Start `defn` as a child of the running workflow (see `WorkflowInstance.call_child`),
+    checking first that this process knows the workflow and the arguments fit."""
+    if get_workflow(defn.name) is not defn:
+        raise RegistrationError(
+            f"workflow {instance.defn.name!r} (run {instance.run_id}) started a child of "
+            f"workflow {defn.name!r}, which is not registered in this process (or another "
+            f"function took its name); import the module that defines it")
+    if run_id is not None and (not isinstance(run_id, str) or not _RUN_ID.match(run_id)):
+        raise ValueError(f"run_id must be 1-200 characters of letters, digits and . _ - : @, "
+                         f"got {run_id!r:.80}")
+    check_arguments(defn.fn, defn.name, args, kwargs)
+    return instance.call_child(defn, args, kwargs, run_id)
 
 
 def check_arguments(fn: Callable[..., Any], name: str, args: tuple[Any, ...],

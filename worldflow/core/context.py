@@ -24,6 +24,10 @@ class WorkflowMetadata(msgspec.Struct, frozen=True):
     run_id: str
     workflow_name: str
     started_at: dt.datetime
+    #: the run whose workflow started this one as a child (None at top level)
+    parent_run_id: str | None = None
+    #: the run that ended with `continue_as_new` to start this one (None: the first)
+    continued_from: str | None = None
 
 
 class StepMetadata(msgspec.Struct, frozen=True):
@@ -73,7 +77,10 @@ def get_workflow_metadata() -> WorkflowMetadata:
     (works in workflow code and in its steps)."""
     instance = current_instance()
     if instance is not None:
-        return WorkflowMetadata(instance.run_id, instance.defn.name, instance.started_at)
+        from worldflow.core.continuation import previous_run_id
+
+        return WorkflowMetadata(instance.run_id, instance.defn.name, instance.started_at,
+                                instance.parent_run_id, previous_run_id(instance.run_id))
     ctx = step_context.get()
     if ctx is not None:
         return ctx.workflow

@@ -155,8 +155,11 @@ def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None
 
         @functools.wraps(func)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if current_instance() is not None:
-                return await func(*args, **kwargs)  # composed into the running workflow
+            instance = current_instance()
+            if instance is not None:  # a durable child run of the running workflow
+                from worldflow.core.api import start_child
+
+                return await start_child(instance, defn, args, kwargs).future
             token = direct_run.set(True)
             try:
                 return await func(*args, **kwargs)

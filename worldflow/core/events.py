@@ -18,6 +18,9 @@ from worldflow.errors import CorruptRecordError
 
 __all__ = [
     "NO_METADATA",
+    "CancelRequested",
+    "ChildEnded",
+    "ChildStarted",
     "ErrorInfo",
     "Event",
     "EventRecord",
@@ -25,8 +28,10 @@ __all__ = [
     "HookDisposed",
     "HookReceived",
     "HookRejected",
+    "MessageReceived",
     "RunCancelled",
     "RunCompleted",
+    "RunContinued",
     "RunCreated",
     "RunFailed",
     "RunStarted",
@@ -34,6 +39,7 @@ __all__ = [
     "StepFailed",
     "StepRetrying",
     "StepStarted",
+    "ValuePublished",
     "WaitCompleted",
     "WaitCreated",
     "decode_event",
@@ -145,6 +151,49 @@ class HookDisposed(_Event, tag="hook_disposed", frozen=True):
     token: str
 
 
+class MessageReceived(_Event, tag="message_received", frozen=True):
+    """A message sent to the run with `send(run_id, message, topic)`, taken from its
+    inbox into the log; `receive(topic)` in the workflow gets it (arrival order)."""
+
+    topic: str
+    payload: Raw
+
+
+class ChildStarted(_Event, tag="child_started", frozen=True):
+    """The workflow started run `child_run_id` (of `workflow_name`) as its child at
+    position `correlation_id`; recorded before the child is created, so that a replay
+    finds the same child and never creates a second one."""
+
+    correlation_id: str
+    child_run_id: str
+    workflow_name: str
+
+
+class ChildEnded(_Event, tag="child_ended", frozen=True):
+    """The child run at `correlation_id` ended with `status` (completed, failed or
+    cancelled), and its output or error, as the parent's workflow receives it."""
+
+    correlation_id: str
+    child_run_id: str
+    status: str
+    output: Raw = Raw(b"null")
+    error: ErrorInfo | None = None
+
+
+class CancelRequested(_Event, tag="cancel_requested", frozen=True):
+    """`run.cancel()` reached the workflow: `asyncio.CancelledError` is raised at its
+    current await (and its running step attempts are cancelled). The run ends
+    `cancelled` when that error leaves the workflow."""
+
+
+class ValuePublished(_Event, tag="value_published", frozen=True):
+    """`set_event(key, value)` in the workflow; `get_event(run_id, key)` reads the last."""
+
+    correlation_id: str
+    key: str
+    value: Raw
+
+
 class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
@@ -157,12 +206,20 @@ class RunCancelled(_Event, tag="run_cancelled", frozen=True):
     reason: str | None = None
 
 
+class RunContinued(_Event, tag="run_continued", frozen=True):
+    """`continue_as_new(...)`: the run ended and `next_run_id` (created first) goes on
+    with a fresh log."""
+
+    next_run_id: str
+
+
 Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepRetrying
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookRejected
          | HookDisposed
-         | RunCompleted | RunFailed | RunCancelled)
+         | MessageReceived | ChildStarted | ChildEnded | CancelRequested | ValuePublished
+         | RunCompleted | RunFailed | RunCancelled | RunContinued)
 
-TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
+TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled, RunContinued)
 
 
 class EventRecord(msgspec.Struct, frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,8 +27,14 @@ async def gather(*calls: Awaitable[Any], limit: int | None = None,
     slots = asyncio.Semaphore(limit)
 
     async def bounded(call: Awaitable[Any]) -> Any:
-        async with slots:
-            return await call
+        try:
+            async with slots:
+                return await call
+        finally:
+            # a run evicted (or ended) while calls wait for a slot drops them unstarted:
+            # close them, so that Python does not warn they were never awaited
+            if inspect.iscoroutine(call):
+                call.close()
 
     return list(await asyncio.gather(*(bounded(c) for c in calls),
                                      return_exceptions=return_exceptions))

@@ -26,8 +26,11 @@ import secrets
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from worldflow.core.events import (
+    CancelRequested,
+    ChildEnded,
     ErrorInfo,
     HookReceived,
+    MessageReceived,
     StepCompleted,
     StepFailed,
     WaitCompleted,
@@ -49,8 +52,8 @@ if TYPE_CHECKING:
     from worldflow.core.events import EventRecord
     from worldflow.core.registry import StepDef, WorkflowDef
 
-__all__ = ["HookCall", "StepCall", "TimerCall", "WorkflowInstance", "WorkflowLoop",
-           "current_instance"]
+__all__ = ["ChildCall", "HookCall", "PublishCall", "StepCall", "TimerCall",
+           "WorkflowInstance", "WorkflowLoop", "current_instance"]
 
 logger = logging.getLogger("worldflow.workflow")
 
@@ -88,7 +91,26 @@ class HookCall:
     kind: str = "hook"
 
 
-Call = StepCall | TimerCall | HookCall
+@dataclasses.dataclass(slots=True, eq=False)
+class ChildCall:
+    cid: str
+    defn: WorkflowDef
+    input: Raw
+    child_run_id: str
+    future: asyncio.Future[Any]
+    kind: str = "child run"
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class PublishCall:
+    cid: str
+    key: str
+    value: Raw
+    index: int  # how many values of `key` were published before this one
+    kind: str = "set_event"
+
+
+Call = StepCall | TimerCall | HookCall | ChildCall | PublishCall
 
 
 class _DurableTimerHandle(asyncio.TimerHandle):
@@ -284,11 +306,34 @@ class WorkflowInstance:
         self._next_cid = 1
         self._args, self._kwargs = args, kwargs
         self.root: asyncio.Task[Any] | None = None
+        #: messages taken into the log but not yet received, and `receive` calls
+        #: waiting, by topic (see worldflow.core.messages)
+        self.messages: dict[str, collections.deque[Raw]] = {}
+        self.message_waiters: dict[str, collections.deque[asyncio.Future[Any]]] = {}
+        self.parent_run_id: str | None = None
+        self.published: dict[str, int] = {}  # key -> values published (set_event)
 
     # -- driving -----------------------------------------------------------------
     def start(self) -> None:
         self.root = self.loop.create_task(self.defn.fn(*self._args, **self._kwargs))
         self.loop.run_ready()
+
+    def discard(self) -> None:
+        """Drop an unfinished workflow (its run was evicted or stopped): close the
+        coroutines of its pending tasks now, as garbage collection would later, but in
+        order, so that calls still waiting to start are closed with the task that holds
+        them instead of warning that they were never awaited."""
+        previous = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self.loop)
+        try:
+            for task in list(asyncio.all_tasks(self.loop)):
+                try:
+                    task.get_coro().close()
+                except BaseException:  # workflow code that refuses to stop: GC's business
+                    logger.debug("run %s: closing a task failed", self.run_id,
+                                 exc_info=True)
+        finally:
+            asyncio.events._set_running_loop(previous)
 
     @property
     def done(self) -> bool:
@@ -317,7 +362,41 @@ class WorkflowInstance:
                     self.loop._ready.append(handle)
             case HookReceived(correlation_id=cid, payload=payload):
                 self.expect(cid, HookCall).hook._deliver(payload)
+            case MessageReceived(topic=topic, payload=payload):
+                self.deliver_message(topic, payload)
+            case CancelRequested():
+                if self.root is not None and not self.root.done():
+                    self.root.cancel()  # CancelledError at the workflow's current await
+            case ChildEnded(correlation_id=cid, child_run_id=child_id, status=status,
+                            output=output, error=error):
+                child = self.expect(cid, ChildCall)
+                if not child.future.done():
+                    if status == "completed":
+                        try:
+                            child.future.set_result(child.defn.codec.decode_result(output))
+                        except Exception as exc:
+                            child.future.set_exception(exc)
+                    else:
+                        from worldflow.core.api import run_error
+
+                        child.future.set_exception(run_error(child_id, status, error))
         self.loop.run_ready()
+
+    def deliver_message(self, topic: str, payload: Raw) -> None:
+        """Hand a message to the oldest `receive(topic)` still waiting, or keep it for
+        the next one."""
+        waiters = self.message_waiters.get(topic)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a receive that timed out or was cancelled is skipped
+                waiter.set_result(payload)
+                return
+        self.messages.setdefault(topic, collections.deque()).append(payload)
+
+    @property
+    def waits_for_messages(self) -> bool:
+        """Some `receive` call waits (so outside input can wake the run)."""
+        return any(not w.done() for ws in self.message_waiters.values() for w in ws)
 
     def expect(self, cid: str, kind: type[_C], step_name: str | None = None) -> _C:
         """The call at position `cid`, which the log records as a `kind` call (of step
@@ -398,6 +477,27 @@ class WorkflowInstance:
         self.new_calls.append(call)
         return hook
 
+    def call_child(self, defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   run_id: str | None = None) -> ChildCall:
+        """Start workflow `defn` as a child run (its id: this run's id and the call's
+        position, unless `run_id` is given); its future is the child's result."""
+        encoded = defn.codec.encode(args, kwargs, kind="workflow")
+        cid = self._cid()
+        call = ChildCall(cid, defn, encoded, run_id or f"{self.run_id}:{cid}",
+                         self.loop.create_future())
+        self.calls[cid] = call
+        self.new_calls.append(call)
+        return call
+
+    def publish(self, key: str, value: Raw) -> PublishCall:
+        """Publish `value` under `key` (`set_event`): recorded as the next call."""
+        index = self.published.get(key, 0)
+        self.published[key] = index + 1
+        call = PublishCall(self._cid(), key, value, index)
+        self.calls[call.cid] = call
+        self.new_calls.append(call)
+        return call
+
     # -- what waits ------------------------------------------------------------------
     def pending_timers(self) -> list[TimerCall]:
         return [c for c in self.calls.values()
@@ -405,11 +505,12 @@ class WorkflowInstance:
                 and not c.fired]
 
 
-_C = TypeVar("_C", StepCall, TimerCall, HookCall)
+_C = TypeVar("_C", StepCall, TimerCall, HookCall, ChildCall, PublishCall)
 #: frames of these packages are not where the user's workflow code waits
 _LIBRARY_DIRS = (os.path.dirname(asyncio.__file__) + os.sep,
                  os.path.dirname(os.path.dirname(__file__)) + os.sep)
-_KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookCall: "hook"}
+_KIND_NAMES: dict[type[Call], str] = {StepCall: "step", TimerCall: "wait", HookCall: "hook",
+                                      ChildCall: "child run", PublishCall: "set_event"}
 
 
 def step_error(step_name: str, attempt: int, error: ErrorInfo) -> Exception:

@@ -13,7 +13,7 @@ import msgspec
 
 from worldflow.core.events import EventRecord, StepCompleted, StepFailed, StepRetrying
 
-__all__ = ["DeadlinePassed", "InboxChanged", "Message", "Recorded", "RetryDue",
+__all__ = ["ChildCheck", "DeadlinePassed", "InboxChanged", "Message", "Recorded", "RetryDue",
            "StepFinished", "TimerDue"]
 
 
@@ -49,8 +49,16 @@ class InboxChanged(msgspec.Struct, frozen=True):
     """The run's inbox has input (a hook payload, a cancel request): read it."""
 
 
+class ChildCheck(msgspec.Struct, frozen=True):
+    """Look at child run `child_run_id`: create it if it is missing (the parent stopped
+    between recording `child_started` and creating it), record its end if it ended."""
+
+    child_run_id: str
+
+
 class DeadlinePassed(msgspec.Struct, frozen=True):
     """The workflow's `timeout` has passed."""
 
 
-Message = StepFinished | TimerDue | RetryDue | Recorded | InboxChanged | DeadlinePassed
+Message = (StepFinished | TimerDue | RetryDue | Recorded | InboxChanged | DeadlinePassed
+           | ChildCheck)

@@ -30,10 +30,13 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: ended by `continue_as_new`: the next run of the chain goes on (its id: `output`)
+    CONTINUED = "continued"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
+                        RunStatus.CONTINUED)
 
 
 class StepStatus(enum.StrEnum):
@@ -52,6 +55,8 @@ class NewRun(msgspec.Struct, frozen=True):
     created_at: dt.datetime
     queue: str = "default"
     dedup_key: str | None = None
+    #: the run whose workflow started this one as a child (None: a top-level run)
+    parent_run_id: str | None = None
 
 
 class RunRecord(msgspec.Struct, frozen=True):
@@ -70,6 +75,7 @@ class RunRecord(msgspec.Struct, frozen=True):
     completed_at: dt.datetime | None
     updated_at: dt.datetime
     queue: str = "default"
+    parent_run_id: str | None = None
     corrupt: str | None = None
 
 
@@ -110,7 +116,8 @@ class HookRecord(msgspec.Struct, frozen=True):
 class InboxRecord(msgspec.Struct, frozen=True):
     """Input from outside a run, waiting for the run's actor to take it into its log.
 
-    `kind` is ``"hook"`` (payload for hook `token`) or ``"cancel"``.
+    `kind` is ``"hook"`` (payload for hook `token`), ``"cancel"``, or ``"message"``
+    (a message sent with `send`; `token` holds its topic).
     """
 
     id: int

@@ -212,6 +212,17 @@ class World(Protocol):
         """Queue `payload` for the live hook `token`; return its run id.
         `HookNotFoundError` for an unknown or disposed token."""
 
+    async def send_message(self, run_id: str, topic: str, payload: Raw) -> None:
+        """Queue a message of `topic` for the run (an inbox message of kind "message",
+        its `token` the topic) and make its job available at once unless it is in a
+        backoff. `RunNotFoundError` if there is no such run, `RunFinishedError` if it
+        has ended; atomic with that check."""
+
+    async def child_ended(self, parent_run_id: str, child_run_id: str) -> None:
+        """Tell the parent run that its child has ended: an inbox message of kind
+        "child_ended" (its `token` the child's id) that wakes the parent like any input.
+        No-op if the parent is unknown or has ended."""
+
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         """The run's pending inbox messages, oldest first."""
 

@@ -4,6 +4,7 @@
 
     POST      /.well-known/workflow/v1/flow             signed   work on a run
     POST      /.well-known/workflow/v1/step             signed   run one step attempt
+    POST      /.well-known/workflow/v1/message          signed   send a message to a run
     GET|POST  /.well-known/workflow/v1/webhook/{token}  open     resume a webhook
     HEAD      /.well-known/workflow/v1/webhook/{token}  open     check it (no delivery)
 
@@ -57,7 +58,7 @@ from worldflow.core.registry import get_step, get_workflow
 from worldflow.core.runtime import engine_for
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import run_step_attempt
-from worldflow.errors import HookNotFoundError, RunFinishedError, WorldError
+from worldflow.errors import HookNotFoundError, RunFinishedError, RunNotFoundError, WorldError
 from worldflow.transports.client import HttpStepRunner, request_flow, use_http_steps
 from worldflow.transports.deliveries import (
     DEFAULT_MAX_ENTRIES,
@@ -67,10 +68,12 @@ from worldflow.transports.deliveries import (
 )
 from worldflow.transports.messages import (
     FLOW_PATH,
+    MESSAGE_PATH,
     REQUEST_ID_FIELD,
     STEP_PATH,
     WEBHOOK_ROUTE,
     FlowRequest,
+    MessageRequest,
     StepArgs,
     StepRequest,
 )
@@ -95,6 +98,7 @@ _json = msgspec.json.Encoder()
 _step_decoder = msgspec.json.Decoder(StepRequest)
 _args_decoder = msgspec.json.Decoder(StepArgs)
 _flow_decoder = msgspec.json.Decoder(FlowRequest)
+_message_decoder = msgspec.json.Decoder(MessageRequest)
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -234,6 +238,25 @@ class Endpoints:
         self.world.notify_work()
         return _json_response(202, {"run_id": run.run_id, "status": "accepted"})
 
+    # -- /message -------------------------------------------------------------------
+    @_answers_errors
+    async def message(self, request: Request) -> Response:
+        body, signed_at = await self.read_signed(request)
+        message: MessageRequest = self.decode(_message_decoder, body, "message")
+        return await self.once("message", message.request_id, body, signed_at,
+                               functools.partial(self._message, message))
+
+    async def _message(self, message: MessageRequest) -> Response:
+        try:
+            await self.world.send_message(message.run_id, message.topic, message.message)
+        except RunNotFoundError:
+            raise HTTPError(404, "run_not_found",
+                            f"no run {message.run_id!r} in this world") from None
+        except RunFinishedError as exc:
+            raise HTTPError(409, "run_finished", str(exc)) from None
+        return _json_response(202, {"run_id": message.run_id, "topic": message.topic,
+                                    "status": "queued"})
+
     # -- /step ---------------------------------------------------------------------
     @_answers_errors
     async def step(self, request: Request) -> Response:
@@ -351,6 +374,7 @@ def app(world: World, *, secret: str | bytes | None = None,
     application = Starlette(routes=[
         Route(FLOW_PATH, transport.flow, methods=["POST"]),
         Route(STEP_PATH, transport.step, methods=["POST"]),
+        Route(MESSAGE_PATH, transport.message, methods=["POST"]),
         Route(WEBHOOK_ROUTE, transport.webhook, methods=["GET", "POST"]),
     ])
     # no redirect from ".../webhook" to ".../webhook/": a request names its token or is 404

@@ -22,11 +22,13 @@ from msgspec import Meta, Raw
 
 __all__ = [
     "FLOW_PATH",
+    "MESSAGE_PATH",
     "PREFIX",
     "REQUEST_ID_FIELD",
     "STEP_PATH",
     "WEBHOOK_ROUTE",
     "FlowRequest",
+    "MessageRequest",
     "StepArgs",
     "StepRequest",
     "new_request_id",
@@ -35,6 +37,7 @@ __all__ = [
 PREFIX = "/.well-known/workflow/v1"
 FLOW_PATH = PREFIX + "/flow"
 STEP_PATH = PREFIX + "/step"
+MESSAGE_PATH = PREFIX + "/message"
 WEBHOOK_ROUTE = PREFIX + "/webhook/{token:path}"
 
 # no NUL: no database stores it in text, and no worldflow id or name contains one
@@ -87,3 +90,15 @@ class FlowRequest(msgspec.Struct, frozen=True):
 
     request_id: RequestId
     run_id: Id
+
+
+class MessageRequest(msgspec.Struct, frozen=True):
+    """Send `message` (any JSON) to run `run_id` under `topic` (`POST /message`), as
+    `worldflow.send` does. A delivery sent again with the same `request_id` gets the
+    first answer and sends nothing more: each message is sent once. Answers: 202
+    (queued), 404 (no such run), 409 (the run has ended)."""
+
+    request_id: RequestId
+    run_id: Id
+    message: Raw
+    topic: Annotated[str, Meta(min_length=1, max_length=200, pattern="^[^\x00]+$")] = "default"

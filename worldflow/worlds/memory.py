@@ -100,7 +100,8 @@ class MemoryWorld(BaseWorld):
         from worldflow.core.events import EventRecord
 
         record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
-                           None, run.created_at, None, None, run.created_at, run.queue)
+                           None, run.created_at, None, None, run.created_at, run.queue,
+                           run.parent_run_id)
         self._runs[run.run_id] = record
         self._events[run.run_id] = [EventRecord(
             run.run_id, 0, RunCreated(run.workflow_name, run.input), run.created_at)]
@@ -334,6 +335,20 @@ class MemoryWorld(BaseWorld):
                                    f"takes no more payloads")
         self._push_inbox(hook.run_id, "hook", token, payload)
         return hook.run_id
+
+    async def send_message(self, run_id: str, topic: str, payload: Raw) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(f"run not found: {run_id}")
+        if run.status.is_terminal:
+            raise RunFinishedError(f"run {run_id} is {run.status.value}; it takes no "
+                                   f"more messages")
+        self._push_inbox(run_id, "message", topic, payload)
+
+    async def child_ended(self, parent_run_id: str, child_run_id: str) -> None:
+        parent = self._runs.get(parent_run_id)
+        if parent is not None and not parent.status.is_terminal:
+            self._push_inbox(parent_run_id, "child_ended", child_run_id, None)
 
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         return list(self._inbox.get(run_id, ()))

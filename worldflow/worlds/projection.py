@@ -142,6 +142,9 @@ def project(record: EventRecord) -> ProjectionOp | None:
             return RunFinished(run_id, "failed", at, error=error)
         case ev.RunCancelled():
             return RunFinished(run_id, "cancelled", at)
+        case ev.RunContinued(next_run_id=next_run_id):
+            return RunFinished(run_id, "continued", at,
+                               output=Raw(msgspec.json.encode(next_run_id)))
     return None
 
 

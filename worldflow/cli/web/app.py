@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "continued")
 MAX_LIMIT = 200
 #: chunks of each stream shown on a run's page (the JSON endpoint pages through all)
 PAGE_CHUNKS = 200

@@ -48,10 +48,10 @@ BEGIN
                     CONTINUE;
                 END IF;
                 INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
-                                           updated_at, queue, dedup_key)
+                                           updated_at, queue, dedup_key, parent_run_id)
                 VALUES (w->>'run_id', w->>'workflow_name', 'pending', w->'input',
                         (w->>'created_at')::timestamptz, (w->>'created_at')::timestamptz,
-                        w->>'queue', w->>'dedup_key');
+                        w->>'queue', w->>'dedup_key', w->>'parent_run_id');
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
                                              payload, created_at)
                 VALUES (w->>'run_id', 0, 'run_created', NULL, worldflow_payload(w->'payload'),

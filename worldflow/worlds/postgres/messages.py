@@ -47,6 +47,7 @@ class CreateRunWrite(msgspec.Struct, frozen=True, tag="create_run"):
     lease_owner: str | None
     now: dt.datetime
     lease_expires_at: dt.datetime | None
+    parent_run_id: str | None = None
 
 
 class EventRow(msgspec.Struct, frozen=True, array_like=True):

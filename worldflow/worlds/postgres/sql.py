@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 RUN_COLUMNS = ("id, workflow_name, status, input::text, output::text, error::text, "
-               "created_at, started_at, completed_at, updated_at, queue")
+               "created_at, started_at, completed_at, updated_at, queue, parent_run_id")
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1"
 # newest first; the cursor is the (created_at, id) of the last row seen
 LIST_RUNS = (f"SELECT {RUN_COLUMNS} FROM workflow_runs "
@@ -104,6 +104,10 @@ RELEASE_JOB = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = 
                "ELSE EXISTS (SELECT 1 FROM workflow_inbox WHERE workflow_run_id = $1) END) "
                "THEN $2 ELSE $3::timestamptz END "
                "WHERE run_id = $1 AND lease_owner = $4 RETURNING available_at")
+# taken by a release and by input arriving, before anything else: whichever comes second
+# runs its next statement with a fresh snapshot, so a release sees input committed just
+# before it, and input sees the job released just before it (no lost wake-up)
+LOCK_JOB = "SELECT 1 FROM workflow_jobs WHERE run_id = $1 FOR NO KEY UPDATE"
 EXPIRE_LEASES = ("UPDATE workflow_jobs SET lease_owner = NULL, lease_expires_at = NULL, "
                  "available_at = $2 WHERE job_prefix = $1 AND lease_owner = ANY($3::text[])")
 LEASE_OWNERS = ("SELECT DISTINCT lease_owner FROM workflow_jobs "

@@ -77,7 +77,7 @@ __all__ = ["PostgresWorld"]
 logger = logging.getLogger("worldflow.world.postgres")
 T = TypeVar("T")
 _PREFIX = re.compile(r"^[A-Za-z0-9_]{1,40}$")
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled", "continued")
 #: how long an operation keeps retrying while the server is unreachable (a restart)
 RETRY_FOR = 60.0
 
@@ -252,6 +252,7 @@ class PostgresWorld(BaseWorld):
         write = CreateRunWrite(
             run_id=run.run_id, workflow_name=run.workflow_name, input=run.input,
             created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
+            parent_run_id=run.parent_run_id,
             job_prefix=self.job_prefix,
             payload=Raw(encode_event(RunCreated(run.workflow_name, run.input))),
             lease_owner=lease_owner, now=now,
@@ -266,7 +267,7 @@ class PostgresWorld(BaseWorld):
         if outcome.created:
             record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input,
                                None, None, run.created_at, None, None, run.created_at,
-                               run.queue)
+                               run.queue, run.parent_run_id)
             return record, True
         assert outcome.run_id is not None
         existing = await self.get_run(outcome.run_id)
@@ -360,6 +361,7 @@ class PostgresWorld(BaseWorld):
         now = self.now()
 
         async def release(c: asyncpg.Connection) -> None:
+            await c.execute(sql.LOCK_JOB, run_id)
             available = await c.fetchval(sql.RELEASE_JOB, run_id, now, wake_at, owner,
                                          backoff)
             if available is not None and available <= now:
@@ -394,6 +396,7 @@ class PostgresWorld(BaseWorld):
     async def _push_inbox(self, c: asyncpg.Connection, run_id: str, kind: str,
                           token: str | None, payload: Raw | None) -> None:
         now = self.now()
+        await c.execute(sql.LOCK_JOB, run_id)
         await c.execute(sql.INSERT_INBOX, run_id, kind, token,
                         None if payload is None else bytes(payload).decode(), now)
         wake = sql.WAKE_JOB_TO_CANCEL if kind == "cancel" else sql.WAKE_JOB
@@ -431,6 +434,30 @@ class PostgresWorld(BaseWorld):
         run_id = await self._run(resume, transaction=True)
         self._signal_inbox(run_id)
         return run_id
+
+    async def send_message(self, run_id: str, topic: str, payload: Raw) -> None:
+        async def send(c: asyncpg.Connection) -> None:
+            status = await c.fetchval(sql.RUN_STATUS, run_id)
+            if status is None:
+                raise RunNotFoundError(f"run not found: {run_id}")
+            if status in TERMINAL:
+                raise RunFinishedError(f"run {run_id} is {status}; it takes no more "
+                                       f"messages")
+            await self._push_inbox(c, run_id, "message", topic, payload)
+
+        await self._run(send, transaction=True)
+        self._signal_inbox(run_id)
+
+    async def child_ended(self, parent_run_id: str, child_run_id: str) -> None:
+        async def tell(c: asyncpg.Connection) -> bool:
+            status = await c.fetchval(sql.RUN_STATUS, parent_run_id)
+            if status is None or status in TERMINAL:
+                return False
+            await self._push_inbox(c, parent_run_id, "child_ended", child_run_id, None)
+            return True
+
+        if await self._run(tell, transaction=True):
+            self._signal_inbox(parent_run_id)
 
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         rows = await self._run(lambda c: c.fetch(sql.READ_INBOX, run_id))
@@ -520,7 +547,7 @@ def _run_record(row: asyncpg.Record) -> RunRecord:
     try:
         return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
                          _raw(row[4]), decode_error(row[5]), row[6], row[7], row[8], row[9],
-                         row[10])
+                         row[10], row[11])
     except BAD_ROW as exc:
         raise corrupt_row("workflow_runs", row[0], row[0], exc) from None
 

@@ -91,7 +91,7 @@ def _error(text: str | None) -> ErrorInfo | None:
 
 # Column lists are shared by the queries and the decoders below, so they cannot drift.
 RUN_COLUMNS = ("id, workflow_name, status, input, output, error, created_at, started_at, "
-               "completed_at, updated_at, queue")
+               "completed_at, updated_at, queue, parent_run_id")
 STEP_COLUMNS = ("id, workflow_run_id, correlation_id, step_name, status, attempt, input, "
                 "output, error, started_at, completed_at")
 HOOK_COLUMNS = ("token, workflow_run_id, correlation_id, status, created_at, disposed_at, "
@@ -116,7 +116,8 @@ def decode_run(row: Sequence[Any]) -> RunRecord:
     try:
         return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
                          _raw(row[4]), _error(row[5]), _time(row[6]), decode_time(row[7]),
-                         decode_time(row[8]), _time(row[9]), row[10])
+                         decode_time(row[8]), _time(row[9]), row[10],
+                         row[11])
     except _BAD_ROW as exc:
         raise _corrupt("workflow_runs", row[0], row[0], exc) from None
 

@@ -36,7 +36,8 @@ SELECT_RUN = "SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE id = ?"
 SELECT_LIVE_DEDUP = ("SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE dedup_key = ? "
                      "AND dedup_key IS NOT NULL AND status IN ('pending', 'running')")
 INSERT_RUN = ("INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
-              "updated_at, queue, dedup_key) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)")
+              "updated_at, queue, dedup_key, parent_run_id) "
+              "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)")
 INSERT_EVENT = ("INSERT INTO workflow_events (workflow_run_id, seq, event_type, "
                 "correlation_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
 INSERT_JOB = ("INSERT INTO workflow_jobs (run_id, queue, available_at, lease_owner, "
@@ -89,7 +90,8 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
         return decode_run(row), False
     created_at = encode_time(run.created_at)
     conn.execute(INSERT_RUN, (run.run_id, run.workflow_name, encode_json(run.input),
-                              created_at, created_at, run.queue, run.dedup_key))
+                              created_at, created_at, run.queue, run.dedup_key,
+                              run.parent_run_id))
     event = RunCreated(run.workflow_name, run.input)
     conn.execute(INSERT_EVENT, (run.run_id, 0, "run_created", None,
                                 encode_event(event).decode(), created_at))
@@ -99,7 +101,8 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
     conn.execute(INSERT_JOB, (run.run_id, run.queue, at, lease_owner, expires, at,
                               run.workflow_name))
     record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
-                       None, run.created_at, None, None, run.created_at, run.queue)
+                       None, run.created_at, None, None, run.created_at, run.queue,
+                       run.parent_run_id)
     return record, True
 
 

@@ -80,7 +80,7 @@ WAKE_JOB = ("UPDATE workflow_jobs SET available_at = ? "
 WAKE_JOB_TO_CANCEL = ("UPDATE workflow_jobs SET cancel_pending = 1, backoff = 0, "
                       "available_at = CASE WHEN lease_owner IS NULL THEN ?1 "
                       "ELSE available_at END WHERE run_id = ?2")
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled", "continued")
 
 DELETE_EXPIRED_SLOTS = "DELETE FROM workflow_queue_slots WHERE queue = ? AND expires_at <= ?"
 SELECT_SLOT = "SELECT 1 FROM workflow_queue_slots WHERE queue = ? AND holder = ?"
@@ -178,6 +178,26 @@ def resume_hook(conn: sqlite3.Connection, token: str, payload: Raw, now: dt.date
                                f"takes no more payloads")
     _push_inbox(conn, run_id, "hook", token, payload, now)
     return str(run_id)
+
+
+def send_message(conn: sqlite3.Connection, run_id: str, topic: str, payload: Raw,
+                 now: dt.datetime) -> str:
+    row = conn.execute(SELECT_RUN_STATUS, (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFoundError(f"run not found: {run_id}")
+    if row[0] in TERMINAL:
+        raise RunFinishedError(f"run {run_id} is {row[0]}; it takes no more messages")
+    _push_inbox(conn, run_id, "message", topic, payload, now)
+    return run_id
+
+
+def child_ended(conn: sqlite3.Connection, parent_run_id: str, child_run_id: str,
+                now: dt.datetime) -> str | None:
+    row = conn.execute(SELECT_RUN_STATUS, (parent_run_id,)).fetchone()
+    if row is None or row[0] in TERMINAL:
+        return None
+    _push_inbox(conn, parent_run_id, "child_ended", child_run_id, None, now)
+    return parent_run_id
 
 
 def _push_inbox(conn: sqlite3.Connection, run_id: str, kind: str, token: str | None,

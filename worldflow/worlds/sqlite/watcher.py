@@ -29,7 +29,7 @@ logger = logging.getLogger("worldflow.world.sqlite")
 
 DATA_VERSION = "PRAGMA data_version"
 SELECT_ENDED = ("SELECT id FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?)) "
-                "AND status IN ('completed', 'failed', 'cancelled')")
+                "AND status IN ('completed', 'failed', 'cancelled', 'continued')")
 SET_BUSY_TIMEOUT = "PRAGMA busy_timeout = 30000"
 SET_QUERY_ONLY = "PRAGMA query_only = ON"
 

@@ -331,6 +331,18 @@ class SQLiteWorld(BaseWorld):
         return await self._write(_queue.resume_hook, token, payload, self.now(),
                                  after=self._signal_inbox)
 
+    async def send_message(self, run_id: str, topic: str, payload: Raw) -> None:
+        await self._write(_queue.send_message, run_id, topic, payload, self.now(),
+                          after=self._signal_inbox)
+
+    async def child_ended(self, parent_run_id: str, child_run_id: str) -> None:
+        def after(queued: str | None) -> None:
+            if queued is not None:
+                self._signal_inbox(queued)
+
+        await self._write(_queue.child_ended, parent_run_id, child_run_id, self.now(),
+                          after=after)
+
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         return await self._read(reads.read_inbox, run_id)
 
