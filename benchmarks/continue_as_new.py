@@ -43,7 +43,7 @@ async def measure(world: Any, iterations: int) -> dict[str, Any]:
     first_id = f"bench-{uuid.uuid4().hex[:8]}"
     began = time.perf_counter()
     run = await start(loop, 1, 0, iterations, world=world, run_id=first_id)
-    last_id = first_id if iterations == 1 else f"{first_id}.c{iterations - 1}"
+    last_id = first_id if iterations == 1 else f"{first_id}~c{iterations - 1}"
     while True:  # until the last run waits for its message (its actor evicted)
         events = await world.list_events(last_id)
         if (any(e.event_type == "step_completed" for e in events)

@@ -1,9 +1,10 @@
 """Continue-as-new: a workflow that would run forever ends its run and starts a fresh
 one of the same workflow (an empty log), so replay cost stays flat.
 
-The next run's id is derived from the chain's first: ``"{first}.c1"``, ``"{first}.c2"``,
+The next run's id is derived from the chain's first: ``"{first}~c1"``, ``"{first}~c2"``,
 ...; so a replay of the ending run creates the same next run (idempotent by id), and
-`continued_from` is known from the id alone.
+`continued_from` is known from the id alone. ``~`` is refused in run ids given to
+`start()`, so a derived id never collides with (or is misread as) a user's id.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from worldflow.errors import NotInWorkflowError
 
 __all__ = ["ContinueAsNew", "continue_as_new", "next_run_id", "previous_run_id"]
 
-_CONTINUED = re.compile(r"^(.*)\.c(\d+)$", re.S)
+_CONTINUED = re.compile(r"^(.*)~c(\d+)$", re.S)
 
 
 class ContinueAsNew(BaseException):
@@ -45,8 +46,8 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
 def next_run_id(run_id: str) -> str:
     match = _CONTINUED.match(run_id)
     if match is None:
-        return f"{run_id}.c1"
-    return f"{match.group(1)}.c{int(match.group(2)) + 1}"
+        return f"{run_id}~c1"
+    return f"{match.group(1)}~c{int(match.group(2)) + 1}"
 
 
 def previous_run_id(run_id: str) -> str | None:
@@ -54,4 +55,4 @@ def previous_run_id(run_id: str) -> str | None:
     if match is None:
         return None
     n = int(match.group(2))
-    return match.group(1) if n == 1 else f"{match.group(1)}.c{n - 1}"
+    return match.group(1) if n == 1 else f"{match.group(1)}~c{n - 1}"
