@@ -126,7 +126,8 @@ async def test_awaiting_a_workflow_runs_it_as_a_durable_child(world: Any) -> Non
 
 async def test_a_childs_error_is_raised_in_the_parent(world: Any) -> None:
     run = await start(catches, "no seats", world=world)
-    assert await run.result(timeout=30) == "caught FatalError: no seats"
+    # as run.result() raises it: the step's FatalError, as a FatalStepError
+    assert await run.result(timeout=30) == "caught FatalStepError: no seats"
     kids = await children_of(world, run.run_id)
     assert [k.status for k in kids] == ["failed"]
 
