@@ -1,9 +1,10 @@
 """Postgres backends killed under load: every connection of the world dies, repeatedly.
 
-100 runs of a few steps go through a started Postgres world in a database of this test's
-own, while a separate admin connection calls `pg_terminate_backend` on every backend of
-that database (the group-commit writer, the pool's connections, the LISTEN connection)
-every 0.3-0.5 s for a few seconds. The world must reconnect each of them and carry on.
+100 runs of a few steps are started on, and go through, a started Postgres world in a
+database of this test's own, while a separate admin connection calls
+`pg_terminate_backend` on every backend of that database (the group-commit writer, the
+pool's connections, the LISTEN connection) every 0.3-0.5 s, from the first start until
+every run has ended. The world must reconnect each of them and carry on.
 
 Asserted: every run completes with the right result; each step's completion is recorded
 once (one `step_completed` per correlation id); a step whose completion was committed is
@@ -71,13 +72,13 @@ def record_commits(world: Any) -> None:
 
 
 async def kill_backends(admin: asyncpg.Connection, dbname: str, seconds: float,
-                        rng: random.Random, load: asyncio.Future[Any]) -> tuple[int, int]:
+                        rng: random.Random, done: asyncio.Future[None]) -> tuple[int, int]:
     """Terminate every backend of `dbname` (only that database) every 0.3-0.5 s until
-    the load is done; return (backends terminated, rounds)."""
+    `done`; return (backends terminated, rounds)."""
     killed = rounds = 0
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
-    while loop.time() < end and not load.done():
+    while loop.time() < end and not done.done():
         rounds += 1
         await asyncio.sleep(rng.uniform(0.3, 0.5))
         killed += await admin.fetchval(
@@ -101,12 +102,18 @@ async def test_killed_backends_lose_no_run_and_rerun_no_committed_step(
         async with world:
             world.engine.crash_retry_delay = 0.05
             record_commits(world)
-            runs = [await start(ck_flow, n, world=world) for n in range(RUNS)]
-            load = asyncio.ensure_future(
-                asyncio.gather(*(r.result(timeout=120) for r in runs)))
-            killed, rounds = await kill_backends(admin, dbname, KILL_SECONDS,
-                                                 random.Random(7), load)
-            results = await load
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            killer = asyncio.ensure_future(
+                kill_backends(admin, dbname, KILL_SECONDS, random.Random(7), done))
+            runs = []
+            for n in range(RUNS):  # started while the kills go on: creation is covered
+                runs.append(await start(ck_flow, n, world=world))
+                await asyncio.sleep(0.01)
+            try:
+                results = await asyncio.gather(*(r.result(timeout=120) for r in runs))
+            finally:
+                done.set_result(None)
+                killed, rounds = await killer
             assert results == [expected(n) for n in range(RUNS)]
             assert rounds >= 5 and killed > 0  # the kills went on while runs were live
             for run in runs:
