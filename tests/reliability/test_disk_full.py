@@ -4,16 +4,16 @@ The test caps the database with `PRAGMA max_page_count` on the world's writer co
 (the only connection that writes), a few pages above its size, while 40 runs of a few
 steps go through. Writes then fail with SQLITE_FULL ("database or disk is full").
 
-What the engine does (observed, and asserted here):
+What the engine does (asserted here, except where marked "seen in the logs"):
 
-- a failed batch is rolled back whole: no write of it is stored, and each caller gets a
-  `WorldError` naming the database file, saying it is full and that nothing of the
-  write was stored;
+- a refused write stores nothing (its savepoint is rolled back, or the whole batch when
+  SQLite rolled back the transaction), and each caller gets a `WorldError` naming the
+  database file, saying it is full and that nothing of the write was stored;
 - the actor of a run whose append failed stops, and the engine replays the run later
-  with an exponential backoff (`crash_retry_delay`, doubling): no hot crash loop (a
-  few refused appends per waiting run, not thousands). A lease it cannot renew or
-  release while the disk is full expires (`lease_seconds=2` here) and the run is
-  claimed again;
+  with an exponential backoff (`crash_retry_delay`, doubling): no hot crash loop (a few
+  refused appends per waiting run, not thousands). A lease that cannot be renewed or
+  released while the disk is full expires (`lease_seconds=2` here) and the run is
+  claimed again (seen in the logs);
 - no run fails because of it: runs wait. Each run's log stays whole (seqs contiguous,
   one `step_completed` per step);
 - once the limit is raised, every run completes with the right result, and no step whose
