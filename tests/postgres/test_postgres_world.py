@@ -298,3 +298,41 @@ def test_appends_that_must_fail_alone_are_not_merged() -> None:
     for writes in (gap, hooks, ended):
         sent, sent_as = merge_appends(writes)
         assert sent == writes and sent_as == [0, 1]
+
+
+async def test_a_run_created_by_another_process_at_the_same_moment_is_returned(
+        own_db: str) -> None:
+    """Two processes starting the same run id race: both look, find nothing and insert.
+    The loser's insert waits on the winner's row and then hits the primary key; it must
+    get the winner's run back (created=False), not a LeaseLostError."""
+    import datetime as dt
+
+    import msgspec
+
+    from worldflow.core.records import NewRun
+
+    world = pg_world(own_db)
+    await world.open()
+    try:
+        other = await asyncpg.connect(own_db)
+        try:
+            now = dt.datetime.now(dt.UTC)
+            tx = other.transaction()
+            await tx.start()
+            # "another process" has inserted the run but not committed yet
+            await other.execute(
+                "INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
+                "updated_at, queue) VALUES ('race-1', 'pg_flow', 'pending', "
+                "'{\"args\":[1],\"kwargs\":{}}', $1, $1, 'default')", now)
+            new = NewRun("race-1", "pg_flow", msgspec.Raw(b'{"args":[1],"kwargs":{}}'), now)
+            ours = asyncio.ensure_future(world.create_run(new, lease_owner=None,
+                                                          lease_seconds=30))
+            await asyncio.sleep(0.5)  # our insert now waits on the other's row
+            assert not ours.done()
+            await tx.commit()
+            record, created = await asyncio.wait_for(ours, 10)
+            assert created is False and record.run_id == "race-1"
+        finally:
+            await other.close()
+    finally:
+        await world.close()

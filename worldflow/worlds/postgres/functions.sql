@@ -182,6 +182,22 @@ BEGIN
             END IF;
         EXCEPTION
             WHEN unique_violation THEN
+                IF write_type = 'create_run' THEN
+                    -- another process created the same run (same id or live dedup key)
+                    -- between our look and our insert, and has committed: like a run
+                    -- found at first look, it is returned, not an error
+                    SELECT * INTO existing FROM workflow_runs WHERE id = w->>'run_id';
+                    IF NOT FOUND AND w->>'dedup_key' IS NOT NULL THEN
+                        SELECT * INTO existing FROM workflow_runs
+                         WHERE dedup_key = w->>'dedup_key'
+                           AND status IN ('pending', 'running');
+                    END IF;
+                    IF FOUND THEN
+                        out := out || json_build_object('ok', true, 'created', false,
+                                                        'run_id', existing.id);
+                        CONTINUE;
+                    END IF;
+                END IF;
                 out := out || json_build_object('ok', false, 'error', 'lease_lost',
                     'message', format('run %s: event seq already recorded (%s)',
                                       w->>'run_id', SQLERRM));

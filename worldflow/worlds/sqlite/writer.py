@@ -43,7 +43,11 @@ MAX_BATCH = 500
 
 def world_error(path: str, exc: BaseException) -> WorldError:
     """The driver's error as worldflow's own, so no sqlite3 exception reaches the engine."""
-    return WorldError(f"SQLite world {path}: {type(exc).__name__}: {exc}")
+    message = f"SQLite world {path}: {type(exc).__name__}: {exc}"
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        message += (" (the disk, or the database's max_page_count, is full: nothing of "
+                    "this write was stored; free space and the waiting runs go on)")
+    return WorldError(message)
 
 
 async def in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
