@@ -199,9 +199,8 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
         return ChildRun(start_child(instance, defn, args, kwargs, run_id))
     if run_id is None:
         run_id = f"run_{uuid.uuid4().hex}"
-    elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise ValueError(f"run_id must be 1-200 characters of letters, digits and . _ - : @, "
-                         f"got {run_id!r:.80}")
+    else:
+        check_run_id(run_id)
     if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key
                                   or len(dedup_key) > 500):
         raise ValueError(f"dedup_key must be a non-empty string of at most 500 characters, "
@@ -265,11 +264,17 @@ def start_child(instance: WorkflowInstance, defn: WorkflowDef, args: tuple[Any, 
             f"workflow {instance.defn.name!r} (run {instance.run_id}) started a child of "
             f"workflow {defn.name!r}, which is not registered in this process (or another "
             f"function took its name); import the module that defines it")
-    if run_id is not None and (not isinstance(run_id, str) or not _RUN_ID.match(run_id)):
-        raise ValueError(f"run_id must be 1-200 characters of letters, digits and . _ - : @, "
-                         f"got {run_id!r:.80}")
+    if run_id is not None:
+        check_run_id(run_id)
     check_arguments(defn.fn, defn.name, args, kwargs)
     return instance.call_child(defn, args, kwargs, run_id)
+
+
+def check_run_id(run_id: object) -> None:
+    """`ValueError` unless `run_id` is a run id a user may choose."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(f"run_id must be 1-200 characters of letters, digits and . _ - : @, "
+                         f"got {run_id!r:.80}")
 
 
 def check_arguments(fn: Callable[..., Any], name: str, args: tuple[Any, ...],
