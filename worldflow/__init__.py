@@ -22,6 +22,7 @@ from worldflow.core.continuation import continue_as_new
 from worldflow.core.decorators import step, workflow
 from worldflow.core.flow import gather
 from worldflow.core.hooks import Hook, HookType, create_hook, define_hook
+from worldflow.core.listing import list_runs
 from worldflow.core.messages import receive, send
 from worldflow.core.published import get_event, set_event
 from worldflow.core.queues import Queue
@@ -98,6 +99,7 @@ __all__ = [
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
+    "list_runs",
     "now",
     "random",
     "receive",

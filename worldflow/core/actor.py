@@ -598,7 +598,7 @@ class RunActor:
         local = engine.has_capacity
         record, created = await world.create_run(
             NewRun(call.child_run_id, call.defn.name, call.input, world.now(),
-                   parent_run_id=self.run_id),
+                   parent_run_id=self.run_id, tags=call.tags),
             lease_owner=engine.worker_id if local else None,
             lease_seconds=world.lease_seconds)
         if created and local:
@@ -790,7 +790,8 @@ class RunActor:
         record, created = await world.create_run(
             NewRun(next_id, instance.defn.name, signal.input, world.now(),
                    queue=this.queue if this is not None else "default",
-                   parent_run_id=self._parent_run_id),
+                   parent_run_id=self._parent_run_id,
+                   tags=this.tags if this is not None else {}),
             lease_owner=engine.worker_id if local else None,
             lease_seconds=world.lease_seconds)
         await self._end(RunContinued(next_id), [], [])

@@ -15,6 +15,7 @@ import msgspec
 from worldflow.core.decorators import direct_run
 from worldflow.core.durations import parse_duration, resolve_deadline
 from worldflow.core.instance import current_instance
+from worldflow.core.listing import check_tags
 from worldflow.core.queues import get_queue
 from worldflow.core.records import NewRun, RunStatus
 from worldflow.core.registry import get_workflow
@@ -180,13 +181,16 @@ def _error_of(run_id: str, error: ErrorInfo | None) -> Exception:
 
 async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None = None,
                 run_id: str | None = None, dedup_key: str | None = None,
-                queue: Any = None, **kwargs: Any) -> Run[T]:
+                queue: Any = None, tags: dict[str, str] | None = None,
+                **kwargs: Any) -> Run[T]:
     """Start `fn` (a `@workflow`) durably with these arguments and return its `Run`.
 
     A `run_id` that already exists returns that run (idempotent start): one run, its
     steps run once. With `dedup_key`, while a run with the same key is live (not yet
     ended) that run is returned instead of starting another one. With `queue` (a
     `Queue` or its name) the run executes only while it holds one of the queue's slots.
+    `tags` (str to str, such as ``{"customer": "42"}``) are stored with the run, shown
+    on `RunRecord.tags`, and filter `list_runs(tags=...)`.
     """
     defn = getattr(fn, "__worldflow_workflow__", None)
     if defn is None:
@@ -196,7 +200,9 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
         if world is not None or dedup_key is not None or queue is not None:
             raise TypeError("start() inside a workflow starts a child run in the parent's "
                             "world; world=, dedup_key= and queue= are not taken there")
-        return ChildRun(start_child(instance, defn, args, kwargs, run_id))
+        return ChildRun(start_child(instance, defn, args, kwargs, run_id,
+                                    {} if tags is None else check_tags(tags)))
+    checked_tags = {} if tags is None else check_tags(tags)
     if run_id is None:
         run_id = f"run_{uuid.uuid4().hex}"
     else:
@@ -213,7 +219,7 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
     local = engine is not None and engine.has_capacity
     record, created = await the_world.create_run(
         NewRun(run_id, defn.name, encoded, the_world.now(), queue=queue_name,
-               dedup_key=dedup_key),
+               dedup_key=dedup_key, tags=checked_tags),
         lease_owner=engine.worker_id if engine is not None and local else None,
         lease_seconds=the_world.lease_seconds)
     if created and engine is not None and local:
@@ -256,7 +262,8 @@ class ChildRun(Run[T]):
 
 
 def start_child(instance: WorkflowInstance, defn: WorkflowDef, args: tuple[Any, ...],
-                kwargs: dict[str, Any], run_id: str | None = None) -> ChildCall:
+                kwargs: dict[str, Any], run_id: str | None = None,
+                tags: dict[str, str] | None = None) -> ChildCall:
     """Start `defn` as a child of the running workflow (see `WorkflowInstance.call_child`),
     checking first that this process knows the workflow and the arguments fit."""
     if get_workflow(defn.name) is not defn:
@@ -267,7 +274,7 @@ def start_child(instance: WorkflowInstance, defn: WorkflowDef, args: tuple[Any, 
     if run_id is not None:
         check_run_id(run_id)
     check_arguments(defn.fn, defn.name, args, kwargs)
-    return instance.call_child(defn, args, kwargs, run_id)
+    return instance.call_child(defn, args, kwargs, run_id, tags or {})
 
 
 def check_run_id(run_id: object) -> None:
@@ -394,7 +401,7 @@ async def retry_run(run_id: str, world: World | None = None) -> Run[Any]:
     new_id = f"{run_id}-retry{n}"
     owner = f"retry:{uuid.uuid4().hex}"
     await the_world.create_run(
-        NewRun(new_id, old.workflow_name, old.input, the_world.now()),
+        NewRun(new_id, old.workflow_name, old.input, the_world.now(), tags=old.tags),
         lease_owner=owner, lease_seconds=60.0)
     from worldflow.core.events import EventRecord
 

@@ -99,6 +99,8 @@ class ChildCall:
     child_run_id: str
     future: asyncio.Future[Any]
     kind: str = "child run"
+    #: the child's tags (`start(..., tags=)` in the workflow)
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -478,13 +480,14 @@ class WorkflowInstance:
         return hook
 
     def call_child(self, defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   run_id: str | None = None) -> ChildCall:
+                   run_id: str | None = None,
+                   tags: dict[str, str] | None = None) -> ChildCall:
         """Start workflow `defn` as a child run (its id: this run's id and the call's
         position, unless `run_id` is given); its future is the child's result."""
         encoded = defn.codec.encode(args, kwargs, kind="workflow")
         cid = self._cid()
         call = ChildCall(cid, defn, encoded, run_id or f"{self.run_id}:{cid}",
-                         self.loop.create_future())
+                         self.loop.create_future(), tags=dict(tags or {}))
         self.calls[cid] = call
         self.new_calls.append(call)
         return call

@@ -57,6 +57,8 @@ class NewRun(msgspec.Struct, frozen=True):
     dedup_key: str | None = None
     #: the run whose workflow started this one as a child (None: a top-level run)
     parent_run_id: str | None = None
+    #: searchable string tags (checked by `worldflow.core.listing.check_tags`)
+    tags: dict[str, str] = {}
 
 
 class RunRecord(msgspec.Struct, frozen=True):
@@ -77,6 +79,15 @@ class RunRecord(msgspec.Struct, frozen=True):
     queue: str = "default"
     parent_run_id: str | None = None
     corrupt: str | None = None
+    #: the tags given to `start(tags=...)`; they never change
+    tags: dict[str, str] = {}
+    #: the run's steps (each counted once, whatever its attempts), and how many are
+    #: completed, failed (for good) and running now; the rest are pending a retry.
+    #: Kept by the world as it stores events, so a listing needs no `list_steps`.
+    steps_total: int = 0
+    steps_completed: int = 0
+    steps_failed: int = 0
+    steps_running: int = 0
 
 
 def corrupt_run(run_id: str, workflow_name: object, created_at: dt.datetime | None,

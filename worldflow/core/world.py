@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, Self, cast, runtime_checkable
 
 from worldflow.core.runtime import engine_for, start_engine, stop_engine
@@ -132,8 +132,14 @@ class World(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
     async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
-                        limit: int = 50, cursor: str | None = None) -> Page:
-        """Runs newest first (by created_at, then run_id); cursor pagination."""
+                        limit: int = 50, cursor: str | None = None,
+                        tags: Mapping[str, str] | None = None,
+                        since: dt.datetime | None = None) -> Page:
+        """Runs newest first (by created_at, then run_id); cursor pagination (keyset on
+        (created_at, run_id), so a page costs the same however deep it is).
+
+        `tags`: only runs having every given key=value pair; `since`: only runs created
+        at or after it. A malformed cursor raises `ValueError`."""
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         """The run's steps, in the order they were first started."""

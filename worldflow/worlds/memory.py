@@ -33,7 +33,7 @@ from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.projection import ProjectionOp, check_fence, plan_append
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from msgspec import Raw
 
@@ -101,7 +101,7 @@ class MemoryWorld(BaseWorld):
 
         record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
                            None, run.created_at, None, None, run.created_at, run.queue,
-                           run.parent_run_id)
+                           run.parent_run_id, tags=dict(run.tags))
         self._runs[run.run_id] = record
         self._events[run.run_id] = [EventRecord(
             run.run_id, 0, RunCreated(run.workflow_name, run.input), run.created_at)]
@@ -123,7 +123,9 @@ class MemoryWorld(BaseWorld):
         return self._runs.get(run_id)
 
     async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
-                        limit: int = 50, cursor: str | None = None) -> Page:
+                        limit: int = 50, cursor: str | None = None,
+                        tags: Mapping[str, str] | None = None,
+                        since: dt.datetime | None = None) -> Page:
         after = decode_cursor(cursor) if cursor else None
         runs = sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)
         items: list[RunRecord] = []
@@ -133,6 +135,10 @@ class MemoryWorld(BaseWorld):
             if status is not None and r.status != status:
                 continue
             if workflow_name is not None and r.workflow_name != workflow_name:
+                continue
+            if since is not None and r.created_at < since:
+                break  # newest first: every run left is older
+            if tags and any(r.tags.get(key) != value for key, value in tags.items()):
                 continue
             items.append(r)
             if len(items) > limit:
@@ -209,6 +215,7 @@ class MemoryWorld(BaseWorld):
                 else:
                     steps[cid] = _replace(old, status=StepStatus.RUNNING, attempt=attempt,
                                           error=None)
+                self._count_step(run_id, None if old is None else old.status, "running")
             case projection.StepCompleted(step_id=step_id, attempt=attempt, output=output,
                                           at=at):
                 self._update_step(step_id, status=StepStatus.COMPLETED, attempt=attempt,
@@ -232,7 +239,16 @@ class MemoryWorld(BaseWorld):
     def _update_step(self, step_id: str, **changes: Any) -> None:
         run_id, cid = step_id.rsplit(":", 1)
         steps = self._steps[run_id]
+        old_status = steps[cid].status
         steps[cid] = _replace(steps[cid], **changes)
+        self._count_step(run_id, old_status, steps[cid].status)
+
+    def _count_step(self, run_id: str, old_status: str | None, new_status: str) -> None:
+        run = self._runs[run_id]
+        changes = projection.step_count_changes(old_status, new_status)
+        if changes:
+            self._runs[run_id] = _replace(run, **{
+                counter: getattr(run, counter) + by for counter, by in changes.items()})
 
     # -- queue ---------------------------------------------------------------------
     async def claim_runs(self, owner: str, limit: int, lease_seconds: float, *,

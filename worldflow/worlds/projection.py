@@ -9,6 +9,9 @@
   the run's log exactly (first seq = last stored + 1, no gaps). Anything else means
   another worker wrote the run (or an earlier append of ours was lost), so the whole
   append is refused with `LeaseLostError`.
+- **Step counts.** `step_count_changes(old, new)` says how a step's status change moves
+  its run's counters (`RunRecord.steps_*`). The SQL worlds apply the same rule in
+  triggers on their steps table (migration 4), so no write path can skip it.
 - **End of run.** `plan_append(records)` tells a world what else an append changes: a
   terminal event (`run_completed/failed/cancelled`) removes the run's queue job and
   inbox and disposes its active hooks, as of the terminal event's time.
@@ -40,6 +43,7 @@ __all__ = [
     "check_fence",
     "plan_append",
     "project",
+    "step_count_changes",
 ]
 
 
@@ -185,3 +189,24 @@ def plan_append(records: list[EventRecord]) -> AppendPlan:
         elif isinstance(rec.event, ev.HookCreated):
             tokens.append(rec.event.token)
     return AppendPlan(ops, finished_at, tokens)
+
+
+#: the run's counter of each step status kept on the run row (pending: the rest)
+STEP_COUNTERS = {"completed": "steps_completed", "failed": "steps_failed",
+                 "running": "steps_running"}
+
+
+def step_count_changes(old_status: str | None, new_status: str) -> dict[str, int]:
+    """How a step moving from `old_status` (None: the step is new) to `new_status`
+    changes its run's counters: `steps_total` counts each step once, whatever its
+    attempts; a retried step leaves `steps_running` and comes back to it."""
+    changes: dict[str, int] = {}
+    if old_status is None:
+        changes["steps_total"] = 1
+    elif old_status == new_status:
+        return changes
+    if old_status in STEP_COUNTERS:
+        changes[STEP_COUNTERS[old_status]] = -1
+    if new_status in STEP_COUNTERS:
+        changes[STEP_COUNTERS[new_status]] = 1
+    return changes

@@ -12,7 +12,7 @@ from worldflow.errors import CorruptRecordError
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["BAD_ROW", "corrupt_row", "decode_error", "decode_event_row"]
+__all__ = ["BAD_ROW", "corrupt_row", "decode_error", "decode_event_row", "decode_tags"]
 
 #: what decoding a row that was changed behind worldflow's back can raise
 BAD_ROW = (ValueError, TypeError, AttributeError, msgspec.DecodeError,
@@ -33,3 +33,11 @@ def decode_error(text: str | None) -> ErrorInfo | None:
 
 def decode_event_row(run_id: str, row: asyncpg.Record) -> EventRecord:
     return EventRecord(run_id, row[0], decode_stored_event(run_id, row[0], row[1]), row[2])
+
+
+_tags_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+def decode_tags(text: str | None) -> dict[str, str]:
+    """A run's tags as stored (a JSON object, or NULL for none)."""
+    return {} if text is None else _tags_decoder.decode(text)

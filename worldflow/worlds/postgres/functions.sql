@@ -48,10 +48,17 @@ BEGIN
                     CONTINUE;
                 END IF;
                 INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
-                                           updated_at, queue, dedup_key, parent_run_id)
+                                           updated_at, queue, dedup_key, parent_run_id,
+                                           tags)
                 VALUES (w->>'run_id', w->>'workflow_name', 'pending', w->'input',
                         (w->>'created_at')::timestamptz, (w->>'created_at')::timestamptz,
-                        w->>'queue', w->>'dedup_key', w->>'parent_run_id');
+                        w->>'queue', w->>'dedup_key', w->>'parent_run_id',
+                        CASE WHEN json_typeof(w->'tags') = 'object' THEN w->'tags' END);
+                IF json_typeof(w->'tags') = 'object' THEN
+                    INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at)
+                    SELECT w->>'run_id', t.key, t.value, (w->>'created_at')::timestamptz
+                      FROM json_each_text(w->'tags') AS t;
+                END IF;
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
                                              payload, created_at)
                 VALUES (w->>'run_id', 0, 'run_created', NULL, worldflow_payload(w->'payload'),

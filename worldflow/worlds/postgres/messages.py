@@ -48,6 +48,8 @@ class CreateRunWrite(msgspec.Struct, frozen=True, tag="create_run"):
     now: dt.datetime
     lease_expires_at: dt.datetime | None
     parent_run_id: str | None = None
+    #: searchable tags: stored on the run and, one row each, in workflow_run_tags
+    tags: dict[str, str] | None = None
 
 
 class EventRow(msgspec.Struct, frozen=True, array_like=True):

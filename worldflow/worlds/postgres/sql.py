@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 RUN_COLUMNS = ("id, workflow_name, status, input::text, output::text, error::text, "
-               "created_at, started_at, completed_at, updated_at, queue, parent_run_id")
+               "created_at, started_at, completed_at, updated_at, queue, parent_run_id, "
+               "tags::text, steps_total, steps_completed, steps_failed, steps_running")
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1"
 # newest first; the cursor is the (created_at, id) of the last row seen
 LIST_RUNS = (f"SELECT {RUN_COLUMNS} FROM workflow_runs "
@@ -11,6 +14,56 @@ LIST_RUNS = (f"SELECT {RUN_COLUMNS} FROM workflow_runs "
              "AND ($2::text IS NULL OR workflow_name = $2) "
              "AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) "
              "ORDER BY created_at DESC, id DESC LIMIT $5")
+
+
+def _list_runs_query(status: bool, name: bool, after: bool, since: bool, *,
+                     tagged: int) -> tuple[str, tuple[str, ...]]:
+    """The listing query of one filter combination and the names of its $n parameters
+    in order, built once at import (values stay parameters; a query per combination,
+    so that each plan uses its index ranges rather than `$n IS NULL OR ...` filters).
+    `tagged`: 0 no tag filter, 1 one tag, 2 several. A tag filter walks
+    workflow_run_tags_match for the first tag newest first and stops after a page;
+    further tags are checked per run by primary key."""
+    if not tagged:
+        table, prefix, order_at, order_id = "workflow_runs", "", "created_at", "id"
+    else:
+        table = "workflow_run_tags t JOIN workflow_runs r ON r.id = t.workflow_run_id"
+        prefix, order_at, order_id = "r.", "t.created_at", "t.workflow_run_id"
+    names: list[str] = []
+
+    def param(name: str) -> str:
+        names.append(name)
+        return f"${len(names)}"
+
+    conditions = []
+    if tagged:
+        conditions.append(f"t.key = {param('tag_key')} AND t.value = {param('tag_value')}")
+    if tagged > 1:
+        keys, values = param("tag_keys"), param("tag_values")
+        conditions.append(f"(SELECT count(*) FROM workflow_run_tags o "
+                          f"WHERE o.workflow_run_id = r.id AND (o.key, o.value) IN "
+                          f"(SELECT * FROM unnest({keys}::text[], {values}::text[]))) "
+                          f"= cardinality({keys}::text[])")
+    if status:
+        conditions.append(f"{prefix}status = {param('status')}")
+    if name:
+        conditions.append(f"{prefix}workflow_name = {param('name')}")
+    if after:
+        conditions.append(f"({order_at}, {order_id}) < "
+                          f"({param('after_at')}, {param('after_id')})")
+    if since:
+        conditions.append(f"{order_at} >= {param('since')}")
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    columns = ", ".join(prefix + column.strip() for column in RUN_COLUMNS.split(","))
+    query = (f"SELECT {columns} FROM {table}{where} "
+             f"ORDER BY {order_at} DESC, {order_id} DESC LIMIT {param('limit')}")
+    return query, tuple(names)
+
+
+#: by (status, workflow name, cursor, since, tags: 0/1/2): see `_list_runs_query`
+LIST_RUNS_BY_FILTER = {(*flags, tagged): _list_runs_query(*flags, tagged=tagged)
+                       for flags in itertools.product((False, True), repeat=4)
+                       for tagged in (0, 1, 2)}
 LIST_STEPS = ("SELECT id, workflow_run_id, correlation_id, step_name, status, attempt, "
               "input::text, output::text, error::text, started_at, completed_at "
               "FROM workflow_steps WHERE workflow_run_id = $1 ORDER BY position")

@@ -47,6 +47,7 @@ from worldflow.worlds.postgres.codec import (
     corrupt_row,
     decode_error,
     decode_event_row,
+    decode_tags,
 )
 from worldflow.worlds.postgres.listener import Listener
 from worldflow.worlds.postgres.messages import (
@@ -68,7 +69,7 @@ from worldflow.worlds.postgres.writer import CONNECTION_ERRORS, PostgresCommitte
 from worldflow.worlds.projection import plan_append
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Collection, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
     from worldflow.core.records import NewRun
 
@@ -252,7 +253,7 @@ class PostgresWorld(BaseWorld):
         write = CreateRunWrite(
             run_id=run.run_id, workflow_name=run.workflow_name, input=run.input,
             created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
-            parent_run_id=run.parent_run_id,
+            parent_run_id=run.parent_run_id, tags=dict(run.tags) or None,
             job_prefix=self.job_prefix,
             payload=Raw(encode_event(RunCreated(run.workflow_name, run.input))),
             lease_owner=lease_owner, now=now,
@@ -267,7 +268,7 @@ class PostgresWorld(BaseWorld):
         if outcome.created:
             record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input,
                                None, None, run.created_at, None, None, run.created_at,
-                               run.queue, run.parent_run_id)
+                               run.queue, run.parent_run_id, tags=dict(run.tags))
             return record, True
         assert outcome.run_id is not None
         existing = await self.get_run(outcome.run_id)
@@ -279,10 +280,23 @@ class PostgresWorld(BaseWorld):
         return None if row is None else _run_record(row)
 
     async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
-                        limit: int = 50, cursor: str | None = None) -> Page:
+                        limit: int = 50, cursor: str | None = None,
+                        tags: Mapping[str, str] | None = None,
+                        since: dt.datetime | None = None) -> Page:
         after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
-        rows = await self._run(lambda c: c.fetch(sql.LIST_RUNS, status, workflow_name,
-                                                 after_at, after_id, limit + 1))
+        pairs = list(tags.items()) if tags else []
+        query, names = sql.LIST_RUNS_BY_FILTER[
+            status is not None, workflow_name is not None, after_at is not None,
+            since is not None, min(len(pairs), 2)]
+        values: dict[str, object] = {
+            "status": None if status is None else str(status), "name": workflow_name,
+            "after_at": after_at, "after_id": after_id, "since": since,
+            "limit": limit + 1,
+            "tag_key": pairs[0][0] if pairs else None,
+            "tag_value": pairs[0][1] if pairs else None,
+            "tag_keys": [key for key, _ in pairs], "tag_values": [v for _, v in pairs]}
+        args = [values[name] for name in names]
+        rows = await self._run(lambda c: c.fetch(query, *args))
         items = [_run_record_or_placeholder(r) for r in rows[:limit]]
         nxt = (encode_cursor(items[-1].created_at, items[-1].run_id)
                if len(rows) > limit and items else None)
@@ -547,7 +561,10 @@ def _run_record(row: asyncpg.Record) -> RunRecord:
     try:
         return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
                          _raw(row[4]), decode_error(row[5]), row[6], row[7], row[8], row[9],
-                         row[10], row[11])
+                         row[10], row[11],
+                         tags=decode_tags(row[12]),
+                         steps_total=row[13], steps_completed=row[14],
+                         steps_failed=row[15], steps_running=row[16])
     except BAD_ROW as exc:
         raise corrupt_row("workflow_runs", row[0], row[0], exc) from None
 

@@ -43,9 +43,11 @@ __all__ = [
     "decode_run",
     "decode_run_or_placeholder",
     "decode_step",
+    "decode_tags",
     "decode_time",
     "encode_error",
     "encode_json",
+    "encode_tags",
     "encode_time",
 ]
 
@@ -53,6 +55,7 @@ _UTC = dt.UTC
 _ZERO = dt.timedelta(0)
 _error_decoder = msgspec.json.Decoder(ErrorInfo)
 _error_encoder = msgspec.json.Encoder()
+_tags_decoder = msgspec.json.Decoder(dict[str, str])
 
 
 def encode_time(value: dt.datetime) -> str:
@@ -85,13 +88,22 @@ def encode_error(error: ErrorInfo | None) -> str | None:
     return None if error is None else _error_encoder.encode(error).decode()
 
 
+def encode_tags(tags: dict[str, str]) -> str | None:
+    return _error_encoder.encode(tags).decode() if tags else None
+
+
+def decode_tags(text: str | None) -> dict[str, str]:
+    return {} if text is None else _tags_decoder.decode(text)
+
+
 def _error(text: str | None) -> ErrorInfo | None:
     return None if text is None else _error_decoder.decode(text)
 
 
 # Column lists are shared by the queries and the decoders below, so they cannot drift.
 RUN_COLUMNS = ("id, workflow_name, status, input, output, error, created_at, started_at, "
-               "completed_at, updated_at, queue, parent_run_id")
+               "completed_at, updated_at, queue, parent_run_id, tags, steps_total, "
+               "steps_completed, steps_failed, steps_running")
 STEP_COLUMNS = ("id, workflow_run_id, correlation_id, step_name, status, attempt, input, "
                 "output, error, started_at, completed_at")
 HOOK_COLUMNS = ("token, workflow_run_id, correlation_id, status, created_at, disposed_at, "
@@ -117,7 +129,9 @@ def decode_run(row: Sequence[Any]) -> RunRecord:
         return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
                          _raw(row[4]), _error(row[5]), _time(row[6]), decode_time(row[7]),
                          decode_time(row[8]), _time(row[9]), row[10],
-                         row[11])
+                         row[11], tags=decode_tags(row[12]), steps_total=row[13],
+                         steps_completed=row[14], steps_failed=row[15],
+                         steps_running=row[16])
     except _BAD_ROW as exc:
         raise _corrupt("workflow_runs", row[0], row[0], exc) from None
 

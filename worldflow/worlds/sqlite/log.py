@@ -20,6 +20,7 @@ from worldflow.worlds.sqlite.codec import (
     decode_run,
     encode_error,
     encode_json,
+    encode_tags,
     encode_time,
 )
 
@@ -36,8 +37,10 @@ SELECT_RUN = "SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE id = ?"
 SELECT_LIVE_DEDUP = ("SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE dedup_key = ? "
                      "AND dedup_key IS NOT NULL AND status IN ('pending', 'running')")
 INSERT_RUN = ("INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
-              "updated_at, queue, dedup_key, parent_run_id) "
-              "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)")
+              "updated_at, queue, dedup_key, parent_run_id, tags) "
+              "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)")
+INSERT_TAG = ("INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at) "
+              "VALUES (?, ?, ?, ?)")
 INSERT_EVENT = ("INSERT INTO workflow_events (workflow_run_id, seq, event_type, "
                 "correlation_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
 INSERT_JOB = ("INSERT INTO workflow_jobs (run_id, queue, available_at, lease_owner, "
@@ -91,7 +94,10 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
     created_at = encode_time(run.created_at)
     conn.execute(INSERT_RUN, (run.run_id, run.workflow_name, encode_json(run.input),
                               created_at, created_at, run.queue, run.dedup_key,
-                              run.parent_run_id))
+                              run.parent_run_id, encode_tags(run.tags)))
+    if run.tags:
+        conn.executemany(INSERT_TAG, [(run.run_id, key, value, created_at)
+                                      for key, value in run.tags.items()])
     event = RunCreated(run.workflow_name, run.input)
     conn.execute(INSERT_EVENT, (run.run_id, 0, "run_created", None,
                                 encode_event(event).decode(), created_at))
@@ -102,7 +108,7 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
                               run.workflow_name))
     record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
                        None, run.created_at, None, None, run.created_at, run.queue,
-                       run.parent_run_id)
+                       run.parent_run_id, tags=dict(run.tags))
     return record, True
 
 

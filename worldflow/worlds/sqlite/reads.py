@@ -34,7 +34,7 @@ from worldflow.worlds.sqlite.codec import (
 if TYPE_CHECKING:
     import datetime as dt
     import sqlite3
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import HookRecord, InboxRecord, RunRecord, StepRecord
@@ -104,19 +104,35 @@ SELECT_NEXT_OTHER_OF = (
     "OR workflow_name IN (SELECT value FROM json_each(?1))))")
 
 
-def _list_runs_query(status: bool, name: bool, after: bool) -> str:
-    # built once per filter combination at import; values stay parameters
-    conditions = [sql for wanted, sql in ((status, "status = :status"),
-                                          (name, "workflow_name = :name"),
-                                          (after, "(created_at, id) < (:after_at, :after_id)"))
-                  if wanted]
+def _list_runs_query(status: bool, name: bool, after: bool, since: bool, *,
+                     tagged: int) -> str:
+    """The listing query of one filter combination (built once, at import; values stay
+    parameters). `tagged`: 0 no tag filter, 1 one tag, 2 several. A tag filter walks
+    the tags index (key, value, created_at, run id) of the first tag newest first, so a
+    page stops after `limit` matches; further tags are checked per run."""
+    if not tagged:
+        table, prefix, order_at, order_id = "workflow_runs", "", "created_at", "id"
+    else:
+        table = "workflow_run_tags t JOIN workflow_runs r ON r.id = t.workflow_run_id"
+        prefix, order_at, order_id = "r.", "t.created_at", "t.workflow_run_id"
+    conditions = [sql for wanted, sql in (
+        (tagged > 0, "t.key = :tag_key AND t.value = :tag_value"),
+        (tagged > 1, "(SELECT count(*) FROM workflow_run_tags o JOIN json_each(:tags) j "
+                     "ON o.key = j.key AND o.value = j.value "
+                     "WHERE o.workflow_run_id = r.id) = :tag_count"),
+        (status, prefix + "status = :status"),
+        (name, prefix + "workflow_name = :name"),
+        (after, f"({order_at}, {order_id}) < (:after_at, :after_id)"),
+        (since, f"{order_at} >= :since")) if wanted]
     where = " WHERE " + " AND ".join(conditions) if conditions else ""
-    return ("SELECT " + RUN_COLUMNS + " FROM workflow_runs" + where
-            + " ORDER BY created_at DESC, id DESC LIMIT :limit")
+    columns = ", ".join(prefix + column.strip() for column in RUN_COLUMNS.split(","))
+    return (f"SELECT {columns} FROM {table}{where} "
+            f"ORDER BY {order_at} DESC, {order_id} DESC LIMIT :limit")
 
 
-LIST_RUNS = {flags: _list_runs_query(*flags)
-             for flags in itertools.product((False, True), repeat=3)}
+LIST_RUNS = {(*flags, tagged): _list_runs_query(*flags, tagged=tagged)
+             for flags in itertools.product((False, True), repeat=4)
+             for tagged in (0, 1, 2)}
 
 
 def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
@@ -125,12 +141,19 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 
 
 def list_runs(conn: sqlite3.Connection, status: str | None, workflow_name: str | None,
-              limit: int, cursor: str | None) -> Page:
+              limit: int, cursor: str | None, tags: Mapping[str, str] | None = None,
+              since: dt.datetime | None = None) -> Page:
     after = decode_cursor(cursor) if cursor else None
-    query = LIST_RUNS[status is not None, workflow_name is not None, after is not None]
+    pairs = list(tags.items()) if tags else []
+    query = LIST_RUNS[status is not None, workflow_name is not None, after is not None,
+                      since is not None, min(len(pairs), 2)]
     params = {"status": None if status is None else str(status), "name": workflow_name,
               "after_at": None if after is None else encode_time(after[0]),
-              "after_id": None if after is None else after[1], "limit": limit + 1}
+              "after_id": None if after is None else after[1], "limit": limit + 1,
+              "since": None if since is None else encode_time(since),
+              "tag_key": pairs[0][0] if pairs else None,
+              "tag_value": pairs[0][1] if pairs else None,
+              "tags": msgspec.json.encode(dict(pairs)).decode(), "tag_count": len(pairs)}
     items = [decode_run_or_placeholder(row)
              for row in conn.execute(query, params).fetchall()]
     more = len(items) > limit

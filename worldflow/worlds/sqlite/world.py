@@ -29,7 +29,7 @@ from worldflow.worlds.sqlite.writer import SQLiteCommitter, in_thread, world_err
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable, Collection, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from msgspec import Raw
 
@@ -257,8 +257,11 @@ class SQLiteWorld(BaseWorld):
         return await self._read(reads.get_run, run_id)
 
     async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
-                        limit: int = 50, cursor: str | None = None) -> Page:
-        return await self._read(reads.list_runs, status, workflow_name, limit, cursor)
+                        limit: int = 50, cursor: str | None = None,
+                        tags: Mapping[str, str] | None = None,
+                        since: dt.datetime | None = None) -> Page:
+        return await self._read(reads.list_runs, status, workflow_name, limit, cursor,
+                                tags, since)
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         return await self._read(reads.list_steps, run_id)
