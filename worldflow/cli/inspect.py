@@ -20,7 +20,9 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
      "completed_at": str | null, "updated_at": str, "duration_ms": float | null,
      "step_counts": {"total": int, "completed": int, "failed": int, "running": int,
                      "pending": int},
-     "error": Error | null}
+     "error": Error | null,
+     "tags": {str: str}}
+    (`tags`: given at start(tags=...); `inspect runs --tag KEY=VALUE` filters on them)
 
 ``Step``::
 
@@ -87,6 +89,8 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow.cli import shapes
+from worldflow.cli.errors import CliError
+from worldflow.core.listing import parse_tag
 from worldflow.errors import CorruptRecordError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -162,18 +166,22 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
     if args.run_id is not None:
         await _run_detail(world, args, console)
         return
+    tags = tag_filter(getattr(args, "tag", None) or [])
     try:
         page = await world.list_runs(status=args.status, workflow_name=args.workflow,
-                                     limit=args.limit, cursor=args.cursor or None)
+                                     limit=args.limit, cursor=args.cursor or None,
+                                     tags=tags or None)
     except ValueError as exc:  # a cursor this world did not hand out
         raise UsageError(str(exc)) from exc
-    summaries = [shapes.run_summary(run, await shapes.listed_steps(world, run))
-                 for run in page.items]
+    # the step counts come with the run rows: no list_steps call per listed run
+    summaries = [shapes.run_summary(run) for run in page.items]
     if args.json:
         print_json({"runs": summaries, "next_cursor": page.next_cursor})
         return
     table = Table(title=None, header_style="bold")
-    for column in ("run id", "workflow", "status", "started (UTC)", "duration", "steps"):
+    with_tags = any(run["tags"] for run in summaries)
+    for column in ("run id", "workflow", "status", "started (UTC)", "duration", "steps",
+                   *(("tags",) if with_tags else ())):
         table.add_column(column, overflow="fold")
     for run in summaries:
         counts = run["step_counts"]
@@ -181,13 +189,33 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
         if counts["failed"]:
             steps += f" ({counts['failed']} failed)"
         table.add_row(Text(run["run_id"]), Text(run["workflow_name"]), _status(run["status"]),
-                      _time(run["started_at"]), format_duration(run["duration_ms"]), steps)
+                      _time(run["started_at"]), format_duration(run["duration_ms"]), steps,
+                      *((Text(_tags_text(run["tags"])),) if with_tags else ()))
     if summaries:
         console.print(table)
     else:
         console.print("no runs")
     if page.next_cursor is not None:
         console.print(Text(f"next cursor: {page.next_cursor}"))
+
+
+def tag_filter(texts: list[str]) -> dict[str, str]:
+    """``--tag KEY=VALUE`` options as a dict; `CliError` (status 1) naming a bad one."""
+    tags: dict[str, str] = {}
+    for text in texts:
+        try:
+            key, value = parse_tag(text)
+        except ValueError as exc:
+            raise CliError(f"--tag: {exc}") from None
+        if tags.get(key, value) != value:
+            raise CliError(f"--tag: {key!r} is given twice with different values "
+                           f"({tags[key]!r} and {value!r}); a run has one value per key")
+        tags[key] = value
+    return tags
+
+
+def _tags_text(tags: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in tags.items())
 
 
 async def _run_detail(world: World, args: argparse.Namespace, console: Console) -> None:
@@ -204,6 +232,8 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
     fields.add_row("workflow", Text(detail["workflow_name"]))
     fields.add_row("status", _status(detail["status"]))
     fields.add_row("queue", Text(detail["queue"]))
+    if detail["tags"]:
+        fields.add_row("tags", Text(_tags_text(detail["tags"])))
     if detail["parent_run_id"] is not None:
         fields.add_row("parent", Text(detail["parent_run_id"]))
     if detail["children"]:

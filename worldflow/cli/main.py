@@ -2,7 +2,8 @@
 
     worldflow [--backend memory|sqlite|postgres] [--path FILE] [--url URL] [--debug] COMMAND
 
-    inspect runs [RUN_ID] [--status S] [--workflow NAME] [--limit N] [--cursor C] [--json]
+    inspect runs [RUN_ID] [--status S] [--workflow NAME] [--tag K=V]... [--limit N]
+                 [--cursor C] [--json]
     inspect runs --web [--port 3456]       the web UI on http://127.0.0.1:PORT/
     inspect steps RUN_ID | events RUN_ID | hooks [--run RUN_ID] | streams RUN_ID [NAME]
     runs cancel RUN_ID | runs retry RUN_ID | runs send RUN_ID [--topic T] --json MESSAGE
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
     runs.add_argument("--limit", type=_positive_limit, default=50, help="runs per page")
     runs.add_argument("--cursor", help="the next cursor printed by the previous page")
+    runs.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                      help="only runs with this tag (repeat: runs with every one)")
     runs.add_argument("--json", action="store_true",
                       help="print JSON (shapes: the docstring of worldflow.cli.inspect)")
     runs.add_argument("--web", action="store_true", help="serve the web UI instead")

@@ -44,6 +44,7 @@ __all__ = [
     "shown_name",
     "step_counts",
     "step_dict",
+    "stored_step_counts",
     "stream_dict",
 ]
 
@@ -89,8 +90,18 @@ def step_counts(steps: list[StepRecord]) -> dict[str, int]:
     return counts
 
 
-def run_summary(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
-    """A run in a listing: no input, output or traceback (see `run_detail`)."""
+def stored_step_counts(run: RunRecord) -> dict[str, int]:
+    """The step counts the world keeps on the run row (no `list_steps` call)."""
+    pending = (run.steps_total - run.steps_completed - run.steps_failed
+               - run.steps_running)
+    return {"total": run.steps_total, "completed": run.steps_completed,
+            "failed": run.steps_failed, "running": run.steps_running,
+            "pending": max(pending, 0)}
+
+
+def run_summary(run: RunRecord, steps: list[StepRecord] | None = None) -> dict[str, Any]:
+    """A run in a listing: no input, output or traceback (see `run_detail`). Without
+    `steps`, the step counts are those kept on the run row."""
     return {
         "run_id": run.run_id,
         "workflow_name": run.workflow_name,
@@ -102,8 +113,9 @@ def run_summary(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
         "completed_at": iso(run.completed_at),
         "updated_at": iso(run.updated_at),
         "duration_ms": duration_ms(run.started_at, run.completed_at),
-        "step_counts": step_counts(steps),
+        "step_counts": stored_step_counts(run) if steps is None else step_counts(steps),
         "error": error_dict(run.error, traceback=False),
+        "tags": dict(run.tags),
     }
 
 

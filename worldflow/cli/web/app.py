@@ -45,6 +45,7 @@ from worldflow.cli import shapes
 from worldflow.cli.inspect import event_details, format_duration
 from worldflow.cli.web.guard import Guard, new_csrf_token
 from worldflow.cli.web.timeline import build_timeline, timeline_dict
+from worldflow.core.listing import parse_tag
 from worldflow.errors import (
     HookNotFoundError,
     RunFinishedError,
@@ -140,11 +141,12 @@ class WebUI:
         try:
             page = await self.world.list_runs(
                 status=params["status"], workflow_name=params["workflow"],
-                limit=params["limit"], cursor=params["cursor"])
+                limit=params["limit"], cursor=params["cursor"],
+                tags=params["tags"] or None)
         except ValueError as exc:
             raise HTTPError(400, f"invalid cursor: {exc}") from exc
-        runs = [shapes.run_summary(run, await shapes.listed_steps(self.world, run))
-                for run in page.items]
+        # the step counts come with the run rows: no list_steps call per listed run
+        runs = [shapes.run_summary(run) for run in page.items]
         return {"runs": runs, "next_cursor": page.next_cursor}, params
 
     # -- pages ------------------------------------------------------------------
@@ -355,8 +357,17 @@ def _list_params(request: Request) -> dict[str, Any]:
     cursor = query.get("cursor") or None
     if cursor is not None and len(cursor) > 2000:
         raise HTTPError(400, "invalid cursor: too long")
+    tag_texts = [text.strip() for text in query.getlist("tag") if text.strip()]
+    tags: dict[str, str] = {}
+    for text in tag_texts:
+        try:
+            key, value = parse_tag(text)
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        tags[key] = value
     return {"status": status, "workflow": workflow, "cursor": cursor,
-            "limit": _int_param(request, "limit", 50, 1, MAX_LIMIT)}
+            "limit": _int_param(request, "limit", 50, 1, MAX_LIMIT),
+            "tags": tags, "tag_texts": tag_texts}
 
 
 def app(world: World, *, allowed_hosts: Collection[str] | None = None,

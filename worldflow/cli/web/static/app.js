@@ -43,6 +43,14 @@ function renderRuns(body, runs, base) {
     cell(tr, formatTime(run.started_at));
     cell(tr, formatDuration(run.duration_ms));
     cell(tr, run.step_counts.completed + "/" + run.step_counts.total);
+    const tags = cell(tr, "");
+    tags.className = "tags-cell";
+    for (const [key, value] of Object.entries(run.tags || {})) {
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = key + "=" + value;
+      tags.append(tag, " ");
+    }
     const error = cell(tr, run.error ? run.error.type + ": " + run.error.message : "");
     error.className = "error-cell";
     rows.push(tr);
@@ -50,7 +58,7 @@ function renderRuns(body, runs, base) {
   if (rows.length === 0) {
     const tr = document.createElement("tr");
     tr.className = "empty";
-    cell(tr, "no runs").colSpan = 7;
+    cell(tr, "no runs").colSpan = 8;
     rows.push(tr);
   }
   body.replaceChildren(...rows);
