@@ -3,6 +3,11 @@
 completed runs in the tables as with 1,000? Prints the timings, their ratio and the
 EXPLAIN plan of every hot query (each must use an index, not a sequential scan).
 
+Listing includes a tag filter (`customer`: 100 runs each at 100,000; `plan=pro`: a
+tenth of all runs) and a cursor page deep into it. Every old run has the same
+created_at, so each page boundary is decided by the run id (the keyset's tie-break).
+The same listing is measured and EXPLAINed on a SQLite file of as many runs.
+
     python benchmarks/scale.py --url postgresql://root@127.0.0.1:5432/postgres
 
 Prints one JSON object. It creates and drops its own database.
@@ -42,6 +47,13 @@ INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, stat
                             output, started_at, completed_at)
 SELECT 'old-' || g || ':1', 'old-' || g, '1', 'scale_step', 'completed', 1, '2', now(),
        now() FROM generate_series($1::int, $2::int) g;
+UPDATE workflow_runs SET tags = json_build_object('customer', 'c' || (substr(id, 5)::int % 1000),
+                                                  'plan', CASE WHEN substr(id, 5)::int % 10 = 0
+                                                          THEN 'pro' ELSE 'free' END)
+ WHERE id LIKE 'old-%' AND substr(id, 5)::int BETWEEN $1::int AND $2::int;
+INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at)
+SELECT r.id, t.key, t.value, r.created_at FROM workflow_runs r, json_each_text(r.tags) t
+ WHERE r.id LIKE 'old-%' AND substr(r.id, 5)::int BETWEEN $1::int AND $2::int;
 """
 
 
@@ -70,7 +82,7 @@ async def measure(url: str, prefix: str) -> dict[str, float]:
     world = create_world("postgres", connection_string=url, job_prefix=prefix)
     await world.open()  # storage only: claims are measured by hand
     try:
-        starts, claims, lists = [], [], []
+        starts, claims, lists, tag_lists, broad_first = [], [], [], [], []
         for _ in range(200):
             t0 = time.perf_counter()
             await start(scale_flow, 1, world=world)
@@ -85,20 +97,64 @@ async def measure(url: str, prefix: str) -> dict[str, float]:
             await world.list_runs(status="failed", limit=50)
             await world.list_runs(limit=50, cursor=page.next_cursor)
             lists.append(time.perf_counter() - t0)
+        deep = await deep_cursor(world)
+        for i in range(100):
+            t0 = time.perf_counter()
+            await world.list_runs(tags={"customer": f"c{i}"}, limit=50)
+            page = await world.list_runs(tags={"plan": "pro"}, limit=50)
+            await world.list_runs(tags={"plan": "pro"}, limit=50, cursor=deep)
+            await world.list_runs(tags={"customer": "c10", "plan": "pro"}, limit=50)
+            tag_lists.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await world.list_runs(tags={"plan": "pro", "customer": "c10"}, limit=50)
+            broad_first.append(time.perf_counter() - t0)
         return {"start_ms": round(statistics.median(starts) * 1e3, 3),
                 "claim_ms": round(statistics.median(claims) * 1e3, 3),
-                "list_ms": round(statistics.median(lists) * 1e3, 3)}
+                "list_ms": round(statistics.median(lists) * 1e3, 3),
+                "tag_list_ms": round(statistics.median(tag_lists) * 1e3, 3),
+                # two tags, the broad one first: it drives the index walk
+                "two_tags_broad_first_ms": round(statistics.median(broad_first) * 1e3, 3)}
     finally:
         await world.close()
 
 
+async def deep_cursor(world: Any) -> str | None:
+    """The cursor after the middle `plan=pro` run: a page deep into the filter."""
+    page = await world.list_runs(tags={"plan": "pro"}, limit=1000)
+    for _ in range(4):
+        page = await world.list_runs(tags={"plan": "pro"}, limit=1000,
+                                     cursor=page.next_cursor)
+    return page.next_cursor  # type: ignore[no-any-return]
+
+
+def listing(status: str | None = None, cursor: tuple[dt.datetime, str] | None = None,
+            tags: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+    """The Postgres world's listing query for these filters, with its arguments."""
+    pairs = list((tags or {}).items())
+    query, names = sql.LIST_RUNS_BY_FILTER[status is not None, False, cursor is not None,
+                                           False, min(len(pairs), 2)]
+    values = {"status": status, "limit": 51,
+              "after_at": cursor[0] if cursor else None,
+              "after_id": cursor[1] if cursor else None,
+              "tag_key": pairs[0][0] if pairs else None,
+              "tag_value": pairs[0][1] if pairs else None,
+              "tag_keys": [k for k, _ in pairs], "tag_values": [v for _, v in pairs]}
+    return query, [values[name] for name in names]
+
+
 async def plans(url: str) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)
+    day_ago = now - dt.timedelta(days=1)
     queries = {
         "get_run": (sql.GET_RUN, ["old-5"]),
-        "list_runs": (sql.LIST_RUNS, [None, None, None, None, 51]),
-        "list_runs_by_status": (sql.LIST_RUNS, ["failed", None, None, None, 51]),
-        "list_runs_page_2": (sql.LIST_RUNS, [None, None, now, "old-5", 51]),
+        "list_runs": listing(),
+        "list_runs_by_status": listing(status="failed"),
+        "list_runs_page_2": listing(cursor=(now, "old-5")),
+        "list_runs_by_tag": listing(tags={"customer": "c7"}),
+        "list_runs_by_tag_page_n": listing(tags={"plan": "pro"},
+                                           cursor=(day_ago, "old-50000")),
+        "list_runs_by_two_tags": listing(tags={"customer": "c10", "plan": "pro"}),
+        "list_runs_by_two_tags_broad_first": listing(tags={"plan": "pro", "customer": "c10"}),
         "list_events": (sql.LIST_EVENTS, ["old-5", -1, None]),
         "list_steps": (sql.LIST_STEPS, ["old-5"]),
         "claim_ready": (sql.CLAIM_READY, ["p", now, 10, "o", now]),
@@ -133,16 +189,103 @@ async def amain(admin_url: str, big: int) -> dict[str, Any]:
         await fill(url, 1001, big)
         large = await measure(url, "large")
         explained = await plans(url)
+        on_sqlite = await sqlite_listing(big)
         return {
             "benchmark": "scale", "runs_small": 1000, "runs_large": big,
             "small": small, "large": large,
             "ratio": {k: round(large[k] / small[k], 2) for k in small},
             "any_seq_scan": any(p["seq_scan"] for p in explained.values()),
             "plans": explained,
+            "sqlite": on_sqlite,
         }
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+SQLITE_FILL_RUNS = (
+    "INSERT INTO workflow_runs (id, workflow_name, status, input, output, created_at, "
+    "updated_at, tags) VALUES (?, 'scale_flow', 'completed', '{}', '2', ?, ?, ?)")
+SQLITE_FILL_TAGS = ("INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at) "
+                    "VALUES (?, ?, ?, ?)")
+
+
+async def sqlite_listing(count: int) -> dict[str, Any]:
+    """The same listing on a SQLite file of `count` runs: timings and query plans."""
+    import os
+    import sqlite3
+    import tempfile
+
+    from worldflow.worlds.cursor import decode_cursor
+    from worldflow.worlds.sqlite import reads
+    from worldflow.worlds.sqlite.codec import encode_time
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "scale.db")
+        world = create_world("sqlite", path=path)
+        await world.open()
+        await world.close()
+        at = encode_time(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+        conn = sqlite3.connect(path)
+        try:
+            runs, tags = [], []
+            for g in range(1, count + 1):
+                customer, tier = f"c{g % 1000}", "pro" if g % 10 == 0 else "free"
+                runs.append((f"old-{g}", at, at,
+                             json.dumps({"customer": customer, "plan": tier})))
+                tags += [(f"old-{g}", "customer", customer, at),
+                         (f"old-{g}", "plan", tier, at)]
+            conn.executemany(SQLITE_FILL_RUNS, runs)
+            conn.executemany(SQLITE_FILL_TAGS, tags)
+            conn.commit()
+            conn.execute("ANALYZE")
+        finally:
+            conn.close()
+        world = create_world("sqlite", path=path)
+        await world.open()
+        try:
+            deep = await deep_cursor(world)
+            timings = []
+            for i in range(50):
+                t0 = time.perf_counter()
+                await world.list_runs(tags={"customer": f"c{i}"}, limit=50)
+                await world.list_runs(tags={"plan": "pro"}, limit=50)
+                await world.list_runs(tags={"plan": "pro"}, limit=50, cursor=deep)
+                await world.list_runs(tags={"customer": "c10", "plan": "pro"}, limit=50)
+                timings.append(time.perf_counter() - t0)
+        finally:
+            await world.close()
+        assert deep is not None
+        after_at, after_id = decode_cursor(deep)
+        params = {"status": None, "name": None, "since": None, "limit": 51,
+                  "after_at": encode_time(after_at), "after_id": after_id,
+                  "tag_key": "plan", "tag_value": "pro",
+                  "tags": json.dumps({"customer": "c10", "plan": "pro"}), "tag_count": 2}
+        queries = {"list_runs": (False, False, False, False, 0),
+                   "list_runs_page_2": (False, False, True, False, 0),
+                   "list_runs_by_tag": (False, False, False, False, 1),
+                   "list_runs_by_tag_page_n": (False, False, True, False, 1),
+                   "list_runs_by_two_tags": (False, False, False, False, 2)}
+        conn = sqlite3.connect(path)
+        try:
+            explained = {}
+            for name, flags in queries.items():
+                rows = conn.execute("EXPLAIN QUERY PLAN " + reads.LIST_RUNS[flags],
+                                    params).fetchall()
+                plan = [row[-1] for row in rows]
+                explained[name] = {
+                    "plan": plan,
+                    # a SCAN without an index; json_each (the wanted tags) is no table
+                    "full_scan": any(line.startswith("SCAN") and "USING" not in line
+                                     and "VIRTUAL TABLE" not in line for line in plan),
+                    "temp_sort": any("TEMP B-TREE" in line for line in plan)}
+        finally:
+            conn.close()
+        return {"runs": count,
+                "tag_list_ms": round(statistics.median(timings) * 1e3, 3),
+                "any_full_scan": any(p["full_scan"] for p in explained.values()),
+                "any_temp_sort": any(p["temp_sort"] for p in explained.values()),
+                "plans": explained}
 
 
 def main() -> None:

@@ -8,12 +8,6 @@ RUN_COLUMNS = ("id, workflow_name, status, input::text, output::text, error::tex
                "created_at, started_at, completed_at, updated_at, queue, parent_run_id, "
                "tags::text, steps_total, steps_completed, steps_failed, steps_running")
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1"
-# newest first; the cursor is the (created_at, id) of the last row seen
-LIST_RUNS = (f"SELECT {RUN_COLUMNS} FROM workflow_runs "
-             "WHERE ($1::text IS NULL OR status = $1) "
-             "AND ($2::text IS NULL OR workflow_name = $2) "
-             "AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) "
-             "ORDER BY created_at DESC, id DESC LIMIT $5")
 
 
 def _list_runs_query(status: bool, name: bool, after: bool, since: bool, *,
