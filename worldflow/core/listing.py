@@ -79,6 +79,9 @@ async def list_runs(workflow: Any = None, status: str | RunStatus | None = None,
     datetime) keeps runs created at or after it; `limit` stops after that many runs
     (None: all). Pages are read with a cursor on (created_at, run_id), so runs created
     while iterating do not shift or repeat the ones still to come.
+
+    The SQL worlds walk an index of the first tag given, newest first, and check the
+    others per run: with several tags, give the most selective first.
     """
     name = _workflow_name(workflow)
     wanted_status = _status(status)
