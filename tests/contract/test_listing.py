@@ -156,6 +156,22 @@ async def test_status_workflow_tag_and_since_filters_combine(storage: Any) -> No
     assert [r.run_id for r in page.items] == [late_done]
 
 
+HOSTILE_VALUES = ["", "a=b=c", "' OR 1=1 --", '"}, {"x": "y', "100%_", "zwj\u200dé🚀",
+                  "line\nbreak", "\\back\\slash", "v" * 500]
+
+
+async def test_hostile_tag_values_are_kept_and_matched_exactly(storage: Any) -> None:
+    wf, key = uid("wf"), uid("k")
+    ids = {value: await create(storage, wf, tags={key: value, "ключ 🔑": value})
+           for value in HOSTILE_VALUES}
+    for value, run_id in ids.items():
+        [run] = (await storage.list_runs(tags={key: value})).items
+        assert run.run_id == run_id and run.tags == {key: value, "ключ 🔑": value}
+        [run] = (await storage.list_runs(tags={"ключ 🔑": value, key: value})).items
+        assert run.run_id == run_id
+    assert (await storage.list_runs(tags={key: "100%"})).items == []  # no LIKE
+
+
 async def test_a_malformed_cursor_is_refused_with_a_tag_filter_too(storage: Any) -> None:
     with pytest.raises(ValueError, match="invalid cursor"):
         await storage.list_runs(tags={"a": "b"}, cursor="not a cursor")
