@@ -55,3 +55,11 @@ async def typed_runs() -> None:
     # the decorated function keeps its signature for direct calls
     assert_type(await total(Order("o2", 1)), float)
     assert_type(await labels(2, prefix="y"), list[str])
+
+
+async def typed_listing() -> None:
+    run = await start(total, Order("o2", 1), tags={"customer": "42"})
+    assert_type(run, Run[float])
+    async for record in worldflow.list_runs(total, tags={"customer": "42"}, limit=10):
+        assert_type(record.tags, dict[str, str])
+        assert_type(record.steps_completed, int)
