@@ -3,6 +3,7 @@ counters kept on the run row."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import uuid
@@ -249,6 +250,14 @@ async def fails_once(key: str) -> str:
     return await plain(key + "-2")
 
 
+@workflow(name="ls_sleepy")
+async def sleepy(key: str) -> str:
+    await plain(key + "-a")
+    await asyncio.sleep(0.2)  # evicted here (keep_alive 0), then replayed
+    await flaky(key)
+    return await plain(key + "-b")
+
+
 @workflow(name="ls_child")
 async def child(x: int) -> dict[str, str]:
     return {"run_id": get_workflow_metadata().run_id}
@@ -304,6 +313,16 @@ async def test_step_counters_after_retries_and_a_failed_step(world: Any) -> None
     assert counts(record) == (3, 2, 1, 0)  # flaky (3 attempts) counted once
     [listed] = [r async for r in list_runs(tags={"key": key}, world=world)]
     assert counts(listed) == (3, 2, 1, 0)
+
+
+async def test_step_counters_are_not_recounted_when_an_evicted_run_replays(
+        world: Any) -> None:
+    world.engine.keep_alive = 0.0
+    key = uid("k")
+    run = await start(sleepy, key, world=world)
+    assert await run.result(timeout=30) == key + "-b"
+    assert BODY_RUNS[key + "-a:plain"] == 1 and BODY_RUNS[key] == 3
+    assert counts(await world.get_run(run.run_id)) == (3, 3, 0, 0)
 
 
 async def test_retry_run_keeps_the_tags_and_counts_the_replayed_steps(world: Any) -> None:
