@@ -571,7 +571,8 @@ class RunActor:
                 published.append(call)
                 durable = True
         await self.world.append_events(self.run_id, records, wait=durable)
-        await self._write_published(published)
+        if published:
+            await self._write_published(published)
         for call, record in to_start:
             self._spawn_step(call, 1, record.created_at)
         for child in children:  # after child_started is durable: a replay finds them

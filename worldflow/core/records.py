@@ -35,8 +35,11 @@ class RunStatus(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
-                        RunStatus.CONTINUED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
+                       RunStatus.CONTINUED})
 
 
 class StepStatus(enum.StrEnum):
