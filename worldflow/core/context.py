@@ -80,7 +80,6 @@ def get_workflow_metadata() -> WorkflowMetadata:
     instance = current_instance()
     if instance is not None:
         from worldflow.core.continuation import previous_run_id
-
         from worldflow.core.schedules import scheduled_at_of
 
         return WorkflowMetadata(instance.run_id, instance.defn.name, instance.started_at,

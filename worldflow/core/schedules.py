@@ -121,7 +121,7 @@ def due_ticks(schedule: ScheduleRecord, now: dt.datetime, limit: int) -> list[dt
         # reverse iteration starts strictly before a whole second; from just after it,
         # a tick at exactly `now` counts
         start += dt.timedelta(microseconds=1)
-    ticks = []
+    ticks: list[dt.datetime] = []
     for tick in CronSim(schedule.cron, start, reverse=True):
         at = tick.astimezone(dt.UTC)
         if at <= schedule.last_tick or len(ticks) >= limit:
