@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import worldflow
+from tests.conftest import WORLD_NAMES, make_world
 from worldflow import (
     ScheduleNotFoundError,
     create_schedule,
@@ -31,12 +32,12 @@ from worldflow import (
 from worldflow.core import registry
 from worldflow.core.schedules import MAX_CATCHUP, due_ticks, next_tick, tick_run_id
 from worldflow.testing import VirtualTimers, testing_world
-from worldflow.worlds import World
-from tests.conftest import WORLD_NAMES, make_world
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
+
+    from worldflow.worlds import World
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 26, 3, 0, 30, tzinfo=UTC)
