@@ -280,6 +280,10 @@ class Scheduler:
         for defn in list(registry._workflows.values()):
             if defn.schedule is None:
                 continue
+            if not callable(getattr(world, "put_schedule", None)):
+                logger.warning("workflow %s declares a schedule, but world %r cannot store "
+                               "schedules", defn.name, world)
+                return
             existing = await world.get_schedule(defn.name)
             if (existing is not None and existing.workflow_name == defn.name
                     and existing.cron == defn.schedule and existing.timezone == "UTC"
@@ -292,6 +296,10 @@ class Scheduler:
 
     async def run(self) -> None:
         world = self.engine.world
+        if not callable(getattr(world, "list_schedules", None)):
+            # a world written before schedules existed: it has none to run
+            logger.info("world %r stores no schedules; the scheduler is off", world)
+            return
         while True:
             self._changed.clear()
             next_at = await self.start_due()
