@@ -403,3 +403,15 @@ def test_bad_declared_schedule_is_refused_at_decoration() -> None:
         async def needs(x: int) -> None: ...
     assert registry.get_workflow("sched_bad_decl") is None
     assert registry.get_workflow("sched_needs_args") is None
+
+
+async def test_catchup_none_still_runs_a_tick_that_is_late_not_missed(clocked: Clocked) -> None:
+    # "none" skips ticks missed while no worker ran; a tick seen within ON_TIME (60 s)
+    # of its time is late (a slow start, a busy loop), and still runs
+    w = clocked.world
+    await create_schedule(report, cron="0 * * * *", schedule_id="late", catchup="none",
+                          world=w)
+    clocked.timers.move_to(dt.datetime(2026, 11, 26, 4, 0, 40, tzinfo=UTC))
+    await w.start()
+    await wait_for_runs(w, ["late@2026-11-26T04:00:00Z"])
+    assert await scheduled_ids(w, "late") == ["late@2026-11-26T04:00:00Z"]
