@@ -1,4 +1,4 @@
--- worldflow SQLite schema, version 4.
+-- worldflow SQLite schema, version 5.
 -- Run tags (key=value strings given at start, never changed) and step counters kept on
 -- the run row, so that a listing filters by tag through an index and shows step counts
 -- without reading each run's steps.
