@@ -72,6 +72,13 @@ async def test_runs_page_filters_by_tag(counted: Any) -> None:
     assert _table_run_ids(both.text) == [OPS_DEV]
     everything = await http.get("/", params={"tag": ""})  # an empty filter input
     assert _table_run_ids(everything.text) == [OPS_PROD, OPS_DEV, BILLING, UNTAGGED]
+    # the next page keeps the filter
+    first = await http.get("/", params={"tag": "team=ops", "limit": 1})
+    assert _table_run_ids(first.text) == [OPS_PROD]
+    [next_url] = re.findall(r'id="next-page" href="([^"]*)"', first.text)
+    second = await http.get(html.unescape(next_url))
+    assert _table_run_ids(second.text) == [OPS_DEV]
+    assert 'id="next-page"' not in second.text
 
 
 async def test_api_runs_filters_by_tag_and_pages(counted: Any) -> None:
