@@ -31,10 +31,11 @@ from worldflow.worlds.postgres import sql
 
 FILL = """
 INSERT INTO workflow_runs (id, workflow_name, status, input, output, started_at,
-                           completed_at, created_at, updated_at)
+                           completed_at, created_at, updated_at, steps_total,
+                           steps_completed)
 SELECT 'old-' || g, 'scale_flow', 'completed', '{"args":[1],"kwargs":{}}', '2',
        now() - interval '1 day' + g * interval '1 ms', now(), now() - interval '1 day',
-       now()
+       now(), 1, 1
   FROM generate_series($1::int, $2::int) g;
 INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id, payload,
                              created_at)

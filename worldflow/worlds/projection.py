@@ -10,8 +10,9 @@
   another worker wrote the run (or an earlier append of ours was lost), so the whole
   append is refused with `LeaseLostError`.
 - **Step counts.** `step_count_changes(old, new)` says how a step's status change moves
-  its run's counters (`RunRecord.steps_*`). The SQL worlds apply the same rule in
-  triggers on their steps table (migration 4), so no write path can skip it.
+  its run's counters (`RunRecord.steps_*`). The SQL worlds apply the same rule: SQLite
+  in triggers on its steps table, Postgres in `worldflow_apply`, which adds up an
+  append's changes and updates the run row once (a trigger would update it per step).
 - **End of run.** `plan_append(records)` tells a world what else an append changes: a
   terminal event (`run_completed/failed/cancelled`) removes the run's queue job and
   inbox and disposes its active hooks, as of the terminal event's time.

@@ -37,39 +37,6 @@ UPDATE workflow_runs r SET steps_total = c.total, steps_completed = c.completed,
           FROM workflow_steps GROUP BY workflow_run_id) c
  WHERE r.id = c.workflow_run_id;
 
--- the counters follow the steps table (projection.step_count_changes), whatever writes
--- it; an upsert that updates fires the UPDATE trigger only
-CREATE FUNCTION worldflow_count_steps() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        UPDATE workflow_runs SET
-            steps_total = steps_total + 1,
-            steps_completed = steps_completed + (NEW.status = 'completed')::int,
-            steps_failed = steps_failed + (NEW.status = 'failed')::int,
-            steps_running = steps_running + (NEW.status = 'running')::int
-         WHERE id = NEW.workflow_run_id;
-    ELSIF TG_OP = 'UPDATE' THEN
-        IF OLD.status IS DISTINCT FROM NEW.status THEN
-            UPDATE workflow_runs SET
-                steps_completed = steps_completed + (NEW.status = 'completed')::int
-                                  - (OLD.status = 'completed')::int,
-                steps_failed = steps_failed + (NEW.status = 'failed')::int
-                               - (OLD.status = 'failed')::int,
-                steps_running = steps_running + (NEW.status = 'running')::int
-                                - (OLD.status = 'running')::int
-             WHERE id = NEW.workflow_run_id;
-        END IF;
-    ELSE
-        UPDATE workflow_runs SET
-            steps_total = steps_total - 1,
-            steps_completed = steps_completed - (OLD.status = 'completed')::int,
-            steps_failed = steps_failed - (OLD.status = 'failed')::int,
-            steps_running = steps_running - (OLD.status = 'running')::int
-         WHERE id = OLD.workflow_run_id;
-    END IF;
-    RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER workflow_steps_counted AFTER INSERT OR UPDATE OF status OR DELETE
-    ON workflow_steps FOR EACH ROW EXECUTE FUNCTION worldflow_count_steps();
+-- from here on worldflow_apply (functions.sql) keeps the counters as it applies each
+-- append's step ops (projection.step_count_changes): one UPDATE of the run per append,
+-- not one per step row as a trigger would do

@@ -25,6 +25,14 @@ DECLARE
     op jsonb;
     holder text;
     existing workflow_runs%ROWTYPE;
+    -- step counters (projection.step_count_changes): a step's status before its op,
+    -- and the append's changes to its run's counters, applied once at its end
+    old_status text;
+    new_status text;
+    d_total integer;
+    d_completed integer;
+    d_failed integer;
+    d_running integer;
 BEGIN
     FOR w IN SELECT * FROM jsonb_array_elements(writes) LOOP
         BEGIN
@@ -101,7 +109,31 @@ BEGIN
                 SELECT run, (e->>0)::integer, e->>1, e->>2, blobs[(e->>3)::int]::json,
                        (e->>4)::timestamptz
                   FROM jsonb_array_elements(events) AS e;
+                d_total := 0; d_completed := 0; d_failed := 0; d_running := 0;
                 FOR op IN SELECT * FROM jsonb_array_elements(w->'ops') LOOP
+                    new_status := CASE op->>'type' WHEN 'step_started' THEN 'running'
+                                      WHEN 'step_completed' THEN 'completed'
+                                      WHEN 'step_retrying' THEN 'pending'
+                                      WHEN 'step_failed' THEN 'failed' END;
+                    IF new_status IS NOT NULL THEN
+                        SELECT status INTO old_status FROM workflow_steps
+                         WHERE id = op->>'step_id';
+                        IF NOT FOUND THEN
+                            old_status := NULL;
+                        END IF;
+                        -- only a start creates a step; the other ops change an existing one
+                        IF old_status IS NULL AND new_status = 'running' THEN
+                            d_total := d_total + 1;
+                        END IF;
+                        IF old_status IS NOT NULL OR new_status = 'running' THEN
+                            d_completed := d_completed + (new_status = 'completed')::int
+                                           - (old_status IS NOT DISTINCT FROM 'completed')::int;
+                            d_failed := d_failed + (new_status = 'failed')::int
+                                        - (old_status IS NOT DISTINCT FROM 'failed')::int;
+                            d_running := d_running + (new_status = 'running')::int
+                                         - (old_status IS NOT DISTINCT FROM 'running')::int;
+                        END IF;
+                    END IF;
                     CASE op->>'type'
                     WHEN 'run_started' THEN
                         UPDATE workflow_runs SET status = 'running',
@@ -163,6 +195,13 @@ BEGIN
                          WHERE token = op->>'token' AND status = 'active';
                     END CASE;
                 END LOOP;
+                IF d_total <> 0 OR d_completed <> 0 OR d_failed <> 0 OR d_running <> 0 THEN
+                    UPDATE workflow_runs SET steps_total = steps_total + d_total,
+                           steps_completed = steps_completed + d_completed,
+                           steps_failed = steps_failed + d_failed,
+                           steps_running = steps_running + d_running
+                     WHERE id = run;
+                END IF;
                 IF w->>'finished_at' IS NOT NULL THEN
                     -- end of run (projection.plan_append): job, inbox and live hooks go
                     DELETE FROM workflow_jobs WHERE run_id = run;
