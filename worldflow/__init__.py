@@ -29,6 +29,7 @@ from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
 from worldflow.core.runtime import set_default_world_factory
 from worldflow.core.streams import get_writable
+from worldflow.core.versioning import deprecate_patch, patched
 from worldflow.errors import (
     FatalError,
     FatalStepError,
@@ -92,6 +93,7 @@ __all__ = [
     "create_webhook",
     "create_world",
     "define_hook",
+    "deprecate_patch",
     "gather",
     "get_event",
     "get_run",
@@ -99,6 +101,7 @@ __all__ = [
     "get_workflow_metadata",
     "get_writable",
     "now",
+    "patched",
     "random",
     "receive",
     "resume_hook",

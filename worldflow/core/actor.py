@@ -33,6 +33,7 @@ from worldflow.core.events import (
     HookReceived,
     HookRejected,
     MessageReceived,
+    PatchMarker,
     RunCancelled,
     RunCompleted,
     RunContinued,
@@ -71,6 +72,7 @@ from worldflow.core.records import NewRun, RunStatus
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import base_exception_info, error_info
+from worldflow.core.versioning import check_marker, read_log, take_new_markers
 from worldflow.errors import CorruptRecordError, NonDeterminismError
 
 if TYPE_CHECKING:
@@ -221,6 +223,7 @@ class RunActor:
             instance.parent_run_id = run.parent_run_id
             instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
                                         if isinstance(e.event, HookCreated)}
+            read_log(instance, events)
             instance.start()
             self._replay(events)
         except NonDeterminismError as exc:
@@ -304,7 +307,10 @@ class RunActor:
                             f"workflow {instance.defn.name!r} (run {self.run_id}): at "
                             f"position {cid} the code started a child of workflow "
                             f"{child.defn.name!r} but the log records one of {name!r}; the "
-                            f"code changed under a running run")
+                            f"code changed under a running run",
+                            workflow=instance.defn.name, run_id=self.run_id, position=cid,
+                            expected=f"a child run of {name!r}",
+                            found=f"a child run of {child.defn.name!r}")
                     child.child_run_id = child_id
                     self._recorded.add(cid)
                     self._children_open[child_id] = cid
@@ -318,6 +324,8 @@ class RunActor:
                 case ValuePublished(correlation_id=cid):
                     instance.expect(cid, PublishCall)
                     self._recorded.add(cid)
+                case PatchMarker():
+                    check_marker(instance, record.event)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -535,9 +543,12 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         calls = instance.take_new_calls()
+        # versioning markers first: a replay meets each before the calls that follow it
+        records = [self._record(marker) for marker in take_new_markers(instance)]
         if not calls:
+            if records:
+                await self.world.append_events(self.run_id, records, wait=False)
             return
-        records: list[EventRecord] = []
         durable = False  # hooks and waits must be committed before anyone relies on them
         to_start: list[tuple[StepCall, EventRecord]] = []
         children: list[ChildCall] = []
