@@ -9,6 +9,7 @@ outside input.
 from __future__ import annotations
 
 from worldflow.core.api import Run, get_run, resume_hook, retry_run, sleep, start
+from worldflow.core.check import check_replay
 from worldflow.core.context import (
     StepMetadata,
     WorkflowMetadata,
@@ -88,6 +89,7 @@ __all__ = [
     "World",
     "WorldError",
     "WorldflowError",
+    "check_replay",
     "continue_as_new",
     "create_hook",
     "create_webhook",

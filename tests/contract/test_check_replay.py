@@ -1,0 +1,206 @@
+"""The deploy check `check_replay`, on every world: it replays a run's log against the
+code registered now, runs no step body, writes nothing, and raises
+`NonDeterminismError` where the code and the log disagree."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+from typing import Any
+
+import pytest
+
+from worldflow import (
+    NonDeterminismError,
+    RegistrationError,
+    RunNotFoundError,
+    check_replay,
+    deprecate_patch,
+    patched,
+    receive,
+    send,
+    sleep,
+    start,
+    step,
+    workflow,
+)
+from worldflow.core import registry
+from worldflow.core.check import check_runs
+
+#: 1: the code the runs ran; 2: a step inserted before the wait (incompatible);
+#: 3: the second step behind patched(); 4: deprecate_patch; 5: the patch removed;
+#: 6: a step appended at the end
+CODE = {"version": 1}
+RAN: collections.Counter[str] = collections.Counter()
+
+
+@pytest.fixture(autouse=True)
+def _deployed_code() -> Any:
+    CODE["version"] = 1
+    yield
+    CODE["version"] = 1
+
+
+@step(name="k_fetch")
+async def fetch(n: int) -> int:
+    RAN["fetch"] += 1
+    return n + 1
+
+
+@step(name="k_charge")
+async def charge(n: int) -> int:
+    RAN["charge"] += 1
+    return n * 10
+
+
+@step(name="k_audit")
+async def audit(n: int) -> int:
+    RAN["audit"] += 1
+    return n
+
+
+@workflow(name="k_order")
+async def order(n: int, wait: bool) -> int:
+    version = CODE["version"]
+    if version == 2:
+        await audit(n)  # inserted before the steps that running runs recorded
+    got = await fetch(n)
+    if version == 3 and not patched("charge-twice"):
+        got = await charge(got)
+    elif version == 3:
+        got = await charge(await charge(got))
+    elif version == 4:
+        deprecate_patch("charge-twice")
+        got = await charge(await charge(got))
+    elif version == 5:
+        got = await charge(await charge(got))
+    else:
+        got = await charge(got)
+    await sleep("10ms")
+    if wait:
+        got += await receive("go")
+    if version == 6:
+        await audit(got)  # appended at the end
+    return got
+
+
+async def snapshot(world: Any, run_id: str) -> tuple[Any, ...]:
+    """Everything a check could change about a run."""
+    return (await world.get_run(run_id), await world.list_events(run_id),
+            await world.list_steps(run_id), await world.list_hooks(run_id))
+
+
+async def waiting_run(world: Any) -> Any:
+    """A run past its steps, waiting evicted for a message."""
+    world.engine.keep_alive = 0.0
+    run = await start(order, 1, True, world=world, run_id=f"k-{uuid.uuid4().hex}")
+    for _ in range(1500):
+        events = await world.list_events(run.run_id)
+        if (any(e.event_type == "wait_completed" for e in events)
+                and run.run_id not in world.engine.actors):
+            return run
+        await asyncio.sleep(0.02)
+    raise AssertionError("the run did not come to wait for its message")
+
+
+async def test_a_completed_run_replays_to_its_end_running_and_writing_nothing(
+        world: Any) -> None:
+    run = await start(order, 1, False, world=world)
+    assert await run.result(timeout=30) == 20
+    before, ran = await snapshot(world, run.run_id), RAN.copy()
+    assert await check_replay(run.run_id, world=world) is None
+    assert await snapshot(world, run.run_id) == before
+    assert RAN == ran  # no step body ran
+
+
+async def test_a_running_run_replays_through_its_last_event_writing_nothing(
+        world: Any) -> None:
+    run = await waiting_run(world)
+    before, ran = await snapshot(world, run.run_id), RAN.copy()
+    await check_replay(run.run_id, world=world)
+    assert await snapshot(world, run.run_id) == before
+    assert RAN == ran
+    await send(run.run_id, 5, topic="go", world=world)  # and the run still goes on
+    assert await run.result(timeout=30) == 25
+
+
+async def test_an_incompatible_change_is_nondeterminism_naming_where_and_what(
+        world: Any) -> None:
+    run = await waiting_run(world)
+    before, ran = await snapshot(world, run.run_id), RAN.copy()
+    CODE["version"] = 2
+    with pytest.raises(NonDeterminismError, match=r"position 1.*k_audit.*k_fetch") as info:
+        await check_replay(run.run_id, world=world)
+    error = info.value
+    assert (error.workflow, error.run_id, error.position) == ("k_order", run.run_id, "1")
+    assert (error.expected, error.found) == ("step 'k_fetch'", "step 'k_audit'")
+    assert await snapshot(world, run.run_id) == before
+    assert RAN == ran
+    assert await run.status() == "running"  # the check failed; the run did not
+
+
+async def test_a_completed_run_whose_code_now_makes_another_call_fails_the_check(
+        world: Any) -> None:
+    run = await start(order, 1, False, world=world)
+    assert await run.result(timeout=30) == 20
+    CODE["version"] = 6  # a step after the last recorded call: the log ended before it
+    with pytest.raises(NonDeterminismError, match=r"run_completed.*k_audit") as info:
+        await check_replay(run.run_id, world=world)
+    assert info.value.found == "step 'k_audit' at position 4"
+    assert RAN["audit"] == 0
+
+
+async def test_patched_code_passes_for_old_runs_and_removing_the_patch_fails(
+        world: Any) -> None:
+    old = await waiting_run(world)  # recorded one charge, before the patch existed
+    CODE["version"] = 3
+    await check_replay(old.run_id, world=world)  # patched() is False for it
+    CODE["version"] = 4
+    with pytest.raises(NonDeterminismError, match=r"position 3.*k_charge"):
+        await check_replay(old.run_id, world=world)  # too soon: the old branch is gone
+    CODE["version"] = 3
+    new = await waiting_run(world)  # recorded the marker and two charges
+    assert [e.event.change_id for e in await world.list_events(new.run_id)
+            if e.event_type == "patch_marker"] == ["charge-twice"]
+    await check_replay(new.run_id, world=world)
+    CODE["version"] = 4
+    await check_replay(new.run_id, world=world)  # deprecate_patch tolerates the marker
+    CODE["version"] = 5
+    with pytest.raises(NonDeterminismError, match=r"patched\('charge-twice'\)") as info:
+        await check_replay(new.run_id, world=world)
+    assert info.value.expected == "patched('charge-twice')"
+
+
+async def test_check_runs_reports_each_run(world: Any) -> None:
+    runs = [await waiting_run(world) for _ in range(3)]
+    records = [await world.get_run(run.run_id) for run in runs]
+    assert [r.error for r in await check_runs(world, records)] == [None] * 3
+    CODE["version"] = 2
+    results = await check_runs(world, records)
+    assert [r.run_id for r in results] == [run.run_id for run in runs]
+    assert all(isinstance(r.error, NonDeterminismError) for r in results)
+
+
+async def test_an_unknown_run_id_is_a_clear_error(world: Any) -> None:
+    with pytest.raises(RunNotFoundError, match="no-such-run"):
+        await check_replay("no-such-run", world=world)
+    with pytest.raises(TypeError, match="non-empty string"):
+        await check_replay("", world=world)
+
+
+@workflow(name="k_unregistered")
+async def unregistered() -> int:
+    return 1
+
+
+async def test_a_run_of_an_unregistered_workflow_is_a_registration_error(
+        world: Any) -> None:
+    run = await start(unregistered, world=world)
+    assert await run.result(timeout=30) == 1
+    defn = registry._workflows.pop("k_unregistered")
+    try:
+        with pytest.raises(RegistrationError, match=r"k_unregistered.*not registered"):
+            await check_replay(run.run_id, world=world)
+    finally:
+        registry._workflows["k_unregistered"] = defn
