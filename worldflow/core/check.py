@@ -155,9 +155,9 @@ def _check_completion(instance: WorkflowInstance, end: EventRecord, actor: RunAc
         else:
             found = "a wait for input the log does not hold"
     elif instance.root.cancelled():
-        found = "the workflow cancelled"
+        found = "a cancellation"
     elif (error := instance.root.exception()) is not None:
-        found = f"the workflow raising {type(error).__name__}: {error}"
+        found = f"an error: {type(error).__name__}: {error}"
     if found is None:
         return
     expected = f"the run's end (run_completed at seq {end.seq})"

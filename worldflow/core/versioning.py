@@ -118,7 +118,7 @@ def check_marker(instance: WorkflowInstance, marker: PatchMarker) -> None:
         f"deprecate_patch({marker.change_id!r}) there; keep deprecate_patch"
         f"({marker.change_id!r}) until the runs that recorded it have ended",
         workflow=instance.defn.name, run_id=instance.run_id,
-        position=str(marker.position), expected=expected, found="no such call")
+        position=str(marker.position), expected=expected, found="no call")
 
 
 def take_new_markers(instance: WorkflowInstance) -> list[PatchMarker]:
