@@ -204,3 +204,89 @@ async def test_a_run_of_an_unregistered_workflow_is_a_registration_error(
             await check_replay(run.run_id, world=world)
     finally:
         registry._workflows["k_unregistered"] = defn
+
+
+# -- every kind of recorded call replays: no false alarms ---------------------------------
+@workflow(name="k_child")
+async def child_flow(n: int) -> int:
+    return await fetch(n)
+
+
+@workflow(name="k_everything")
+async def everything(n: int) -> dict[str, Any]:
+    from worldflow import create_hook, gather, set_event
+
+    a, b = await gather(fetch(n), charge(n))
+    set_event("progress", "half")
+    await asyncio.wait_for(asyncio.sleep(0.01), timeout=60)  # a sleep and a timeout timer
+    hook = create_hook()
+    set_event("hook", hook.token)
+    payload = await hook
+    late = await receive("none", timeout="10ms")  # times out
+    message = await receive("go")
+    kid = await child_flow(n)
+    if patched("extra"):
+        kid += 1
+    return {"a": a, "b": b, "payload": payload, "late": late, "message": message,
+            "kid": kid}
+
+
+@workflow(name="k_continues")
+async def continues(n: int) -> int:
+    from worldflow import continue_as_new
+
+    got = await fetch(n)
+    if n < 2:
+        continue_as_new(n + 1)
+    return got
+
+
+@workflow(name="k_cancelled")
+async def cancelled_flow() -> None:
+    try:
+        await receive("never")
+    finally:
+        await audit(0)  # compensation after the cancel
+
+
+async def test_runs_using_every_kind_of_call_replay_while_waiting_and_after_the_end(
+        world: Any) -> None:
+    from worldflow import get_event, resume_hook
+
+    world.engine.keep_alive = 0.0
+    run = await start(everything, 3, world=world)
+    token = await get_event(run.run_id, "hook", timeout=30)
+    await check_replay(run.run_id, world=world)  # waiting on the hook
+    await resume_hook(token, {"ok": True}, world=world)
+    for _ in range(1500):  # until it waits for the message
+        waits = [e for e in await world.list_events(run.run_id)
+                 if e.event_type == "wait_completed"]
+        if len(waits) >= 2 and run.run_id not in world.engine.actors:
+            break
+        await asyncio.sleep(0.02)
+    await check_replay(run.run_id, world=world)
+    await send(run.run_id, "hi", topic="go", world=world)
+    assert await run.result(timeout=30) == {"a": 4, "b": 30, "payload": {"ok": True},
+                                            "late": None, "message": "hi", "kid": 5}
+    await check_replay(run.run_id, world=world)
+    kid = next(e.event.child_run_id for e in await world.list_events(run.run_id)
+               if e.event_type == "child_started")
+    await check_replay(kid, world=world)  # the child too
+
+    chain = await start(continues, 0, world=world)
+    assert await chain.result(timeout=30) == 3
+    await check_replay(chain.run_id, world=world)  # ended `continued`
+
+    doomed = await start(cancelled_flow, world=world)
+    for _ in range(1500):
+        if doomed.run_id not in world.engine.actors and len(
+                await world.list_events(doomed.run_id)) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    await doomed.cancel()
+    for _ in range(1500):
+        if (await doomed.status()) == "cancelled":
+            break
+        await asyncio.sleep(0.02)
+    assert await doomed.status() == "cancelled"
+    await check_replay(doomed.run_id, world=world)
