@@ -290,3 +290,31 @@ async def test_runs_using_every_kind_of_call_replay_while_waiting_and_after_the_
         await asyncio.sleep(0.02)
     assert await doomed.status() == "cancelled"
     await check_replay(doomed.run_id, world=world)
+
+
+async def test_without_a_world_it_opens_the_environments_world_only_to_read(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from worldflow import create_world
+    from worldflow.core import runtime
+
+    path = str(tmp_path / "env.db")
+    async with create_world("sqlite", path=path) as world:
+        run = await start(order, 1, False, world=world)
+        assert await run.result(timeout=30) == 20
+        before = await snapshot(world, run.run_id)
+    opened: list[Any] = []
+
+    def factory() -> Any:
+        opened.append(create_world("sqlite", path=path))
+        return opened[-1]
+
+    monkeypatch.setattr(runtime, "_factory", factory)
+    await check_replay(run.run_id)
+    CODE["version"] = 2
+    with pytest.raises(NonDeterminismError):
+        await check_replay(run.run_id)
+    assert len(opened) == 2
+    assert all(runtime.engine_for(w) is None for w in opened)  # no engine: nothing ran
+    assert runtime.default_world() is None
+    async with create_world("sqlite", path=path) as world:
+        assert await snapshot(world, run.run_id) == before

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
+from worldflow.core import runtime
 from worldflow.core.actor import RunActor
 from worldflow.core.events import (
     TERMINAL_EVENTS,
@@ -27,7 +28,7 @@ from worldflow.core.events import (
 )
 from worldflow.core.instance import TimerCall, WorkflowInstance
 from worldflow.core.registry import get_workflow
-from worldflow.core.runtime import get_world
+from worldflow.core.runtime import default_world
 from worldflow.core.versioning import read_log
 from worldflow.errors import (
     CorruptRecordError,
@@ -52,7 +53,8 @@ BATCH = 200
 
 async def check_replay(run_id: str, world: World | None = None) -> None:
     """Replay run `run_id`'s log against the workflow code registered now, running no
-    step and writing nothing.
+    step and writing nothing. Without `world`: the default world, or if there is none
+    yet, the world the environment names, opened for reading only (no engine starts).
 
     Raises `NonDeterminismError` (naming the workflow, the position, what the log
     records there and what the code does) where they disagree, `RunNotFoundError` for
@@ -63,11 +65,28 @@ async def check_replay(run_id: str, world: World | None = None) -> None:
     if not isinstance(run_id, str) or not run_id:
         raise TypeError(f"check_replay(run_id=...) must be a non-empty string, got "
                         f"{run_id!r:.80}")
-    the_world = await get_world(world)
-    run = await the_world.get_run(run_id)
+    if world is None:
+        world = default_world()
+    if world is None:
+        # no default world yet: open one from the environment for reading only (starting
+        # it would start an engine, which would run the world's runs)
+        if runtime._factory is None:
+            raise RuntimeError("no default world: pass world=...")
+        reader = runtime._factory()
+        await reader.open()
+        try:
+            await _check_one(reader, run_id)
+        finally:
+            await asyncio.shield(reader.close())
+        return
+    await _check_one(world, run_id)
+
+
+async def _check_one(world: World, run_id: str) -> None:
+    run = await world.get_run(run_id)
     if run is None:
         raise RunNotFoundError(f"run not found: {run_id}")
-    replay_log(run, await the_world.list_events(run_id))
+    replay_log(run, await world.list_events(run_id))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
