@@ -233,3 +233,28 @@ async def test_patched_outside_workflow_code_is_a_clear_error(world: Any) -> Non
         deprecate_patch("outside")
     run = await start(calls_step_that_patches, world=world)
     assert "works only in workflow code" in await run.result(timeout=30)
+
+
+@workflow(name="v_branches")
+async def branches(tag: str) -> list[Any]:
+    async def branch(name: str) -> list[Any]:
+        first = await record(f"{tag}:{name}-1")
+        await asyncio.sleep(0.01)  # evicted here, replayed on wake
+        took = patched(f"branch-{name}")
+        second = await (new_step if took else old_step)(f"{tag}:{name}-2")
+        await asyncio.sleep(0.01)
+        return [first, took, second, patched(f"branch-{name}")]
+
+    return list(await asyncio.gather(branch("a"), branch("b"), branch("c")))
+
+
+async def test_patched_in_parallel_branches_replays_the_same_answers(world: Any) -> None:
+    world.engine.keep_alive = 0.0  # evicted at every sleep: many replays
+    run = await start(branches, "vp", world=world)
+    assert await run.result(timeout=30) == [
+        [f"{n}-1", True, f"{n}-2", True] for n in "abc"]
+    assert sorted(await markers(world, run.run_id)) == ["branch-a", "branch-b", "branch-c"]
+    assert all(RAN[f"vp:{n}-{i}"] == 1 for n in "abc" for i in (1, 2))
+    from worldflow import check_replay
+
+    await check_replay(run.run_id, world=world)
