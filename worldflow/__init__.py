@@ -29,6 +29,13 @@ from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
 from worldflow.core.runtime import set_default_world_factory
+from worldflow.core.schedules import (
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+)
 from worldflow.core.streams import get_writable
 from worldflow.core.versioning import deprecate_patch, patched
 from worldflow.errors import (
@@ -45,6 +52,7 @@ from worldflow.errors import (
     RunFailedError,
     RunFinishedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     StepFailedError,
     StepTimeoutError,
     WorkflowAwaitError,
@@ -78,6 +86,7 @@ __all__ = [
     "RunFinishedError",
     "RunNotFoundError",
     "RunStatus",
+    "ScheduleNotFoundError",
     "StepFailedError",
     "StepMetadata",
     "StepStatus",
@@ -92,9 +101,11 @@ __all__ = [
     "check_replay",
     "continue_as_new",
     "create_hook",
+    "create_schedule",
     "create_webhook",
     "create_world",
     "define_hook",
+    "delete_schedule",
     "deprecate_patch",
     "gather",
     "get_event",
@@ -102,11 +113,14 @@ __all__ = [
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
+    "list_schedules",
     "now",
     "patched",
+    "pause_schedule",
     "random",
     "receive",
     "resume_hook",
+    "resume_schedule",
     "retry_run",
     "send",
     "set_event",

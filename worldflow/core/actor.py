@@ -14,7 +14,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -79,11 +79,12 @@ if TYPE_CHECKING:
     from worldflow.core.engine import Engine
     from worldflow.core.events import Event
     from worldflow.core.records import RunRecord
+    from worldflow.core.registry import WorkflowDef
     from worldflow.core.steps import StepOutcome
     from worldflow.core.world import TimerHandle, World
 
 
-__all__ = ["RunActor", "cancel_without_code"]
+__all__ = ["RunActor", "cancel_without_code", "new_instance"]
 
 logger = logging.getLogger("worldflow.run")
 
@@ -218,12 +219,8 @@ class RunActor:
                 f"decoded: {type(exc).__name__}: {exc}")))])
             return
         try:
-            instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
+            instance = new_instance(defn, run, events, started.created_at, args, kwargs)
             self._instance = instance
-            instance.parent_run_id = run.parent_run_id
-            instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
-                                        if isinstance(e.event, HookCreated)}
-            read_log(instance, events)
             instance.start()
             self._replay(events)
         except NonDeterminismError as exc:
@@ -582,7 +579,8 @@ class RunActor:
                 published.append(call)
                 durable = True
         await self.world.append_events(self.run_id, records, wait=durable)
-        await self._write_published(published)
+        if published:
+            await self._write_published(published)
         for call, record in to_start:
             self._spawn_step(call, 1, record.created_at)
         for child in children:  # after child_started is durable: a replay finds them
@@ -824,6 +822,19 @@ class RunActor:
             self.ended.set_result(_final_record(self._record_at_start, end, self._meta))
         await after_end(self.world, self.run_id, self._parent_run_id,
                         list(self._children_open) if isinstance(event, RunCancelled) else [])
+
+
+def new_instance(defn: WorkflowDef, run: RunRecord, events: list[EventRecord],
+                 started_at: dt.datetime, args: list[Any], kwargs: dict[str, Any]
+                 ) -> WorkflowInstance:
+    """The run's workflow instance, told what its log holds, not started yet: made
+    alike by the actor and by the deploy check (worldflow.core.check)."""
+    instance = WorkflowInstance(defn, run.run_id, args, kwargs, started_at)
+    instance.parent_run_id = run.parent_run_id
+    instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
+                                if isinstance(e.event, HookCreated)}
+    read_log(instance, events)
+    return instance
 
 
 async def after_end(world: World, run_id: str, parent_run_id: str | None,

@@ -19,17 +19,15 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
 from worldflow.core import runtime
-from worldflow.core.actor import RunActor
+from worldflow.core.actor import RunActor, new_instance
 from worldflow.core.events import (
     TERMINAL_EVENTS,
-    HookCreated,
     RunCompleted,
     RunStarted,
 )
-from worldflow.core.instance import TimerCall, WorkflowInstance
+from worldflow.core.instance import TimerCall
 from worldflow.core.registry import get_workflow
 from worldflow.core.runtime import default_world
-from worldflow.core.versioning import read_log
 from worldflow.errors import (
     CorruptRecordError,
     NonDeterminismError,
@@ -42,6 +40,7 @@ if TYPE_CHECKING:
 
     from worldflow.core.engine import Engine
     from worldflow.core.events import EventRecord
+    from worldflow.core.instance import WorkflowInstance
     from worldflow.core.records import RunRecord
     from worldflow.core.world import World
 
@@ -133,24 +132,22 @@ def replay_log(run: RunRecord, events: Sequence[EventRecord]) -> None:
         raise RegistrationError(
             f"run {run.run_id} is a run of workflow {run.workflow_name!r}, which is not "
             f"registered in this process: import the module that defines it")
+    events = list(events)
     started = next((e for e in events if isinstance(e.event, RunStarted)), None)
     try:
         args, kwargs = defn.codec.decode(run.input)
     except Exception as exc:
         raise CorruptRecordError(f"run {run.run_id}: its stored input cannot be decoded: "
                                  f"{type(exc).__name__}: {exc}", run.run_id) from None
-    instance = WorkflowInstance(defn, run.run_id, args, kwargs,
-                                started.created_at if started is not None else run.created_at)
-    instance.parent_run_id = run.parent_run_id
-    instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
-                                if isinstance(e.event, HookCreated)}
-    read_log(instance, events)
+    instance = new_instance(defn, run, events,
+                            started.created_at if started is not None else run.created_at,
+                            args, kwargs)
     # the actor's own matching of log against code, on an actor that never runs
     actor = RunActor(cast("Engine", _ReplayOnly(None)), run.run_id)
     actor._instance = instance
     try:
         instance.start()
-        actor._replay(list(events))
+        actor._replay(events)
         end = next((e for e in events if isinstance(e.event, TERMINAL_EVENTS)), None)
         if end is not None and isinstance(end.event, RunCompleted):
             _check_completion(instance, end, actor)
