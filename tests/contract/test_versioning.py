@@ -258,3 +258,8 @@ async def test_patched_in_parallel_branches_replays_the_same_answers(world: Any)
     from worldflow import check_replay
 
     await check_replay(run.run_id, world=world)
+
+
+async def test_a_workflow_called_directly_takes_the_new_branch() -> None:
+    assert await asks_twice() == [True, True, True]  # no run, no log: the new code
+    assert RAN["v2x:one"] == 1
