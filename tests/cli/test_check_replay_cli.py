@@ -180,3 +180,19 @@ def test_check_replay_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     result = check(project, *args, "--json")
     assert result.code == 1
     assert {f["run_id"] for f in json.loads(result.out)["failures"]} == {"waits-1", "waits-2"}
+
+
+def test_a_run_whose_log_cannot_be_read_fails_and_the_others_are_still_checked(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    project, db = sqlite_project(tmp_path)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE workflow_events SET payload = '{not json' "
+                     "WHERE workflow_run_id = 'waits-1' AND seq = 2")
+    result = check(project, "--import", "app", "--path", db)
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert lines[0].endswith("1 replay, 1 would fail")
+    assert lines[1].startswith("FAIL chk_order waits-1: CorruptRecordError: run waits-1: "
+                               "the stored event at seq 2 cannot be decoded")

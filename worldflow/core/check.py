@@ -33,6 +33,7 @@ from worldflow.errors import (
     NonDeterminismError,
     RegistrationError,
     RunNotFoundError,
+    WorldError,
 )
 
 if TYPE_CHECKING:
@@ -99,14 +100,19 @@ class ReplayResult:
 
 
 async def check_runs(world: World, runs: Sequence[RunRecord]) -> list[ReplayResult]:
-    """Check each of `runs` (records as listed) and say how each went; never raises
-    for one run's failure (it is that run's result)."""
+    """Check each of `runs` (records as listed) and say how each went: an error of one
+    run (NonDeterminismError, RegistrationError, a log that cannot be decoded, anything
+    its replay raised) is that run's result. A failure of the world is raised."""
     results: list[ReplayResult] = []
     for start in range(0, len(runs), BATCH):
         for run in runs[start:start + BATCH]:
             try:
                 replay_log(run, await world.list_events(run.run_id))
-            except (NonDeterminismError, RegistrationError, CorruptRecordError) as exc:
+            except WorldError as exc:
+                if not isinstance(exc, CorruptRecordError):
+                    raise  # the world failed, not this run: stop the check
+                results.append(ReplayResult(run.run_id, run.workflow_name, run.status, exc))
+            except Exception as exc:  # NonDeterminismError, RegistrationError, a bug
                 results.append(ReplayResult(run.run_id, run.workflow_name, run.status, exc))
             else:
                 results.append(ReplayResult(run.run_id, run.workflow_name, run.status))
