@@ -87,8 +87,11 @@ async def order(n: int, wait: bool) -> int:
 
 async def snapshot(world: Any, run_id: str) -> tuple[Any, ...]:
     """Everything a check could change about a run."""
+    streams = await world.list_streams(run_id)
     return (await world.get_run(run_id), await world.list_events(run_id),
-            await world.list_steps(run_id), await world.list_hooks(run_id))
+            await world.list_steps(run_id), await world.list_hooks(run_id), streams,
+            [await world.read_stream(run_id, name) for name, _, _ in streams],
+            await world.read_inbox(run_id))
 
 
 async def waiting_run(world: Any) -> Any:
@@ -256,7 +259,13 @@ async def test_runs_using_every_kind_of_call_replay_while_waiting_and_after_the_
     world.engine.keep_alive = 0.0
     run = await start(everything, 3, world=world)
     token = await get_event(run.run_id, "hook", timeout=30)
+    for _ in range(1500):  # until it waits, evicted
+        if run.run_id not in world.engine.actors:
+            break
+        await asyncio.sleep(0.02)
+    before, ran = await snapshot(world, run.run_id), RAN.copy()
     await check_replay(run.run_id, world=world)  # waiting on the hook
+    assert await snapshot(world, run.run_id) == before and RAN == ran
     await resume_hook(token, {"ok": True}, world=world)
     for _ in range(1500):  # until it waits for the message
         waits = [e for e in await world.list_events(run.run_id)
