@@ -64,8 +64,8 @@ def patched(change_id: str) -> bool:
     if change_id in instance.recorded_patches:
         answer = True  # the run took the new branch when it first got here
     else:
-        # the log holds a call at this position or later: the run got past this point
-        # without asking, so it ran the old code here
+        # False if the log holds a call at this position or later (the run got past
+        # this point without asking: it ran the old code here); True past its end
         answer = position > instance.log_last_position
         if answer:
             instance.new_patch_markers.append((change_id, position))
