@@ -109,7 +109,7 @@ def test_click_into_failed_run_shows_error_retries_and_timeline(
     # textContent holding the tags proves they were escaped, not parsed as HTML
     expect(page.locator("#run-error .error-message")).to_contain_text(
         "ValueError: inventory service refused sku <b>42</b>")
-    expect(page.locator("#run-error .stack")).to_contain_text("Traceback (most recent call")
+    expect(page.locator("#failed-step-trace")).to_contain_text("Traceback (most recent call")
     reserve = page.locator("tr.step-row[data-step='cli_reserve']")
     expect(reserve.locator("td.attempts")).to_have_text("3")
     expect(reserve.locator("td.retries")).to_have_text("2 retries")
@@ -245,7 +245,7 @@ def test_cancel_button_cancels_a_sleeping_run_and_the_status_changes_in_place(
     assert page.evaluate("window.notReloaded") is True  # the same document: no reload
     expect(cancel).to_be_hidden()
     expect(page.locator("#retry-run")).to_be_visible()
-    expect(page.locator("#reload-link")).to_be_visible()
+    expect(page.locator("#send-message")).to_be_hidden()
 
 
 def test_hook_payload_is_checked_as_json_in_the_page_then_delivered(
@@ -258,7 +258,7 @@ def test_hook_payload_is_checked_as_json_in_the_page_then_delivered(
     expect(form).to_have_count(1)
     form.locator("textarea").fill('{"approved": tru')
     form.get_by_role("button", name="Send payload").click()
-    expect(form.locator(".hook-message")).to_contain_text("not valid JSON")
+    expect(form.locator(".json-error")).to_contain_text("not valid JSON")
     expect(page.locator("#run-status")).to_have_text("running")
     form.locator("textarea").fill('{"approved": true, "by": "<b>ada</b>"}')
     form.get_by_role("button", name="Send payload").click()

@@ -13,6 +13,11 @@
     POST /api/runs/{run_id}/cancel         {"run_id", "cancelled"}: ask the run to stop
     POST /api/runs/{run_id}/retry          {"run_id"}: the new run (a failed or cancelled run)
     POST /api/runs/{run_id}/hooks/{token}  {"run_id", "token"}: body {"payload": JSON}
+                                           or {"json": "JSON text"}
+    POST /api/runs/{run_id}/messages       {"run_id", "topic"}: body {"topic": str,
+                                           "message": JSON} or {"topic", "json": text}
+    GET /api/runs/{run_id}/live?after=SEQ  server-sent events: the run's new events
+                                           (`live.py`); the run page refreshes on them
 
 POSTs take and answer JSON and carry the CSRF token (`guard.py`, which also checks the
 Host header and the optional auth token).
@@ -37,13 +42,22 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import msgspec
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from worldflow.cli import shapes
 from worldflow.cli.inspect import event_details, format_duration
+from worldflow.cli.tracebacks import user_frames
+from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
 from worldflow.cli.web.guard import Guard, new_csrf_token
+from worldflow.cli.web.live import run_changes
 from worldflow.cli.web.timeline import build_timeline, timeline_dict
 from worldflow.errors import (
     HookNotFoundError,
@@ -86,6 +100,8 @@ _templates.filters["time"] = lambda v: "-" if v is None else v[:23].replace("T",
 _templates.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
 _templates.filters["chunk_text"] = shapes.chunk_text
 _templates.filters["shown_name"] = shapes.shown_name
+_templates.filters["user_frames"] = user_frames
+_templates.filters["waiting_text"] = waiting_text
 
 
 class HTTPError(Exception):
@@ -143,8 +159,8 @@ class WebUI:
                 limit=params["limit"], cursor=params["cursor"])
         except ValueError as exc:
             raise HTTPError(400, f"invalid cursor: {exc}") from exc
-        runs = [shapes.run_summary(run, await shapes.listed_steps(self.world, run))
-                for run in page.items]
+        runs = [{**shapes.run_summary(run, await shapes.listed_steps(self.world, run)),
+                 "waiting": await run_waiting(self.world, run)} for run in page.items]
         return {"runs": runs, "next_cursor": page.next_cursor}, params
 
     # -- pages ------------------------------------------------------------------
@@ -174,6 +190,7 @@ class WebUI:
         run = await self.run_or_404(request.path_params["run_id"])
         events = await self.world.list_events(run.run_id)
         detail = shapes.run_detail(run, await self.world.list_steps(run.run_id), events)
+        detail["waiting"] = waiting_for(run, events)
         counts = shapes.hook_payload_counts(events)
         hooks = [{**shapes.hook_dict(hook), **counts.get(hook.token, shapes.NO_PAYLOADS)}
                  for hook in await self.world.list_hooks(run.run_id)]
@@ -194,6 +211,10 @@ class WebUI:
             "cancel_url": str(request.url_for("api_cancel", run_id=run.run_id)),
             "retry_url": str(request.url_for("api_retry", run_id=run.run_id)),
             "retryable": run.status.value in ("failed", "cancelled"),
+            "failed_step": _failed_step(detail),
+            "last_seq": events[-1].seq if events else -1,
+            "live_url": str(request.url_for("api_live", run_id=run.run_id)),
+            "message_url": str(request.url_for("api_send_message", run_id=run.run_id)),
             "hook_urls": {hook["token"]: str(request.url_for(
                 "api_resume_hook", run_id=run.run_id, token=hook["token"]))
                 for hook in hooks},
@@ -210,6 +231,7 @@ class WebUI:
         run = await self.run_or_404(request.path_params["run_id"])
         events = await self.world.list_events(run.run_id)
         detail = shapes.run_detail(run, await self.world.list_steps(run.run_id), events)
+        detail["waiting"] = waiting_for(run, events)
         detail["timeline"] = timeline_dict(build_timeline(run, events, self.world.now()))
         return JSONResponse(detail, headers=SECURITY_HEADERS)
 
@@ -285,15 +307,14 @@ class WebUI:
         from worldflow.core.api import resume_hook
 
         body = await _json_body(request)
-        if not isinstance(body, dict) or "payload" not in body:
-            raise HTTPError(400, 'the body must be a JSON object {"payload": ...}')
+        payload = _value_of(body, "payload")
         run = await self.run_or_404(request.path_params["run_id"])
         token = request.path_params["token"]
         hook = await self.world.get_hook(token)
         if hook is None or hook.run_id != run.run_id:
             raise HTTPError(404, f"run {run.run_id} has no hook {token!r}")
         try:
-            await resume_hook(token, body["payload"], world=self.world)
+            await resume_hook(token, payload, world=self.world)
         except HookNotFoundError as exc:
             raise HTTPError(404, str(exc)) from exc
         except RunFinishedError as exc:
@@ -301,6 +322,65 @@ class WebUI:
         except (TypeError, msgspec.ValidationError) as exc:
             raise HTTPError(400, f"payload rejected: {exc}") from exc
         return JSONResponse({"run_id": run.run_id, "token": token}, headers=SECURITY_HEADERS)
+
+    @_answers_errors("json")
+    async def api_send_message(self, request: Request) -> Response:
+        from worldflow.core.messages import send
+
+        body = await _json_body(request)
+        message = _value_of(body, "message")
+        topic = body.get("topic", "default")
+        if not isinstance(topic, str) or not topic.strip():
+            raise HTTPError(400, "topic must be a non-empty string")
+        run = await self.run_or_404(request.path_params["run_id"])
+        try:
+            await send(run.run_id, message, topic=topic, world=self.world)
+        except RunNotFoundError as exc:
+            raise HTTPError(404, str(exc)) from exc
+        except RunFinishedError as exc:
+            raise HTTPError(409, str(exc)) from exc
+        except (TypeError, ValueError) as exc:
+            raise HTTPError(400, f"message rejected: {exc}") from exc
+        return JSONResponse({"run_id": run.run_id, "topic": topic}, headers=SECURITY_HEADERS)
+
+    @_answers_errors("json")
+    async def api_live(self, request: Request) -> Response:
+        run = await self.run_or_404(request.path_params["run_id"])
+        after = _int_param(request, "after", -1, -1, 2**62)
+        return StreamingResponse(
+            run_changes(self.world, run.run_id, after, request.is_disconnected),
+            media_type="text/event-stream",
+            headers={**SECURITY_HEADERS, "Cache-Control": "no-store",
+                     "X-Accel-Buffering": "no"})
+
+
+def _value_of(body: Any, key: str) -> Any:
+    """`body[key]` (a JSON value), or `body["json"]` parsed (JSON text typed in a form);
+    400 naming the problem otherwise."""
+    if not isinstance(body, dict) or (key not in body and "json" not in body):
+        raise HTTPError(400, f'the body must be a JSON object {{"{key}": ...}} '
+                             f'or {{"json": "JSON text"}}')
+    if key in body:
+        return body[key]
+    text = body["json"]
+    if not isinstance(text, str):
+        raise HTTPError(400, '"json" must be a string of JSON text')
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise HTTPError(400, f"the {key} is not valid JSON: {exc}") from exc
+
+
+def _failed_step(detail: dict[str, Any]) -> dict[str, Any] | None:
+    """The step whose failure failed the run (the last failed step), for the top of
+    a failed run's page."""
+    if detail["status"] != "failed":
+        return None
+    failed = [step for step in detail["steps"] if step["status"] == "failed"]
+    message = (detail["error"] or {}).get("message", "")
+    named = [step for step in failed if f"'{step['step_name']}'" in message]
+    chosen: dict[str, Any] | None = (named or failed or [None])[-1]
+    return chosen
 
 
 async def _json_body(request: Request) -> Any:
@@ -385,6 +465,9 @@ def app(world: World, *, allowed_hosts: Collection[str] | None = None,
         Route("/api/runs/{run_id}/retry", ui.api_retry, methods=["POST"], name="api_retry"),
         Route("/api/runs/{run_id}/hooks/{token}", ui.api_resume_hook, methods=["POST"],
               name="api_resume_hook"),
+        Route("/api/runs/{run_id}/messages", ui.api_send_message, methods=["POST"],
+              name="api_send_message"),
+        Route("/api/runs/{run_id}/live", ui.api_live, name="api_live"),
         # a browser showing a JSON answer asks for the site's icon: there is none
         Route("/favicon.ico", _no_icon, name="favicon"),
         Mount("/static", StaticFiles(packages=[("worldflow.cli.web", "static")]),
