@@ -89,6 +89,7 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow.cli import shapes
+from worldflow.cli.tracebacks import user_frames
 from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
 from worldflow.errors import CorruptRecordError, RunNotFoundError
 
@@ -229,7 +230,7 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
         fields.add_row("error", Text(f"{error['type']}: {error['message']}", style="red"))
     console.print(fields)
     if error is not None and error.get("traceback"):
-        console.print(Text(error["traceback"].rstrip("\n"), style="dim"))
+        console.print(Text(_user_traceback(error), style="dim"))
     if detail["steps"]:
         console.print()
         _print_steps(detail["steps"], console)
@@ -253,6 +254,18 @@ def _print_steps(steps: list[dict[str, Any]], console: Console) -> None:
                 f"  {step['step_name']} #{step['correlation_id']}: attempt {retry['attempt']} "
                 f"failed ({error['type']}: {error['message']}), retried after "
                 f"{format_duration(retry['delay_ms'])}"))
+    for step in steps:
+        error = step["error"]
+        if step["status"] == "failed" and error is not None and error.get("traceback"):
+            console.print()
+            console.print(Text(f"step {step['step_name']} #{step['correlation_id']} failed: "
+                               f"{error['type']}: {error['message']}", style="red"))
+            console.print(Text(_user_traceback(error)))
+
+
+def _user_traceback(error: dict[str, Any]) -> str:
+    """An error's traceback from the user's first frame (``--json`` has it whole)."""
+    return (user_frames(error["traceback"]) or "").rstrip("\n")
 
 
 # -- inspect steps / events / hooks ----------------------------------------------------
