@@ -9,6 +9,8 @@
     postgres-setup [--url URL] [--job-prefix P]
     doctor [--stuck-minutes 30] [--json]   schema, clock skew, leases, dead workers, stuck runs
     serve [--port 3001] [--import MODULE]  the HTTP transport, working on the queue
+    start WORKFLOW --import MODULE [--json ARGS] [--kwargs OBJ] [--run-id ID] [--wait]
+                   [--output json]         start a run (cli/start.py)
 
 The world comes from the same environment variables as the library
 (``WORKFLOW_TARGET_WORLD``, ``WORKFLOW_SQLITE_PATH``, ``WORKFLOW_POSTGRES_URL``, ...);
@@ -170,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=3001)
     serve.add_argument("--import", dest="imports", action="append", default=[],
                        metavar="MODULE", help="a module defining workflows (repeatable)")
+    from worldflow.cli.start import add_parser as add_start_parser
+
+    add_start_parser(commands, common)
     return parser
 
 
@@ -280,6 +285,9 @@ async def run_command(args: argparse.Namespace) -> None:
     if args.command == "serve":
         await _serve(args)
         return
+    if args.command == "start":
+        await _start(args)
+        return
     world, label = await open_world(args)
     try:
         if args.command == "inspect" and args.what == "runs" and args.web:
@@ -300,6 +308,19 @@ async def run_command(args: argparse.Namespace) -> None:
             await COMMANDS[args.command, args.what](world, args, console)
         except WorldError as exc:
             raise CliError(f"{label}: {exc}") from exc
+    finally:
+        await asyncio.shield(world.close())
+
+
+async def _start(args: argparse.Namespace) -> None:
+    from worldflow.cli.start import prepare, start_command
+
+    what = prepare(args)
+    world, label = await open_world(args, must_exist=False)
+    try:
+        await start_command(world, args, what)
+    except WorldError as exc:
+        raise CliError(f"{label}: {exc}") from exc
     finally:
         await asyncio.shield(world.close())
 
