@@ -372,3 +372,38 @@ def test_a_step_appears_live_while_it_runs_then_completes(live_ui: str, page: Pa
     expect(page.locator("#run-output")).to_contain_text('"packed 3"')
     expect(page.locator("#run-steps")).to_have_text("1/1 completed")
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_stopping_the_server_ends_open_live_streams_at_once() -> None:
+    import time
+
+    import httpx
+
+    from tests.web.live_ui import SLEEPING_RUN
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.web.live_ui"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the live web UI did not start within 30s"
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", proc.stdout.readline())
+        assert match
+        url = f"{match.group(1)}api/runs/{SLEEPING_RUN}/live"
+        with httpx.stream("GET", url, timeout=30) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 2000"
+            assert next(lines) == ""
+            assert next(lines) == "event: change"  # the log so far
+            began = time.monotonic()
+            proc.terminate()
+            rest = list(lines)  # the server ends the stream
+        _, err = proc.communicate(timeout=15)
+        assert time.monotonic() - began < 10
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "ERROR" not in err, err
+        assert not any(line.startswith("event:") for line in rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -136,6 +136,8 @@ class WebUI:
     def __init__(self, world: World, csrf_token: str) -> None:
         self.world = world
         self.csrf_token = csrf_token
+        #: set when the server stops: live streams end at their next poll
+        self.stopping = False
 
     def page(self, request: Request, template: str, context: dict[str, Any],
              status: int = 200) -> HTMLResponse:
@@ -347,8 +349,12 @@ class WebUI:
     async def api_live(self, request: Request) -> Response:
         run = await self.run_or_404(request.path_params["run_id"])
         after = _int_param(request, "after", -1, -1, 2**62)
+
+        async def gone() -> bool:
+            return self.stopping or await request.is_disconnected()
+
         return StreamingResponse(
-            run_changes(self.world, run.run_id, after, request.is_disconnected),
+            run_changes(self.world, run.run_id, after, gone),
             media_type="text/event-stream",
             headers={**SECURITY_HEADERS, "Cache-Control": "no-store",
                      "X-Accel-Buffering": "no"})
@@ -475,4 +481,5 @@ def app(world: World, *, allowed_hosts: Collection[str] | None = None,
     ])
     starlette.add_middleware(Guard, csrf_token=csrf, allowed_hosts=allowed_hosts,
                              auth_token=auth_token)
+    starlette.state.web_ui = ui  # the server tells it when it stops (`ui.stopping`)
     return starlette

@@ -178,11 +178,13 @@ function swapRun(fresh) {
 function followRun() {
   if (document.body.dataset.live !== "true" || !window.EventSource) return;
   let lastSeq = document.body.dataset.lastSeq || "-1";
+  let retryMs = 1000;
   const connect = () => {
     const source = new EventSource(document.body.dataset.liveUrl + "?after=" + lastSeq);
     const onChange = (message) => {
       const data = JSON.parse(message.data);
       lastSeq = String(data.seq);
+      retryMs = 1000;
       refreshRun();
     };
     source.addEventListener("change", onChange);
@@ -192,10 +194,11 @@ function followRun() {
     });
     source.addEventListener("error", () => {
       // the server closed the stream (it lasts a minute) or went away: reconnect
-      // from the last change seen
+      // from the last change seen, less and less often while it stays away
       source.close();
       if (ACTIVE.has(document.getElementById("run-status").textContent)) {
-        setTimeout(connect, 1000);
+        setTimeout(connect, retryMs);
+        retryMs = Math.min(retryMs * 2, 30000);
       }
     });
   };
