@@ -183,3 +183,16 @@ def test_inspect_steps_shows_a_failed_steps_traceback_from_the_users_line(
     # the stored traceback is whole: --json still has the engine's frames
     steps = worldflow(project, "inspect", "steps", run_id, "--json").json()["steps"]
     assert "worldflow/core/steps.py" in steps[0]["error"]["traceback"]
+
+
+def test_start_in_the_memory_world_needs_wait(project: Path) -> None:
+    lost = worldflow(project, "--backend", "memory", "start", "doubler", "--import",
+                     "app_flows", "--json", "[1]")
+    assert lost.code == 2
+    assert lost.err.strip() == ("worldflow: error: a run started in the memory world is "
+                                "gone when this command ends: add --wait, or use the "
+                                "sqlite or postgres world")
+    waited = worldflow(project, "--backend", "memory", "start", "doubler", "--import",
+                       "app_flows", "--json", "[1]", "--wait")
+    assert waited.code == 0, waited.err
+    assert waited.out.splitlines()[1] == '{"n": 2}'

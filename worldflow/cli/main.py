@@ -316,6 +316,9 @@ async def _start(args: argparse.Namespace) -> None:
     from worldflow.cli.start import prepare, start_command
 
     what = prepare(args)
+    if resolve_world(args)[0] == "memory" and not args.wait:
+        raise CliError("a run started in the memory world is gone when this command ends: "
+                       "add --wait, or use the sqlite or postgres world", 2)
     world, label = await open_world(args, must_exist=False)
     try:
         await start_command(world, args, what)

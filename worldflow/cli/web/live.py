@@ -6,7 +6,8 @@ indexed query that returns nothing while the run is idle) and, when there is new
 sends::
 
     event: change
-    data: {"seq": int, "types": [str], "status": str}
+    data: {"seq": int, "types": [str], "status": str}   (types: of the new events,
+                                                        the last 50 at most)
 
 When the run has ended it sends ``event: end`` (same data) and closes. It also closes
 when the client goes away and after `LIFETIME_SECONDS` (the page then reconnects with
