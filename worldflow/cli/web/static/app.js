@@ -187,6 +187,7 @@ function followRun() {
       retryMs = 1000;
       refreshRun();
     };
+    source.addEventListener("open", () => { retryMs = 1000; });
     source.addEventListener("change", onChange);
     source.addEventListener("end", (message) => {
       source.close();
