@@ -20,7 +20,9 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
      "completed_at": str | null, "updated_at": str, "duration_ms": float | null,
      "step_counts": {"total": int, "completed": int, "failed": int, "running": int,
                      "pending": int},
-     "error": Error | null}
+     "error": Error | null,
+     "waiting": Waiting | null}   (what a running run waits for: see
+                                   `worldflow.cli.waiting`; null unless running)
 
 ``Step``::
 
@@ -87,6 +89,8 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow.cli import shapes
+from worldflow.cli.tracebacks import user_frames
+from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
 from worldflow.errors import CorruptRecordError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -167,8 +171,8 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
                                      limit=args.limit, cursor=args.cursor or None)
     except ValueError as exc:  # a cursor this world did not hand out
         raise UsageError(str(exc)) from exc
-    summaries = [shapes.run_summary(run, await shapes.listed_steps(world, run))
-                 for run in page.items]
+    summaries = [{**shapes.run_summary(run, await shapes.listed_steps(world, run)),
+                  "waiting": await run_waiting(world, run)} for run in page.items]
     if args.json:
         print_json({"runs": summaries, "next_cursor": page.next_cursor})
         return
@@ -180,7 +184,10 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
         steps = f"{counts['completed']}/{counts['total']}"
         if counts["failed"]:
             steps += f" ({counts['failed']} failed)"
-        table.add_row(Text(run["run_id"]), Text(run["workflow_name"]), _status(run["status"]),
+        status = _status(run["status"])
+        if run["waiting"] is not None:
+            status.append(f" ({run['waiting']['label']})")
+        table.add_row(Text(run["run_id"]), Text(run["workflow_name"]), status,
                       _time(run["started_at"]), format_duration(run["duration_ms"]), steps)
     if summaries:
         console.print(table)
@@ -192,8 +199,9 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
 
 async def _run_detail(world: World, args: argparse.Namespace, console: Console) -> None:
     run = await _run(world, args.run_id)
-    detail = shapes.run_detail(run, await world.list_steps(run.run_id),
-                               await world.list_events(run.run_id))
+    events = await world.list_events(run.run_id)
+    detail = shapes.run_detail(run, await world.list_steps(run.run_id), events)
+    detail["waiting"] = waiting_for(run, events)
     if args.json:
         print_json(detail)
         return
@@ -203,6 +211,8 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
     fields.add_row("run", Text(detail["run_id"]))
     fields.add_row("workflow", Text(detail["workflow_name"]))
     fields.add_row("status", _status(detail["status"]))
+    if detail["waiting"] is not None:
+        fields.add_row("waiting", Text(waiting_text(detail["waiting"])))
     fields.add_row("queue", Text(detail["queue"]))
     if detail["parent_run_id"] is not None:
         fields.add_row("parent", Text(detail["parent_run_id"]))
@@ -220,7 +230,7 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
         fields.add_row("error", Text(f"{error['type']}: {error['message']}", style="red"))
     console.print(fields)
     if error is not None and error.get("traceback"):
-        console.print(Text(error["traceback"].rstrip("\n"), style="dim"))
+        console.print(Text(_user_traceback(error), style="dim"))
     if detail["steps"]:
         console.print()
         _print_steps(detail["steps"], console)
@@ -244,6 +254,18 @@ def _print_steps(steps: list[dict[str, Any]], console: Console) -> None:
                 f"  {step['step_name']} #{step['correlation_id']}: attempt {retry['attempt']} "
                 f"failed ({error['type']}: {error['message']}), retried after "
                 f"{format_duration(retry['delay_ms'])}"))
+    for step in steps:
+        error = step["error"]
+        if step["status"] == "failed" and error is not None and error.get("traceback"):
+            console.print()
+            console.print(Text(f"step {step['step_name']} #{step['correlation_id']} failed: "
+                               f"{error['type']}: {error['message']}", style="red"))
+            console.print(Text(_user_traceback(error)))
+
+
+def _user_traceback(error: dict[str, Any]) -> str:
+    """An error's traceback from the user's first frame (``--json`` has it whole)."""
+    return (user_frames(error["traceback"]) or "").rstrip("\n")
 
 
 # -- inspect steps / events / hooks ----------------------------------------------------

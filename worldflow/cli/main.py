@@ -12,6 +12,8 @@
     serve [--port 3001] [--import MODULE]  the HTTP transport, working on the queue
     check-replay --import MODULE [--status S] [--workflow NAME] [--json]
                                            replay runs against new code (exit 1: some fail)
+    start WORKFLOW --import MODULE [--json ARGS] [--kwargs OBJ] [--run-id ID] [--wait]
+                   [--output json]         start a run (cli/start.py)
 
 The world comes from the same environment variables as the library
 (``WORKFLOW_TARGET_WORLD``, ``WORKFLOW_SQLITE_PATH``, ``WORKFLOW_POSTGRES_URL``, ...);
@@ -180,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worldflow.cli.check_replay import add_parser as add_check_replay
 
     add_check_replay(commands, common, RUN_STATUSES)
+    from worldflow.cli.start import add_parser as add_start_parser
+
+    add_start_parser(commands, common)
     return parser
 
 
@@ -292,6 +297,8 @@ async def run_command(args: argparse.Namespace) -> None:
         return
     if args.command == "check-replay":
         await _check_replay(args)
+    if args.command == "start":
+        await _start(args)
         return
     world, label = await open_world(args)
     try:
@@ -314,6 +321,22 @@ async def run_command(args: argparse.Namespace) -> None:
                                                                              console)
         except WorldError as exc:
             raise CliError(f"{label}: {exc}") from exc
+    finally:
+        await asyncio.shield(world.close())
+
+
+async def _start(args: argparse.Namespace) -> None:
+    from worldflow.cli.start import prepare, start_command
+
+    what = prepare(args)
+    if resolve_world(args)[0] == "memory" and not args.wait:
+        raise CliError("a run started in the memory world is gone when this command ends: "
+                       "add --wait, or use the sqlite or postgres world", 2)
+    world, label = await open_world(args, must_exist=False)
+    try:
+        await start_command(world, args, what)
+    except WorldError as exc:
+        raise CliError(f"{label}: {exc}") from exc
     finally:
         await asyncio.shield(world.close())
 
