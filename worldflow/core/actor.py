@@ -636,7 +636,9 @@ class RunActor:
         """Create the child run (idempotent by its id) and run it here if there is room."""
         world, engine = self.world, self.engine
         local = engine.has_capacity
-        trace_context = telemetry.carrier_of(self._span)  # the child's spans: under ours
+        # the child's spans go under this segment (or, unrecorded, the stored context)
+        trace_context = (telemetry.carrier_of(self._span) if self._span is not None
+                         else self._trace_context)
         record, created = await world.create_run(
             NewRun(call.child_run_id, call.defn.name, call.input, world.now(),
                    parent_run_id=self.run_id, trace_context=trace_context),

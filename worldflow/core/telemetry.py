@@ -111,7 +111,9 @@ def carrier_of(span: Span | None) -> dict[str, str]:
 
 def start_run_span(carrier: dict[str, str], run_id: str, workflow: str, *,
                    replayed_events: int) -> Span | None:
-    """A segment of a run: a ``workflow NAME`` span continuing the stored context."""
+    """A segment of a run: a ``workflow NAME`` span continuing the stored context; None
+    if it is not recorded (no SDK is configured, or it is sampled out), and then its
+    steps make no spans either: with the API alone, a step costs one `is None` check."""
     if _tracer is None:
         return None
     from opentelemetry import context, propagate
@@ -120,9 +122,10 @@ def start_run_span(carrier: dict[str, str], run_id: str, workflow: str, *,
     # context of whoever happened to create it)
     parent = propagate.extract(carrier, context=context.Context()) if carrier else (
         context.Context())
-    return _tracer.start_span(f"workflow {workflow}", context=parent, attributes={
+    span = _tracer.start_span(f"workflow {workflow}", context=parent, attributes={
         "worldflow.run_id": run_id, "worldflow.workflow": workflow,
         "worldflow.replayed_events": replayed_events})
+    return span if span.is_recording() else None
 
 
 def end_run_span(span: Span, outcome: str, error: BaseException | ErrorInfo | None = None
