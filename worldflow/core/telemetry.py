@@ -4,7 +4,9 @@ With ``opentelemetry-api`` installed (``pip install 'worldflow[otel]'``) each ru
 span ``workflow NAME`` and each step attempt a child span ``step NAME``. Without it
 (or with ``WORKFLOW_OTEL=0``) every function here is a no-op: OpenTelemetry is
 imported once, lazily, by `load()`, and the engine's hot paths check the one boolean
-`active` before calling anything else here.
+`active` before calling anything else here. With the API but no SDK provider (or a
+run span that is sampled out) a run's span is not recorded, its actor keeps none, and
+its steps cost one ``is None`` check.
 
 Trace context. `start()` stores its caller's context (W3C ``traceparent`` and
 ``tracestate``, through OpenTelemetry's global propagator) in the run's
