@@ -13,6 +13,7 @@ from worldflow import (
     FatalError,
     RunCancelledError,
     StepFailedError,
+    continue_as_new,
     create_world,
     get_step_metadata,
     sleep,
@@ -255,3 +256,25 @@ async def test_attempt_stopped_by_a_cancel_is_a_cancelled_span(
     [run_span] = named(run_spans, "workflow otel_cancelled")
     assert attrs(attempt)["worldflow.outcome"] == "cancelled"
     assert attrs(run_span)["worldflow.outcome"] == "cancelled"
+
+
+# -- continue-as-new: the next run continues the stored context -------------------------
+@workflow(name="otel_looping")
+async def looping(i: int) -> int:
+    if i < 1:
+        continue_as_new(i + 1)
+    return await after(i)
+
+
+async def test_continued_run_stays_in_the_callers_trace(
+        memory_world: Any, spans: InMemorySpanExporter) -> None:
+    with tracer.start_as_current_span("caller") as caller:
+        run = await start(looping, 0, world=memory_world, run_id="otel-loop")
+    assert await run.result() == 2
+    caller_ctx = caller.get_span_context()
+    first = named(of_run(spans, "otel-loop"), "workflow otel_looping")
+    nxt = [s for s in spans.get_finished_spans() if s.name == "workflow otel_looping"
+           and attrs(s)["worldflow.run_id"] != "otel-loop"]
+    assert [attrs(s)["worldflow.outcome"] for s in first + nxt] == ["continued", "completed"]
+    assert [parent_id(s) for s in first + nxt] == [caller_ctx.span_id] * 2
+    assert {s.context.trace_id for s in first + nxt} == {caller_ctx.trace_id}

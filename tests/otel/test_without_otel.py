@@ -59,6 +59,13 @@ def test_worldflow_runs_without_opentelemetry_and_never_imports_it(tmp_path: Pat
     assert out == {"RESULT": "41", "ACTIVE": "False", "STORED": "False", "IMPORTED": "[]"}
 
 
+def test_with_the_api_alone_runs_work_and_store_no_context(tmp_path: Path) -> None:
+    # installed, but no SDK provider configured: the no-op default
+    out = run_script(tmp_path, "")
+    assert out == {"RESULT": "41", "ACTIVE": "True", "STORED": "False",
+                   "IMPORTED": "['opentelemetry']"}
+
+
 CALLER_SPAN = """
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
