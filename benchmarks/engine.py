@@ -44,6 +44,28 @@ async def bench_workflow(m: int) -> int:
     return m
 
 
+@step
+async def clock_step() -> float:
+    return time.process_time()
+
+
+@workflow
+async def long_log_workflow(fill: int, probe: int) -> list[float]:
+    """`probe` steps on a fresh log, `fill` steps, then `probe` steps on the long log:
+    the CPU time each probe batch took (one run, so nothing else shares the CPU)."""
+    first0 = await clock_step()
+    for i in range(probe):
+        await noop_step(i)
+    first1 = await clock_step()
+    for i in range(fill):
+        await noop_step(i)
+    last0 = await clock_step()
+    for i in range(probe):
+        await noop_step(i)
+    last1 = await clock_step()
+    return [first1 - first0, last1 - last0]
+
+
 def make_world(args: argparse.Namespace, tmp: str) -> Any:
     options: dict[str, Any] = {"queue_concurrency": args.concurrency}
     if args.world == "sqlite":
@@ -185,16 +207,34 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                     result["latency"]["insert_commit_floor_ms"] = round(floor, 3)
                     result["latency"]["per_step_over_floor"] = round(per_step / floor, 2)
             if args.scale_steps:
-                small_n = max(1, args.scale_workflows * args.scale_steps // args.steps)
+                # as many workflows in flight in both phases (else group commit differs)
+                big_n = max(args.scale_workflows, args.concurrency)
+                small_n = max(1, big_n * args.scale_steps // args.steps)
+                cpu0 = time.process_time()
                 small = await throughput(world, small_n, args.steps, args.concurrency)
-                big = await throughput(world, args.scale_workflows, args.scale_steps,
-                                       args.concurrency)
-                per_small = small / (small_n * args.steps) * 1e6
-                per_big = big / (args.scale_workflows * args.scale_steps) * 1e6
+                cpu1 = time.process_time()
+                big = await throughput(world, big_n, args.scale_steps, args.concurrency)
+                cpu2 = time.process_time()
+                n_small, n_big = small_n * args.steps, big_n * args.scale_steps
+                per_small, per_big = small / n_small * 1e6, big / n_big * 1e6
+                cpu_small, cpu_big = (cpu1 - cpu0) / n_small * 1e6, (cpu2 - cpu1) / n_big * 1e6
                 result["scaling"] = {
                     f"per_step_us_m{args.steps}": round(per_small, 1),
                     f"per_step_us_m{args.scale_steps}": round(per_big, 1),
                     "ratio": round(per_big / per_small, 3),
+                    f"client_cpu_us_per_step_m{args.steps}": round(cpu_small, 1),
+                    f"client_cpu_us_per_step_m{args.scale_steps}": round(cpu_big, 1),
+                    "cpu_ratio": round(cpu_big / cpu_small, 3),
+                }
+            if args.long_log:
+                probe = 200
+                run = await start(long_log_workflow, args.long_log // 2, probe, world=world)
+                fresh, long = await run.result()
+                result["long_log"] = {
+                    "events_before_probe": args.long_log + 2 * probe,
+                    "fresh_cpu_us_per_step": round(fresh / probe * 1e6, 1),
+                    "long_log_cpu_us_per_step": round(long / probe * 1e6, 1),
+                    "ratio": round(long / fresh, 3),
                 }
     return result
 
@@ -210,7 +250,10 @@ def main() -> None:
     ap.add_argument("--latency", type=int, default=0, help="also run N sequential workflows")
     ap.add_argument("--scale-steps", type=int, default=0,
                     help="also compare per-step cost at this M (e.g. 500)")
-    ap.add_argument("--scale-workflows", type=int, default=20)
+    ap.add_argument("--scale-workflows", type=int, default=20,
+                    help="workflows at --scale-steps (at least --concurrency are run)")
+    ap.add_argument("--long-log", type=int, default=0,
+                    help="also compare a step's CPU on a fresh log and on one of N events")
     ap.add_argument("--uvloop", action="store_true")
     args = ap.parse_args()
     if args.uvloop:

@@ -28,6 +28,13 @@ from worldflow.core.queues import Queue
 from worldflow.core.records import RunStatus, StepStatus
 from worldflow.core.registry import Backoff
 from worldflow.core.runtime import set_default_world_factory
+from worldflow.core.schedules import (
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+)
 from worldflow.core.streams import get_writable
 from worldflow.errors import (
     FatalError,
@@ -43,6 +50,7 @@ from worldflow.errors import (
     RunFailedError,
     RunFinishedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     StepFailedError,
     StepTimeoutError,
     WorkflowAwaitError,
@@ -76,6 +84,7 @@ __all__ = [
     "RunFinishedError",
     "RunNotFoundError",
     "RunStatus",
+    "ScheduleNotFoundError",
     "StepFailedError",
     "StepMetadata",
     "StepStatus",
@@ -89,19 +98,24 @@ __all__ = [
     "WorldflowError",
     "continue_as_new",
     "create_hook",
+    "create_schedule",
     "create_webhook",
     "create_world",
     "define_hook",
+    "delete_schedule",
     "gather",
     "get_event",
     "get_run",
     "get_step_metadata",
     "get_workflow_metadata",
     "get_writable",
+    "list_schedules",
     "now",
+    "pause_schedule",
     "random",
     "receive",
     "resume_hook",
+    "resume_schedule",
     "retry_run",
     "send",
     "set_event",

@@ -18,6 +18,7 @@ All of them derive from one base::
     ├── RunFinishedError        the run has already ended; it takes no more input
     ├── HookNotFoundError       unknown or disposed hook token
     ├── HookConflictError       a hook token is already in use by a live run
+    ├── ScheduleNotFoundError   no schedule with that id
     ├── NotInWorkflowError      a workflow-only function was called outside a workflow
     ├── WorkflowAwaitError      workflow code awaited something worldflow cannot deliver
     ├── RegistrationError       a workflow or step name was registered twice
@@ -55,6 +56,7 @@ __all__ = [
     "RunFailedError",
     "RunFinishedError",
     "RunNotFoundError",
+    "ScheduleNotFoundError",
     "SchemaError",
     "StepFailedError",
     "StepTimeoutError",
@@ -186,6 +188,10 @@ class HookNotFoundError(WorldflowError, LookupError):
 
 class HookConflictError(WorldflowError):
     """A hook token is already used by another live hook."""
+
+
+class ScheduleNotFoundError(WorldflowError, LookupError):
+    """No schedule has this id (`pause_schedule`, `resume_schedule`, `delete_schedule`)."""
 
 
 class NotInWorkflowError(WorldflowError, RuntimeError):

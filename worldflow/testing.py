@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import heapq
+import inspect
 import itertools
 from typing import TYPE_CHECKING, Any
 
@@ -239,6 +240,18 @@ try:
 except ImportError:  # testing_world() works without pytest; the fixture needs it
     pass
 else:
+    def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+        """An `async def` test that uses `wf_world` runs without further set-up: unless
+        an async plugin already claimed it (an `anyio` or `asyncio` mark), it is marked
+        for anyio's pytest plugin (installed with worldflow) on asyncio."""
+        for item in items:
+            if (isinstance(item, pytest.Function)
+                    and "wf_world" in getattr(item, "fixturenames", ())
+                    and inspect.iscoroutinefunction(item.obj)
+                    and item.get_closest_marker("anyio") is None
+                    and item.get_closest_marker("asyncio") is None):
+                item.add_marker(pytest.mark.anyio)
+
     @pytest.fixture
     async def wf_world() -> AsyncIterator[TestingWorld]:
         """A started memory world on a virtual clock that skips time whenever every

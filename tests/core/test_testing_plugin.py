@@ -132,13 +132,13 @@ async def test_manual_world_does_not_skip_a_sleep_by_itself() -> None:
         assert len(await run.result(timeout=5)) == 2
 
 
-def test_the_readme_example_runs_with_the_installed_plugin_and_no_conftest(
+def test_the_readme_example_runs_with_the_installed_plugin_and_no_configuration(
         tmp_path: Path) -> None:
+    """Copied into an empty directory, with no conftest, pytest.ini or marks."""
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("## Testing workflows that wait for days", 1)[1]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "test_readme_example.py").write_text(example)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nanyio_mode = auto\n")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "test_readme_example.py"],

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from worldflow import RunStatus, create_world, start, step, workflow
@@ -307,8 +308,6 @@ async def test_a_run_created_by_another_process_at_the_same_moment_is_returned(
     get the winner's run back (created=False), not a LeaseLostError."""
     import datetime as dt
 
-    import msgspec
-
     from worldflow.core.records import NewRun
 
     world = pg_world(own_db)
@@ -336,3 +335,55 @@ async def test_a_run_created_by_another_process_at_the_same_moment_is_returned(
             await other.close()
     finally:
         await world.close()
+
+
+async def test_a_nul_in_one_writes_id_fails_only_that_write(own_db: str) -> None:
+    """Postgres text cannot hold NUL: a run id with one is refused with an error saying
+    so, and the runs created in the same batch are committed."""
+    import datetime as dt
+
+    from worldflow.core.records import NewRun
+
+    world = pg_world(own_db)
+    await world.open()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        news = [NewRun(run_id, "pg_flow", msgspec.Raw(b'{"args":[1],"kwargs":{}}'), now)
+                for run_id in ("nul-ok-1", "nul\x00bad", "nul-ok-2")]
+        results = await asyncio.gather(
+            *(world.create_run(n, lease_owner=None, lease_seconds=30) for n in news),
+            return_exceptions=True)
+        assert isinstance(results[1], WorldError) and "NUL" in str(results[1])
+        for ok in (results[0], results[2]):
+            assert not isinstance(ok, BaseException) and ok[1] is True
+        assert (await world.get_run("nul-ok-1")) is not None
+        assert (await world.get_run("nul-ok-2")) is not None
+    finally:
+        await world.close()
+
+
+async def test_values_are_stored_byte_for_byte(own_db: str) -> None:
+    """Inputs, outputs and event payloads are stored as the JSON they were written as,
+    with escapes (a NUL, quotes, non-ASCII) intact, and read back equal."""
+    value = {"nul": "a\x00b", "quote": 'say "hi"', "text": "héllo ☃", "n": [1.5, 10**20]}
+    async with pg_world(own_db) as world:
+        run = await start(echo_flow, value, world=world)
+        assert await run.result(timeout=30) == value
+        conn = await asyncpg.connect(own_db)
+        try:
+            stored = await conn.fetchval(
+                "SELECT output::text FROM workflow_steps WHERE workflow_run_id = $1",
+                run.run_id)
+        finally:
+            await conn.close()
+        assert stored == msgspec.json.encode(value).decode()
+
+
+@step(name="pg_echo_step")
+async def echo_step(value: Any) -> Any:
+    return value
+
+
+@workflow(name="pg_echo_flow")
+async def echo_flow(value: Any) -> Any:
+    return await echo_step(value)

@@ -6,6 +6,7 @@
     inspect runs --web [--port 3456]       the web UI on http://127.0.0.1:PORT/
     inspect steps RUN_ID | events RUN_ID | hooks [--run RUN_ID] | streams RUN_ID [NAME]
     runs cancel RUN_ID | runs retry RUN_ID | runs send RUN_ID [--topic T] --json MESSAGE
+    schedules list | schedules pause|resume|delete|trigger SCHEDULE_ID   cron schedules
     postgres-setup [--url URL] [--job-prefix P]
     doctor [--stuck-minutes 30] [--json]   schema, clock skew, leases, dead workers, stuck runs
     serve [--port 3001] [--import MODULE]  the HTTP transport, working on the queue
@@ -33,10 +34,12 @@ import anyio
 
 from worldflow.cli.errors import CliError
 from worldflow.cli.inspect import COMMANDS, NotFound, UsageError
+from worldflow.cli.schedules import SCHEDULE_COMMANDS, add_schedules_parser
 from worldflow.errors import (
     HookNotFoundError,
     RunFinishedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     WorldError,
 )
 
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--topic", default="default", help="the message's topic")
     send.add_argument("--json", dest="message", required=True, metavar="MESSAGE",
                       help="the message, as JSON")
+
+    add_schedules_parser(commands, common)
 
     doctor = commands.add_parser(
         "doctor", parents=[common],
@@ -297,7 +302,8 @@ async def run_command(args: argparse.Namespace) -> None:
 
                 await doctor(world, args, console)
                 return
-            await COMMANDS[args.command, args.what](world, args, console)
+            await {**COMMANDS, **SCHEDULE_COMMANDS}[args.command, args.what](world, args,
+                                                                             console)
         except WorldError as exc:
             raise CliError(f"{label}: {exc}") from exc
     finally:
@@ -391,7 +397,8 @@ def _describe(exc: Exception) -> tuple[int, str]:
         return exc.code, str(exc)
     if isinstance(exc, UsageError):
         return 2, str(exc)
-    if isinstance(exc, RunNotFoundError | HookNotFoundError | NotFound | RunFinishedError):
+    if isinstance(exc, RunNotFoundError | HookNotFoundError | NotFound | RunFinishedError
+                  | ScheduleNotFoundError):
         return 1, str(exc)
     first_line = (str(exc).strip().splitlines() or [""])[0]
     return 1, f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__

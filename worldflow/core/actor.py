@@ -47,6 +47,7 @@ from worldflow.core.events import (
     ValuePublished,
     WaitCompleted,
     WaitCreated,
+    run_outcome,
 )
 from worldflow.core.instance import (
     AWAITABLE_THINGS,
@@ -611,7 +612,8 @@ class RunActor:
                 published.append(call)
                 durable = True
         await self.world.append_events(self.run_id, records, wait=durable)
-        await self._write_published(published)
+        if published:
+            await self._write_published(published)
         for call, record in to_start:
             self._spawn_step(call, 1, record.created_at)
         for child in children:  # after child_started is durable: a replay finds them
@@ -905,19 +907,11 @@ def _final_record(run: RunRecord, end: EventRecord, meta: WorkflowMetadata | Non
                   ) -> RunRecord:
     """The run's record as the terminal event `end` leaves it (the projection's
     run_finished, applied to the record the actor started from)."""
-    output: msgspec.Raw | None = None
-    error: ErrorInfo | None = None
-    match end.event:
-        case RunCompleted(output=done):
-            status, output = RunStatus.COMPLETED, done
-        case RunFailed(error=failure):
-            status, error = RunStatus.FAILED, failure
-        case RunContinued(next_run_id=next_run_id):  # as the projection records it
-            status, output = RunStatus.CONTINUED, msgspec.Raw(msgspec.json.encode(next_run_id))
-        case _:
-            status = RunStatus.CANCELLED
+    outcome = run_outcome(end.event)
+    assert outcome is not None, f"not a terminal event: {end.event!r}"
+    status, output, error = outcome
     started_at = run.started_at or (meta.started_at if meta is not None else None)
-    return msgspec.structs.replace(run, status=status, output=output, error=error,
+    return msgspec.structs.replace(run, status=RunStatus(status), output=output, error=error,
                                    started_at=started_at, completed_at=end.created_at,
                                    updated_at=end.created_at)
 

@@ -28,6 +28,8 @@ class WorkflowMetadata(msgspec.Struct, frozen=True):
     parent_run_id: str | None = None
     #: the run that ended with `continue_as_new` to start this one (None: the first)
     continued_from: str | None = None
+    #: the tick of the schedule that started this run (None: not started by a schedule)
+    scheduled_at: dt.datetime | None = None
 
 
 class StepMetadata(msgspec.Struct, frozen=True):
@@ -78,11 +80,19 @@ def get_workflow_metadata() -> WorkflowMetadata:
     instance = current_instance()
     if instance is not None:
         from worldflow.core.continuation import previous_run_id
+        from worldflow.core.schedules import scheduled_at_of
 
         return WorkflowMetadata(instance.run_id, instance.defn.name, instance.started_at,
-                                instance.parent_run_id, previous_run_id(instance.run_id))
+                                instance.parent_run_id, previous_run_id(instance.run_id),
+                                scheduled_at_of(instance.run_id))
     ctx = step_context.get()
     if ctx is not None:
+        if ctx.workflow.scheduled_at is None:
+            from worldflow.core.schedules import scheduled_at_of
+
+            scheduled_at = scheduled_at_of(ctx.workflow.run_id)
+            if scheduled_at is not None:
+                return msgspec.structs.replace(ctx.workflow, scheduled_at=scheduled_at)
         return ctx.workflow
     raise NotInWorkflowError("get_workflow_metadata() works only inside a workflow or "
                              "its steps")

@@ -131,26 +131,40 @@ async def _in_thread(func: Callable[..., Any], args: tuple[Any, ...],
 @overload
 def workflow(fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
 @overload
-def workflow(*, name: str | None = ..., timeout: Any = ...
+def workflow(*, name: str | None = ..., timeout: Any = ..., schedule: str | None = ...
              ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
 
 
 def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-             timeout: Any = None) -> Any:
+             timeout: Any = None, schedule: str | None = None) -> Any:
     """Mark an async function as a workflow: durable when run with `start()`.
 
     Its code must be deterministic: do I/O in steps, and use `worldflow.now()`,
     `random()` and `uuid4()` instead of the clock and random modules. Called directly,
     it runs in-process without durability (handy in tests).
+
+    With `schedule` (a cron expression, UTC), each worker that starts creates or updates
+    the schedule of that id (the workflow's name) that runs it without arguments at
+    each tick (see `create_schedule` for other options).
     """
     _check_name(name)
     timeout_s = None if timeout is None else parse_duration(timeout, what="workflow timeout")
+    if schedule is not None:
+        from worldflow.core.schedules import check_cron
+
+        check_cron(schedule)
 
     def decorate(func: Callable[..., Any]) -> Any:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"@workflow needs an async function, got {func!r}")
         wf_name = name or func.__name__
-        defn = WorkflowDef(wf_name, func, ArgsCodec(func, wf_name), timeout_s)
+        defn = WorkflowDef(wf_name, func, ArgsCodec(func, wf_name), timeout_s, schedule)
+        if schedule is not None:
+            from worldflow.core.api import check_arguments
+            from worldflow.core.schedules import check_schedule_id
+
+            check_schedule_id(wf_name, defaulted=True)
+            check_arguments(func, wf_name, (), {})  # its runs get no arguments
         register(defn)
 
         @functools.wraps(func)

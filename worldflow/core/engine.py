@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from worldflow.core import registry, telemetry
 from worldflow.core.actor import RunActor, cancel_without_code
 from worldflow.core.logs import configure_logging, log_event
+from worldflow.core.schedules import Scheduler
 from worldflow.core.steps import StepRunner, run_step_attempt
 from worldflow.errors import LeaseLostError
 
@@ -64,6 +65,8 @@ class Engine:
         #: replaces it to send steps to another process
         self.step_runner: StepRunner = run_step_attempt
         telemetry.load()  # OpenTelemetry is looked for once, before any run
+        #: starts the runs of the world's cron schedules (a task of this engine)
+        self.scheduler = Scheduler(self)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -79,6 +82,8 @@ class Engine:
                 await self._expire_dead_local_leases()
                 tg.create_task(self._claim_loop(), name="worldflow claim loop")
                 tg.create_task(self._heartbeat(), name="worldflow lease heartbeat")
+                await self._declare_schedules()
+                tg.create_task(self.scheduler.run(), name="worldflow scheduler")
                 ready.set_result(None)
         except asyncio.CancelledError:
             if not self._stopping:
@@ -270,6 +275,14 @@ class Engine:
                 if not self._stopping and self.free_slots > 0:
                     logger.info("run %s: leased here without an actor; replaying it", run_id)
                     self.dispatch(run_id)
+
+    async def _declare_schedules(self) -> None:
+        """Schedules declared in code exist once the engine has started."""
+        try:
+            await self.scheduler.declare()
+        except Exception:
+            logger.warning("creating the schedules declared with @workflow(schedule=...) "
+                           "failed", exc_info=True)
 
     async def _expire_dead_local_leases(self) -> None:
         """Leases of dead processes on this host are taken back at once, not after expiry."""

@@ -44,6 +44,7 @@ __all__ = [
     "WaitCreated",
     "decode_event",
     "encode_event",
+    "run_outcome",
 ]
 
 
@@ -223,6 +224,22 @@ Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | St
          | RunCompleted | RunFailed | RunCancelled | RunContinued)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled, RunContinued)
+
+
+def run_outcome(event: Event) -> tuple[str, Raw | None, ErrorInfo | None] | None:
+    """What a terminal event leaves on the run's record: (status, output, error); None
+    for any other event. The one rule for the projection and the live actor (a
+    continued run's output is the next run's id, as JSON)."""
+    match event:
+        case RunCompleted(output=output):
+            return "completed", output, None
+        case RunFailed(error=error):
+            return "failed", None, error
+        case RunCancelled():
+            return "cancelled", None, None
+        case RunContinued(next_run_id=next_run_id):
+            return "continued", Raw(msgspec.json.encode(next_run_id)), None
+    return None
 
 
 class EventRecord(msgspec.Struct, frozen=True):

@@ -17,6 +17,7 @@ __all__ = [
     "Page",
     "RunRecord",
     "RunStatus",
+    "ScheduleRecord",
     "StepRecord",
     "StepStatus",
     "StreamChunk",
@@ -35,8 +36,11 @@ class RunStatus(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
-                        RunStatus.CONTINUED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
+                       RunStatus.CONTINUED})
 
 
 class StepStatus(enum.StrEnum):
@@ -148,3 +152,24 @@ class Page(msgspec.Struct, frozen=True):
 def step_id_for(run_id: str, correlation_id: str) -> str:
     """The id of a step: stable across its attempts, so usable as an idempotency key."""
     return f"{run_id}:{correlation_id}"
+
+
+class ScheduleRecord(msgspec.Struct, frozen=True):
+    """A cron schedule as stored: each tick of `cron` (in `timezone`) after
+    `last_tick` starts one run of `workflow_name` with `input` (the encoded arguments).
+
+    `last_tick` is the latest tick already started (or skipped by the catch-up mode);
+    it only moves forward, by compare-and-set (`World.advance_schedule`), so that
+    workers sharing the world never start a tick twice. `catchup` is ``"latest"``,
+    ``"all"`` or ``"none"`` (what to do with ticks missed while no worker ran)."""
+
+    schedule_id: str
+    workflow_name: str
+    cron: str
+    timezone: str
+    catchup: str
+    input: Raw
+    paused: bool
+    last_tick: dt.datetime
+    created_at: dt.datetime
+    updated_at: dt.datetime

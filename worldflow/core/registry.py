@@ -47,6 +47,8 @@ class WorkflowDef:
     fn: Callable[..., Any]
     codec: ArgsCodec
     timeout: float | None = None
+    #: cron of the schedule declared with `@workflow(schedule=...)` (created by workers)
+    schedule: str | None = None
 
 
 _workflows: dict[str, WorkflowDef] = {}

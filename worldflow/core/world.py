@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         NewRun,
         Page,
         RunRecord,
+        ScheduleRecord,
         StepRecord,
         StreamChunk,
     )
@@ -282,6 +283,31 @@ class World(Protocol):
 
     async def wait_stream(self, run_id: str, name: str, timeout: float) -> None:
         """Return when the stream may have changed, or after `timeout` seconds."""
+
+    # -- schedules (cron; the engine's scheduler starts their runs) -----------------
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        """Create the schedule, or update the definition of the one with its id
+        (`workflow_name`, `cron`, `timezone`, `catchup`, `input`, `updated_at`) while
+        keeping its `paused`, `last_tick` and `created_at`; return what is stored."""
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by id."""
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool
+                                  ) -> ScheduleRecord | None:
+        """Pause or resume; None if there is no such schedule. Resuming a paused
+        schedule moves its `last_tick` to at least `now()`: ticks that passed while it
+        was paused are not caught up."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete it (runs it started stay); False if there was none."""
+
+    async def advance_schedule(self, schedule_id: str, expected_last_tick: dt.datetime,
+                               new_last_tick: dt.datetime) -> bool:
+        """Compare-and-set: set `last_tick` to `new_last_tick` only if it is still
+        `expected_last_tick`; True if it was set. Atomic across processes."""
 
 
 class BaseWorld:

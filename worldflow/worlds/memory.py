@@ -17,6 +17,7 @@ from worldflow.core.records import (
     Page,
     RunRecord,
     RunStatus,
+    ScheduleRecord,
     StepRecord,
     StepStatus,
     StreamChunk,
@@ -88,6 +89,7 @@ class MemoryWorld(BaseWorld):
         self._slots: dict[str, dict[str, dt.datetime]] = {}
         self._slot_grants: dict[str, list[dt.datetime]] = {}
         self._slot_waiters: dict[str, dict[str, tuple[int, dt.datetime, dt.datetime]]] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
 
     # -- runs and the log ----------------------------------------------------------
     async def create_run(self, run: NewRun, *, lease_owner: str | None,
@@ -435,6 +437,47 @@ class MemoryWorld(BaseWorld):
     async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
         return [(name, len(chunks), (rid, name) in self._closed_streams)
                 for (rid, name), chunks in sorted(self._streams.items()) if rid == run_id]
+
+
+    # -- schedules -------------------------------------------------------------------
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        existing = self._schedules.get(schedule.schedule_id)
+        if existing is not None:
+            schedule = _replace(schedule, paused=existing.paused,
+                                last_tick=existing.last_tick, created_at=existing.created_at)
+        self._schedules[schedule.schedule_id] = schedule
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return self._schedules.get(schedule_id)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [self._schedules[key] for key in sorted(self._schedules)]
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool
+                                  ) -> ScheduleRecord | None:
+        existing = self._schedules.get(schedule_id)
+        if existing is None:
+            return None
+        now = self.now()
+        last_tick = existing.last_tick
+        if existing.paused and not paused:
+            last_tick = max(last_tick, now)
+        updated: ScheduleRecord = _replace(existing, paused=paused, last_tick=last_tick,
+                                           updated_at=now)
+        self._schedules[schedule_id] = updated
+        return updated
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def advance_schedule(self, schedule_id: str, expected_last_tick: dt.datetime,
+                               new_last_tick: dt.datetime) -> bool:
+        existing = self._schedules.get(schedule_id)
+        if existing is None or existing.last_tick != expected_last_tick:
+            return False
+        self._schedules[schedule_id] = _replace(existing, last_tick=new_last_tick)
+        return True
 
 
 def _replace(record: Any, **changes: Any) -> Any:

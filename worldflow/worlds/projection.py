@@ -136,15 +136,11 @@ def project(record: EventRecord) -> ProjectionOp | None:
             return HookDisposed(token, at)
         case ev.RunStarted():
             return RunStarted(run_id, at)
-        case ev.RunCompleted(output=out):
-            return RunFinished(run_id, "completed", at, output=out)
-        case ev.RunFailed(error=error):
-            return RunFinished(run_id, "failed", at, error=error)
-        case ev.RunCancelled():
-            return RunFinished(run_id, "cancelled", at)
-        case ev.RunContinued(next_run_id=next_run_id):
-            return RunFinished(run_id, "continued", at,
-                               output=Raw(msgspec.json.encode(next_run_id)))
+        case ev.RunCompleted() | ev.RunFailed() | ev.RunCancelled() | ev.RunContinued():
+            outcome = ev.run_outcome(event)
+            assert outcome is not None
+            status, output, failure = outcome
+            return RunFinished(run_id, status, at, output=output, error=failure)
     return None
 
 

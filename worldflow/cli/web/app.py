@@ -199,11 +199,28 @@ class WebUI:
                 for hook in hooks},
         })
 
+    @_answers_errors("html")
+    async def schedules_page(self, request: Request) -> Response:
+        return self.page(request, "schedules.html", {
+            "schedules": await self.schedule_list(),
+            "api_url": str(request.url_for("api_schedules"))})
+
+    async def schedule_list(self) -> list[dict[str, Any]]:
+        from worldflow.cli.schedules import schedule_dict
+
+        now = self.world.now()
+        return [schedule_dict(s, now) for s in await self.world.list_schedules()]
+
     # -- JSON ---------------------------------------------------------------------
     @_answers_errors("json")
     async def api_runs(self, request: Request) -> Response:
         document, _ = await self.list_page(request)
         return JSONResponse(document, headers=SECURITY_HEADERS)
+
+    @_answers_errors("json")
+    async def api_schedules(self, request: Request) -> Response:
+        return JSONResponse({"schedules": await self.schedule_list()},
+                            headers=SECURITY_HEADERS)
 
     @_answers_errors("json")
     async def api_run(self, request: Request) -> Response:
@@ -385,6 +402,8 @@ def app(world: World, *, allowed_hosts: Collection[str] | None = None,
         Route("/api/runs/{run_id}/retry", ui.api_retry, methods=["POST"], name="api_retry"),
         Route("/api/runs/{run_id}/hooks/{token}", ui.api_resume_hook, methods=["POST"],
               name="api_resume_hook"),
+        Route("/schedules", ui.schedules_page, name="schedules"),
+        Route("/api/schedules", ui.api_schedules, name="api_schedules"),
         # a browser showing a JSON answer asks for the site's icon: there is none
         Route("/favicon.ico", _no_icon, name="favicon"),
         Mount("/static", StaticFiles(packages=[("worldflow.cli.web", "static")]),

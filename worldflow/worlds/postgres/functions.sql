@@ -1,39 +1,32 @@
 -- The group-commit entry point: one call applies a whole batch of writes from many runs
 -- (created runs, appended events with their projection ops) in one round trip. The
--- writes and ops are the msgspec Structs of messages.py and projection.py, as JSON.
+-- batch comes in two parts (messages.encode_batch): `writes`, the skeleton, parsed once
+-- as jsonb, and `blobs`, the JSON values to store (event payloads, inputs, outputs,
+-- errors, hook metadata), which the skeleton names by 1-based index and which are
+-- stored byte for byte, parsed only to be validated.
 -- Each write runs in its own exception block (a subtransaction), so one write's failure
 -- (another worker's seq: lease lost; a token in use) undoes only that write and is
 -- reported only to its caller. NOTIFY payloads are messages.py's notices.
--- Re-created on every setup (CREATE OR REPLACE).
+-- Re-created on every setup (CREATE OR REPLACE). Databases set up by earlier versions
+-- also hold worldflow_apply(json, text), which their processes call during a deploy.
 
--- An event's payload as stored. Writes embed it as JSON, stored byte for byte (nothing
--- escaped by the client, nothing unescaped and parsed again here); older worldflow
--- processes send it as a JSON string holding that text, which is still taken, since
--- processes of both kinds may share a database while a deploy rolls out.
-CREATE OR REPLACE FUNCTION worldflow_payload(payload json) RETURNS json
-LANGUAGE sql IMMUTABLE AS $fn$
-    SELECT CASE WHEN json_typeof(payload) = 'string' THEN (payload #>> '{}')::json
-                ELSE payload END
-$fn$;
-
-CREATE OR REPLACE FUNCTION worldflow_apply(writes json, channel text) RETURNS json
+CREATE OR REPLACE FUNCTION worldflow_apply(writes jsonb, blobs text[], channel text)
+RETURNS json
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    w json;
+    w jsonb;
     out json[] := '{}';
-    -- a json value is parsed again by every -> on it: each part is taken out once
     write_type text;
-    events json;
-    first_event json;
+    events jsonb;
+    first_event jsonb;
     run text;
     last_seq integer;
     first_seq integer;
-    ev json;
-    op json;
+    op jsonb;
     holder text;
     existing workflow_runs%ROWTYPE;
 BEGIN
-    FOR w IN SELECT * FROM json_array_elements(writes) LOOP
+    FOR w IN SELECT * FROM jsonb_array_elements(writes) LOOP
         BEGIN
             write_type := w->>'type';
             IF write_type = 'create_run' THEN
@@ -49,12 +42,13 @@ BEGIN
                 END IF;
                 INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
                                            updated_at, queue, dedup_key, parent_run_id)
-                VALUES (w->>'run_id', w->>'workflow_name', 'pending', w->'input',
+                VALUES (w->>'run_id', w->>'workflow_name', 'pending',
+                        blobs[(w->>'input')::int]::json,
                         (w->>'created_at')::timestamptz, (w->>'created_at')::timestamptz,
                         w->>'queue', w->>'dedup_key', w->>'parent_run_id');
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
                                              payload, created_at)
-                VALUES (w->>'run_id', 0, 'run_created', NULL, worldflow_payload(w->'payload'),
+                VALUES (w->>'run_id', 0, 'run_created', NULL, blobs[(w->>'payload')::int]::json,
                         (w->>'created_at')::timestamptz);
                 INSERT INTO workflow_jobs (run_id, job_prefix, queue, workflow_name,
                                            available_at, lease_owner, lease_expires_at,
@@ -97,10 +91,10 @@ BEGIN
                 END IF;
                 INSERT INTO workflow_events (workflow_run_id, seq, event_type,
                                              correlation_id, payload, created_at)
-                SELECT run, (e->>0)::integer, e->>1, e->>2, worldflow_payload(e->3),
+                SELECT run, (e->>0)::integer, e->>1, e->>2, blobs[(e->>3)::int]::json,
                        (e->>4)::timestamptz
-                  FROM json_array_elements(events) AS e;
-                FOR op IN SELECT * FROM json_array_elements(w->'ops') LOOP
+                  FROM jsonb_array_elements(events) AS e;
+                FOR op IN SELECT * FROM jsonb_array_elements(w->'ops') LOOP
                     CASE op->>'type'
                     WHEN 'run_started' THEN
                         UPDATE workflow_runs SET status = 'running',
@@ -109,7 +103,8 @@ BEGIN
                          WHERE id = op->>'run_id';
                     WHEN 'run_finished' THEN
                         UPDATE workflow_runs SET status = op->>'status',
-                               output = op->'output', error = op->'error',
+                               output = blobs[(op->>'output')::int]::json,
+                               error = blobs[(op->>'error')::int]::json,
                                completed_at = (op->>'at')::timestamptz,
                                updated_at = (op->>'at')::timestamptz
                          WHERE id = op->>'run_id';
@@ -118,21 +113,24 @@ BEGIN
                                step_name, status, attempt, input, started_at)
                         VALUES (op->>'step_id', op->>'run_id', op->>'correlation_id',
                                 op->>'step_name', 'running', (op->>'attempt')::integer,
-                                op->'input', (op->>'at')::timestamptz)
+                                blobs[(op->>'input')::int]::json, (op->>'at')::timestamptz)
                         ON CONFLICT (id) DO UPDATE SET status = 'running',
                                attempt = excluded.attempt, error = NULL;
                     WHEN 'step_completed' THEN
                         UPDATE workflow_steps SET status = 'completed',
-                               attempt = (op->>'attempt')::integer, output = op->'output',
+                               attempt = (op->>'attempt')::integer,
+                               output = blobs[(op->>'output')::int]::json,
                                error = NULL, completed_at = (op->>'at')::timestamptz
                          WHERE id = op->>'step_id';
                     WHEN 'step_retrying' THEN
                         UPDATE workflow_steps SET status = 'pending',
-                               attempt = (op->>'attempt')::integer, error = op->'error'
+                               attempt = (op->>'attempt')::integer,
+                               error = blobs[(op->>'error')::int]::json
                          WHERE id = op->>'step_id';
                     WHEN 'step_failed' THEN
                         UPDATE workflow_steps SET status = 'failed',
-                               attempt = (op->>'attempt')::integer, error = op->'error',
+                               attempt = (op->>'attempt')::integer,
+                               error = blobs[(op->>'error')::int]::json,
                                completed_at = (op->>'at')::timestamptz
                          WHERE id = op->>'step_id';
                     WHEN 'hook_created' THEN
@@ -146,7 +144,7 @@ BEGIN
                         INSERT INTO workflow_hooks (token, workflow_run_id, correlation_id,
                                status, created_at, metadata)
                         VALUES (op->>'token', op->>'run_id', op->>'correlation_id', 'active',
-                                (op->>'at')::timestamptz, op->'metadata')
+                                (op->>'at')::timestamptz, blobs[(op->>'metadata')::int]::json)
                         ON CONFLICT (token) DO UPDATE SET
                                workflow_run_id = excluded.workflow_run_id,
                                correlation_id = excluded.correlation_id, status = 'active',
@@ -167,11 +165,11 @@ BEGIN
                      WHERE workflow_run_id = run AND status = 'active';
                     PERFORM pg_notify(channel, json_build_object(
                         'type', 'run_ended', 'run_id', run)::text);
-                ELSIF json_array_length(w->'inbox_ids') > 0 THEN
+                ELSIF jsonb_array_length(w->'inbox_ids') > 0 THEN
                     DELETE FROM workflow_inbox
                      WHERE workflow_run_id = run
                        AND id IN (SELECT value::bigint
-                                    FROM json_array_elements_text(w->'inbox_ids'));
+                                    FROM jsonb_array_elements_text(w->'inbox_ids'));
                     -- a consumed cancel no longer lets workers without the code claim it
                     UPDATE workflow_jobs SET cancel_pending = EXISTS (
                         SELECT 1 FROM workflow_inbox

@@ -1,17 +1,39 @@
 """The Postgres world's internal messages, typed: group-commit writes sent to the server
 function `worldflow_apply` (functions.sql), its outcomes, and the NOTIFY payloads that
 carry wake-ups between processes. All are msgspec Structs, encoded and decoded by the
-encoders and decoders built once below."""
+encoders and decoders built once below.
+
+A batch goes to the server in two parts (`encode_batch`): its skeleton, JSON the server
+parses once as `jsonb` (ids, names, sequence numbers, times: what it looks things up
+by), and the blobs, a `text[]` of the stored JSON values (event payloads, inputs,
+outputs, errors, hook metadata) that the skeleton points at by index. A blob is JSON
+parsed only to be validated as it is stored, byte for byte; it is never taken apart, so
+the server parses each byte once instead of once per field it reads (the `json` type
+has no index: every `->` parses the whole value again).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 from msgspec import Raw
 
-from worldflow.worlds.projection import ProjectionOp
+from worldflow.worlds.projection import (
+    HookCreated,
+    HookDisposed,
+    ProjectionOp,
+    RunFinished,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetrying,
+    StepStarted,
+)
+
+if TYPE_CHECKING:
+    from worldflow.core.events import ErrorInfo
 
 __all__ = [
     "AppendWrite",
@@ -27,8 +49,8 @@ __all__ = [
     "Write",
     "decode_notice",
     "decode_outcomes",
+    "encode_batch",
     "encode_notice",
-    "encode_writes",
 ]
 
 
@@ -84,12 +106,135 @@ class ApplyOutcome(msgspec.Struct, frozen=True):
     message: str | None = None
 
 
-_write_encoder = msgspec.json.Encoder()
+# -- the skeleton of a batch: blob fields hold 1-based indexes into the blobs ----------
+class _CreateRunRow(msgspec.Struct, frozen=True, tag="create_run"):
+    run_id: str
+    workflow_name: str
+    input: int
+    created_at: dt.datetime
+    queue: str
+    dedup_key: str | None
+    job_prefix: str
+    payload: int
+    lease_owner: str | None
+    now: dt.datetime
+    lease_expires_at: dt.datetime | None
+    parent_run_id: str | None
+
+
+class _EventRow(msgspec.Struct, frozen=True, array_like=True):
+    seq: int
+    event_type: str
+    correlation_id: str | None
+    payload: int
+    created_at: dt.datetime
+
+
+class _OpRow(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Any projection op (`type` says which); absent fields are left out."""
+
+    type: str
+    run_id: str | None = None
+    step_id: str | None = None
+    correlation_id: str | None = None
+    step_name: str | None = None
+    status: str | None = None
+    token: str | None = None
+    attempt: int | None = None
+    at: dt.datetime | None = None
+    input: int | None = None
+    output: int | None = None
+    error: int | None = None
+    metadata: int | None = None
+
+
+class _AppendRow(msgspec.Struct, frozen=True, tag="append"):
+    run_id: str
+    events: list[_EventRow]
+    ops: list[_OpRow]
+    inbox_ids: list[int]
+    finished_at: dt.datetime | None
+
+
+_skeleton_encoder = msgspec.json.Encoder()
+_error_encoder = msgspec.json.Encoder()
 _outcomes_decoder = msgspec.json.Decoder(list[ApplyOutcome])
 
 
-def encode_writes(writes: list[Write]) -> str:
-    return _write_encoder.encode(writes).decode()
+class _Blobs:
+    __slots__ = ("texts",)
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def add(self, value: Raw) -> int:
+        self.texts.append(str(value, "utf-8"))
+        return len(self.texts)
+
+    def maybe(self, value: Raw | None) -> int | None:
+        if value is None:
+            return None
+        self.texts.append(str(value, "utf-8"))
+        return len(self.texts)
+
+    def error(self, error: ErrorInfo | None) -> int | None:
+        if error is None:
+            return None
+        self.texts.append(_error_encoder.encode(error).decode())
+        return len(self.texts)
+
+
+def _op_row(op: ProjectionOp, blobs: _Blobs) -> _OpRow:
+    if isinstance(op, StepStarted):
+        return _OpRow("step_started", run_id=op.run_id, step_id=op.step_id,
+                      correlation_id=op.correlation_id, step_name=op.step_name,
+                      attempt=op.attempt, at=op.at, input=blobs.add(op.input))
+    if isinstance(op, StepCompleted):
+        return _OpRow("step_completed", step_id=op.step_id, attempt=op.attempt, at=op.at,
+                      output=blobs.add(op.output))
+    if isinstance(op, RunStarted):
+        return _OpRow("run_started", run_id=op.run_id, at=op.at)
+    if isinstance(op, RunFinished):
+        return _OpRow("run_finished", run_id=op.run_id, status=op.status, at=op.at,
+                      output=blobs.maybe(op.output), error=blobs.error(op.error))
+    if isinstance(op, StepRetrying):
+        return _OpRow("step_retrying", step_id=op.step_id, attempt=op.attempt,
+                      error=blobs.error(op.error))
+    if isinstance(op, StepFailed):
+        return _OpRow("step_failed", step_id=op.step_id, attempt=op.attempt, at=op.at,
+                      error=blobs.error(op.error))
+    if isinstance(op, HookCreated):
+        return _OpRow("hook_created", token=op.token, run_id=op.run_id,
+                      correlation_id=op.correlation_id, at=op.at,
+                      metadata=blobs.maybe(op.metadata))
+    if isinstance(op, HookDisposed):
+        return _OpRow("hook_disposed", token=op.token, at=op.at)
+    raise TypeError(f"unknown projection op {op!r}")  # pragma: no cover
+
+
+def _row(write: Write, blobs: _Blobs) -> _CreateRunRow | _AppendRow:
+    if isinstance(write, AppendWrite):
+        return _AppendRow(
+            write.run_id,
+            [_EventRow(e.seq, e.event_type, e.correlation_id, blobs.add(e.payload),
+                       e.created_at) for e in write.events],
+            [_op_row(op, blobs) for op in write.ops], write.inbox_ids, write.finished_at)
+    return _CreateRunRow(
+        write.run_id, write.workflow_name, blobs.add(write.input), write.created_at,
+        write.queue, write.dedup_key, write.job_prefix, blobs.add(write.payload),
+        write.lease_owner, write.now, write.lease_expires_at, write.parent_run_id)
+
+
+def encode_batch(writes: list[Write]) -> tuple[str, list[str]]:
+    """The skeleton (JSON text, for a `jsonb` parameter) and the blobs of a batch."""
+    blobs = _Blobs()
+    rows = [_row(write, blobs) for write in writes]
+    return _skeleton_encoder.encode(rows).decode(), blobs.texts
+
+
+def encode_write(write: Write) -> bytes:
+    """One write's skeleton alone (to find a write the server cannot take)."""
+    return _skeleton_encoder.encode(_row(write, _Blobs()))
 
 
 def decode_outcomes(text: str) -> list[ApplyOutcome]:

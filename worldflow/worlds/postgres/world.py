@@ -26,6 +26,7 @@ from worldflow.core.records import (
     Page,
     RunRecord,
     RunStatus,
+    ScheduleRecord,
     StepRecord,
     StepStatus,
     StreamChunk,
@@ -41,7 +42,7 @@ from worldflow.errors import (
     WorldflowError,
 )
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
-from worldflow.worlds.postgres import sql
+from worldflow.worlds.postgres import schedules, sql
 from worldflow.worlds.postgres.codec import (
     BAD_ROW,
     corrupt_row,
@@ -534,6 +535,32 @@ class PostgresWorld(BaseWorld):
     async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
         rows = await self._run(lambda c: c.fetch(sql.LIST_STREAMS, run_id))
         return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- schedules --------------------------------------------------------------------------
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        return await self._run(lambda c: schedules.put_schedule(c, self.job_prefix, schedule))
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return await self._run(lambda c: schedules.get_schedule(c, self.job_prefix,
+                                                                schedule_id))
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return await self._run(lambda c: schedules.list_schedules(c, self.job_prefix))
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool
+                                  ) -> ScheduleRecord | None:
+        now = self.now()
+        return await self._run(lambda c: schedules.set_schedule_paused(
+            c, self.job_prefix, schedule_id, paused, now))
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self._run(lambda c: schedules.delete_schedule(c, self.job_prefix,
+                                                                   schedule_id))
+
+    async def advance_schedule(self, schedule_id: str, expected_last_tick: dt.datetime,
+                               new_last_tick: dt.datetime) -> bool:
+        return await self._run(lambda c: schedules.advance_schedule(
+            c, self.job_prefix, schedule_id, expected_last_tick, new_last_tick))
 
     def __repr__(self) -> str:
         return f"<PostgresWorld {self.address} prefix={self.job_prefix}>"

@@ -40,7 +40,8 @@ from worldflow.worlds.postgres.messages import (
     AppendWrite,
     ApplyOutcome,
     decode_outcomes,
-    encode_writes,
+    encode_batch,
+    encode_write,
 )
 from worldflow.worlds.projection import HookCreated, HookDisposed
 
@@ -54,7 +55,9 @@ __all__ = ["CONNECTION_ERRORS", "PostgresCommitter"]
 
 logger = logging.getLogger("worldflow.world.postgres")
 
-APPLY = "SELECT worldflow_apply($1::json, $2)"
+APPLY = "SELECT worldflow_apply($1::jsonb, $2::text[], $3)"
+#: a NUL character in a name or id: Postgres text (and jsonb) cannot hold it
+NUL = "\\u0000"
 MAX_BATCH = 1000
 #: seconds writes nobody awaits may wait for a write that is awaited, to share its commit
 LINGER = 0.002
@@ -96,7 +99,9 @@ class PostgresCommitter:
 
     async def _commit(self, batch: list[QueuedWrite[Write]], fences: Fences) -> BatchResult:
         writes, sent_as = merge_appends([w.request for w in batch])
-        payload = encode_writes(writes)
+        skeleton, blobs = encode_batch(writes)
+        if NUL in skeleton:
+            return await self._commit_without_nul(batch, fences)
         delay = 0.05
         while True:
             try:
@@ -105,7 +110,7 @@ class PostgresCommitter:
                         self._conn = await self._connect()
                     except WorldError as exc:  # the world's wording of a connect failure
                         raise ConnectionError(str(exc)) from None
-                result = await self._conn.fetchval(APPLY, payload, self._channel)
+                result = await self._conn.fetchval(APPLY, skeleton, blobs, self._channel)
                 outcomes = [_outcome(o) for o in decode_outcomes(result)]
                 return BatchResult([outcomes[i] for i in sent_as], committed=True)
             except CONNECTION_ERRORS as exc:
@@ -121,6 +126,21 @@ class PostgresCommitter:
             except asyncpg.PostgresError as exc:
                 error = WorldError(f"Postgres world: {type(exc).__name__}: {exc}")
                 return BatchResult([Failed(error) for _ in batch], committed=False)
+
+
+    async def _commit_without_nul(self, batch: list[QueuedWrite[Write]],
+                                  fences: Fences) -> BatchResult:
+        """A batch in which some write names something with a NUL character: those
+        writes fail (alone, with an error saying why), the others are committed."""
+        bad = [NUL.encode() in encode_write(w.request) for w in batch]
+        good = [w for w, is_bad in zip(batch, bad, strict=True) if not is_bad]
+        result = (await self._commit(good, fences) if good
+                  else BatchResult([], committed=False))
+        outcomes = iter(result.outcomes)
+        error = WorldError("Postgres world: a name, id or token contains a NUL character "
+                           "(\\x00), which Postgres cannot store; the write was refused")
+        return BatchResult([Failed(error) if is_bad else next(outcomes) for is_bad in bad],
+                           committed=result.committed)
 
 
 def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:

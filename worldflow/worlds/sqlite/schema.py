@@ -18,7 +18,7 @@ __all__ = ["SCHEMA_VERSION", "check_file", "check_schema", "migrate"]
 
 #: (version, file) of each schema change, applied in order to reach SCHEMA_VERSION
 MIGRATIONS = ((1, "0001_initial.sql"), (2, "0002_claims_and_hook_metadata.sql"),
-              (3, "0003_child_runs.sql"))
+              (3, "0003_child_runs.sql"), (4, "0004_schedules.sql"))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 SQLITE_HEADER = b"SQLite format 3\x00"

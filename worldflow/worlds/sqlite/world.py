@@ -21,7 +21,7 @@ import anyio
 
 from worldflow.core.world import BaseWorld
 from worldflow.errors import WorldError
-from worldflow.worlds.sqlite import log, reads, streams
+from worldflow.worlds.sqlite import log, reads, schedules, streams
 from worldflow.worlds.sqlite import queue as _queue
 from worldflow.worlds.sqlite.schema import check_file, check_schema, migrate
 from worldflow.worlds.sqlite.watcher import FinishWatcher
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         NewRun,
         Page,
         RunRecord,
+        ScheduleRecord,
         StepRecord,
         StreamChunk,
     )
@@ -378,6 +379,29 @@ class SQLiteWorld(BaseWorld):
 
     async def list_streams(self, run_id: str) -> list[tuple[str, int, bool]]:
         return await self._read(reads.list_streams, run_id)
+
+    # -- schedules -------------------------------------------------------------------
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        return await self._write(schedules.put_schedule, schedule)
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return await self._read(schedules.get_schedule, schedule_id)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return await self._read(schedules.list_schedules)
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool
+                                  ) -> ScheduleRecord | None:
+        return await self._write(schedules.set_schedule_paused, schedule_id, paused,
+                                 self.now())
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self._write(schedules.delete_schedule, schedule_id)
+
+    async def advance_schedule(self, schedule_id: str, expected_last_tick: dt.datetime,
+                               new_last_tick: dt.datetime) -> bool:
+        return await self._write(schedules.advance_schedule, schedule_id,
+                                 expected_last_tick, new_last_tick)
 
     def __repr__(self) -> str:
         return f"<SQLiteWorld {self.path}>"
