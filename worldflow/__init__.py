@@ -9,6 +9,7 @@ outside input.
 from __future__ import annotations
 
 from worldflow.core.api import Run, get_run, resume_hook, retry_run, sleep, start
+from worldflow.core.check import check_replay
 from worldflow.core.context import (
     StepMetadata,
     WorkflowMetadata,
@@ -36,6 +37,7 @@ from worldflow.core.schedules import (
     resume_schedule,
 )
 from worldflow.core.streams import get_writable
+from worldflow.core.versioning import deprecate_patch, patched
 from worldflow.errors import (
     FatalError,
     FatalStepError,
@@ -96,6 +98,7 @@ __all__ = [
     "World",
     "WorldError",
     "WorldflowError",
+    "check_replay",
     "continue_as_new",
     "create_hook",
     "create_schedule",
@@ -103,6 +106,7 @@ __all__ = [
     "create_world",
     "define_hook",
     "delete_schedule",
+    "deprecate_patch",
     "gather",
     "get_event",
     "get_run",
@@ -111,6 +115,7 @@ __all__ = [
     "get_writable",
     "list_schedules",
     "now",
+    "patched",
     "pause_schedule",
     "random",
     "receive",

@@ -275,7 +275,8 @@ def event_details(event: dict[str, Any]) -> str:
     if "token" in data:
         parts.append(f"token {data['token']}")
     parts.extend(f"{key} {_compact(data[key], 120)}"
-                 for key in ("payload", "output", "workflow_name", "reason") if key in data)
+                 for key in ("payload", "output", "workflow_name", "reason", "change_id")
+                 if key in data)
     return "; ".join(parts)
 
 

@@ -14,7 +14,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -34,6 +34,7 @@ from worldflow.core.events import (
     HookReceived,
     HookRejected,
     MessageReceived,
+    PatchMarker,
     RunCancelled,
     RunCompleted,
     RunContinued,
@@ -73,6 +74,7 @@ from worldflow.core.records import NewRun, RunStatus, step_id_for
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import base_exception_info, error_info
+from worldflow.core.versioning import check_marker, read_log, take_new_markers
 from worldflow.errors import CorruptRecordError, NonDeterminismError
 
 if TYPE_CHECKING:
@@ -81,11 +83,12 @@ if TYPE_CHECKING:
     from worldflow.core.engine import Engine
     from worldflow.core.events import Event
     from worldflow.core.records import RunRecord
+    from worldflow.core.registry import WorkflowDef
     from worldflow.core.steps import StepOutcome
     from worldflow.core.world import TimerHandle, World
 
 
-__all__ = ["RunActor", "cancel_without_code"]
+__all__ = ["RunActor", "cancel_without_code", "new_instance"]
 
 logger = logging.getLogger("worldflow.run")
 
@@ -236,11 +239,8 @@ class RunActor:
             self._span_ended(end.event)
             return
         try:
-            instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
+            instance = new_instance(defn, run, events, started.created_at, args, kwargs)
             self._instance = instance
-            instance.parent_run_id = run.parent_run_id
-            instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
-                                        if isinstance(e.event, HookCreated)}
             instance.start()
             self._replay(events)
         except NonDeterminismError as exc:
@@ -345,7 +345,10 @@ class RunActor:
                             f"workflow {instance.defn.name!r} (run {self.run_id}): at "
                             f"position {cid} the code started a child of workflow "
                             f"{child.defn.name!r} but the log records one of {name!r}; the "
-                            f"code changed under a running run")
+                            f"code changed under a running run",
+                            workflow=instance.defn.name, run_id=self.run_id, position=cid,
+                            expected=f"a child run of {name!r}",
+                            found=f"a child run of {child.defn.name!r}")
                     child.child_run_id = child_id
                     self._recorded.add(cid)
                     self._children_open[child_id] = cid
@@ -359,6 +362,8 @@ class RunActor:
                 case ValuePublished(correlation_id=cid):
                     instance.expect(cid, PublishCall)
                     self._recorded.add(cid)
+                case PatchMarker():
+                    check_marker(instance, record.event)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -576,9 +581,12 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         calls = instance.take_new_calls()
+        # versioning markers first: a replay meets each before the calls that follow it
+        records = [self._record(marker) for marker in take_new_markers(instance)]
         if not calls:
+            if records:
+                await self.world.append_events(self.run_id, records, wait=False)
             return
-        records: list[EventRecord] = []
         durable = False  # hooks and waits must be committed before anyone relies on them
         to_start: list[tuple[StepCall, EventRecord]] = []
         children: list[ChildCall] = []
@@ -883,6 +891,19 @@ class RunActor:
             self.ended.set_result(_final_record(self._record_at_start, end, self._meta))
         await after_end(self.world, self.run_id, self._parent_run_id,
                         list(self._children_open) if isinstance(event, RunCancelled) else [])
+
+
+def new_instance(defn: WorkflowDef, run: RunRecord, events: list[EventRecord],
+                 started_at: dt.datetime, args: list[Any], kwargs: dict[str, Any]
+                 ) -> WorkflowInstance:
+    """The run's workflow instance, told what its log holds, not started yet: made
+    alike by the actor and by the deploy check (worldflow.core.check)."""
+    instance = WorkflowInstance(defn, run.run_id, args, kwargs, started_at)
+    instance.parent_run_id = run.parent_run_id
+    instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
+                                if isinstance(e.event, HookCreated)}
+    read_log(instance, events)
+    return instance
 
 
 async def after_end(world: World, run_id: str, parent_run_id: str | None,
