@@ -79,6 +79,9 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
 class RunCreated(_Event, tag="run_created", frozen=True):
     workflow_name: str
     input: Raw
+    #: the `start()` caller's trace context (W3C traceparent/tracestate headers), which
+    #: every process that runs the run continues; empty without OpenTelemetry
+    trace_context: dict[str, str] = {}
 
 
 class RunStarted(_Event, tag="run_started", frozen=True):

@@ -92,7 +92,7 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
     conn.execute(INSERT_RUN, (run.run_id, run.workflow_name, encode_json(run.input),
                               created_at, created_at, run.queue, run.dedup_key,
                               run.parent_run_id))
-    event = RunCreated(run.workflow_name, run.input)
+    event = RunCreated(run.workflow_name, run.input, trace_context=run.trace_context)
     conn.execute(INSERT_EVENT, (run.run_id, 0, "run_created", None,
                                 encode_event(event).decode(), created_at))
     at = encode_time(now)
