@@ -297,6 +297,7 @@ async def run_command(args: argparse.Namespace) -> None:
         return
     if args.command == "check-replay":
         await _check_replay(args)
+        return
     if args.command == "start":
         await _start(args)
         return
