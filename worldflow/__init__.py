@@ -9,6 +9,7 @@ outside input.
 from __future__ import annotations
 
 from worldflow.core.api import Run, get_run, resume_hook, retry_run, sleep, start
+from worldflow.core.check import check_replay
 from worldflow.core.context import (
     StepMetadata,
     WorkflowMetadata,
@@ -37,6 +38,7 @@ from worldflow.core.schedules import (
     resume_schedule,
 )
 from worldflow.core.streams import get_writable
+from worldflow.core.versioning import deprecate_patch, patched
 from worldflow.errors import (
     FatalError,
     FatalStepError,
@@ -97,6 +99,7 @@ __all__ = [
     "World",
     "WorldError",
     "WorldflowError",
+    "check_replay",
     "continue_as_new",
     "create_hook",
     "create_schedule",
@@ -104,6 +107,7 @@ __all__ = [
     "create_world",
     "define_hook",
     "delete_schedule",
+    "deprecate_patch",
     "gather",
     "get_event",
     "get_run",
@@ -113,6 +117,7 @@ __all__ = [
     "list_runs",
     "list_schedules",
     "now",
+    "patched",
     "pause_schedule",
     "random",
     "receive",

@@ -150,7 +150,19 @@ class NonDeterminismError(WorldflowError):
 
     This happens when workflow code changes under a run that is still going: the
     message names the step (or wait) and its position in the workflow's program order.
+    Where known, the parts are also attributes: `workflow`, `run_id`, `position`,
+    `expected` (what the log records there) and `found` (what the code does there).
     """
+
+    def __init__(self, message: str, *, workflow: str | None = None,
+                 run_id: str | None = None, position: str | None = None,
+                 expected: str | None = None, found: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow = workflow
+        self.run_id = run_id
+        self.position = position
+        self.expected = expected
+        self.found = found
 
 
 class RunFailedError(WorldflowError):

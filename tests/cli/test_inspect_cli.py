@@ -20,7 +20,7 @@ from tests.cli.helpers import run_cli
 
 RUN_SUMMARY_KEYS = {"run_id", "workflow_name", "status", "queue", "created_at", "started_at",
                     "completed_at", "updated_at", "duration_ms", "step_counts", "error",
-                    "corrupt", "tags"}
+                    "corrupt", "waiting", "tags"}
 STEP_KEYS = {"step_id", "correlation_id", "step_name", "status", "attempts", "input", "output",
              "error", "started_at", "completed_at", "duration_ms", "retries"}
 

@@ -107,7 +107,7 @@ async def test_hook_payload_is_validated_and_delivered(world: TestingWorld) -> N
     url = f"/api/runs/{run.run_id}/hooks/approve-42"
     async with _client(app(world, csrf_token=TOKEN), **{"X-CSRF-Token": TOKEN}) as http:
         page = await http.get(f"/runs/{run.run_id}")
-        assert 'class="hook-form"' in page.text
+        assert 'class="hook-form json-form"' in page.text
         not_json = await http.post(url, content=b"{oops",
                                    headers={"Content-Type": "application/json"})
         assert not_json.status_code == 400

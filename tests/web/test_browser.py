@@ -91,6 +91,13 @@ def serve_ui() -> Iterator[Callable[[str], str]]:
             assert proc.returncode == 0, err  # SIGTERM: a clean stop that closes the world
 
 
+def _line_of(text: str) -> int:
+    """The line number in tests/cli/flows.py holding `text`."""
+    source = flows.__file__
+    with open(source) as file:
+        return next(number for number, line in enumerate(file, 1) if text in line)
+
+
 def _box(locator: Any) -> dict[str, float]:
     box = locator.bounding_box()
     assert box is not None
@@ -109,7 +116,18 @@ def test_click_into_failed_run_shows_error_retries_and_timeline(
     # textContent holding the tags proves they were escaped, not parsed as HTML
     expect(page.locator("#run-error .error-message")).to_contain_text(
         "ValueError: inventory service refused sku <b>42</b>")
-    expect(page.locator("#run-error .stack")).to_contain_text("Traceback (most recent call")
+    expect(page.locator("#failed-step-trace")).to_contain_text("Traceback (most recent call")
+    # at the top, open: the failed step's traceback, starting at the user's line
+    trace = page.locator("#failed-step-trace")
+    expect(trace).to_be_visible()
+    lines = trace.inner_text().splitlines()
+    frames = [line for line in lines if line.startswith("  File ")]
+    assert frames[0].endswith(f'tests/cli/flows.py", line {_line_of("raise ValueError(FAILURE")}'
+                              f', in reserve'), frames
+    assert not any("worldflow/" in frame for frame in frames)
+    assert lines[-1].startswith("ValueError: inventory service refused sku <b>42</b>")
+    assert page.locator("#failed-step").bounding_box()["y"] < \
+        page.locator("#timeline").bounding_box()["y"]  # type: ignore[index]
     reserve = page.locator("tr.step-row[data-step='cli_reserve']")
     expect(reserve.locator("td.attempts")).to_have_text("3")
     expect(reserve.locator("td.retries")).to_have_text("2 retries")
@@ -245,7 +263,7 @@ def test_cancel_button_cancels_a_sleeping_run_and_the_status_changes_in_place(
     assert page.evaluate("window.notReloaded") is True  # the same document: no reload
     expect(cancel).to_be_hidden()
     expect(page.locator("#retry-run")).to_be_visible()
-    expect(page.locator("#reload-link")).to_be_visible()
+    expect(page.locator("#send-message")).to_be_hidden()
 
 
 def test_hook_payload_is_checked_as_json_in_the_page_then_delivered(
@@ -258,7 +276,7 @@ def test_hook_payload_is_checked_as_json_in_the_page_then_delivered(
     expect(form).to_have_count(1)
     form.locator("textarea").fill('{"approved": tru')
     form.get_by_role("button", name="Send payload").click()
-    expect(form.locator(".hook-message")).to_contain_text("not valid JSON")
+    expect(form.locator(".json-error")).to_contain_text("not valid JSON")
     expect(page.locator("#run-status")).to_have_text("running")
     form.locator("textarea").fill('{"approved": true, "by": "<b>ada</b>"}')
     form.get_by_role("button", name="Send payload").click()
@@ -275,3 +293,117 @@ def test_a_foreign_host_header_is_refused_by_the_served_ui(live_ui: str) -> None
     assert httpx.get(f"{base}/api/runs", timeout=10).status_code == 200
     refused = httpx.get(f"{base}/api/runs", headers={"Host": "evil.example"}, timeout=10)
     assert refused.status_code == 400
+
+
+def test_runs_list_and_run_page_say_what_a_running_run_waits_for(
+        live_ui: str, page: Page) -> None:
+    from tests.web.live_ui import HOOK_RUN, HOOK_TOKEN, MESSAGE_RUN, SLEEPING_RUN
+
+    base = live_ui.split("/runs/")[0] + "/"
+    page.goto(base)
+
+    def badge(run_id: str) -> Any:
+        return page.locator("#runs-body tr", has=page.get_by_role(
+            "link", name=run_id, exact=True)).locator(".status")
+
+    expect(badge(SLEEPING_RUN)).to_have_text("sleeping")
+    expect(badge(SLEEPING_RUN)).to_have_attribute("title", re.compile(r"^running: sleeping "
+                                                                      r"until 20\d\d-"))
+    expect(badge(HOOK_RUN)).to_have_text("waiting for hook")
+    expect(badge(HOOK_RUN)).to_have_attribute("title", f"running: waiting for hook (token "
+                                                       f"{HOOK_TOKEN})")
+    expect(badge(MESSAGE_RUN)).to_have_text("waiting for message")
+    # the list refreshes itself: the labels stay
+    page.wait_for_timeout(2500)
+    expect(badge(SLEEPING_RUN)).to_have_text("sleeping")
+    page.goto(live_ui)
+    expect(page.locator("#run-waiting")).to_have_text(re.compile(r"^sleeping until 20\d\d-"))
+
+
+def test_message_form_checks_json_and_the_run_completes_without_reloading(
+        live_ui: str, page: Page) -> None:
+    from tests.web.live_ui import MESSAGE_RUN, MESSAGE_TOPIC
+
+    page.goto(live_ui.split("/runs/")[0] + f"/runs/{MESSAGE_RUN}")
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator("#run-waiting")).to_have_text("waiting for message")
+    page.evaluate("window.notReloaded = true")
+    form = page.locator("#message-form")
+    form.get_by_label("Topic").fill(MESSAGE_TOPIC)
+    form.locator("textarea").fill('{"id": 7,')
+    expect(form.locator(".json-error")).to_contain_text("not valid JSON")
+    expect(form.locator("textarea")).to_have_attribute("aria-invalid", "true")
+    form.get_by_role("button", name="Send message").click()
+    expect(form.locator(".form-message")).to_have_text("")
+    page.wait_for_timeout(1000)
+    expect(page.locator("#run-status")).to_have_text("running")  # nothing was sent
+    form.locator("textarea").fill('{"id": 7, "note": "<b>fragile</b>"}')
+    expect(form.locator(".json-error")).to_have_text("")
+    form.get_by_role("button", name="Send message").click()
+    expect(form.locator(".form-message")).to_have_text("message sent")
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=10_000)
+    # the output, the log and the facts came in live
+    expect(page.locator("#run-output")).to_contain_text('"note": "<b>fragile</b>"')
+    expect(page.locator("#events-table")).to_contain_text("message_received")
+    expect(page.locator("#send-message")).to_be_hidden()
+    expect(page.locator("#run-waiting")).to_be_hidden()
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_a_step_appears_live_while_it_runs_then_completes(live_ui: str, page: Page) -> None:
+    from tests.web.live_ui import STEP_RUN
+
+    page.goto(live_ui.split("/runs/")[0] + f"/runs/{STEP_RUN}")
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator("#steps")).to_contain_text("no steps")
+    page.evaluate("window.notReloaded = true")
+    form = page.locator("#message-form")
+    form.get_by_label("Topic").fill("go")
+    form.locator("textarea").fill('{"id": 3}')
+    form.get_by_role("button", name="Send message").click()
+    step_row = page.locator("tr.step-row[data-step='browser_slow_step']")
+    expect(step_row).to_have_attribute("data-status", "running", timeout=5_000)
+    expect(page.locator("#run-waiting")).to_have_text(
+        re.compile(r"^running step \(browser_slow_step #\d+\)$"))
+    expect(page.locator("#timeline .tl-row.tl-step")).to_have_count(1)
+    expect(page.locator("#run-steps")).to_have_text("0/1 completed")
+    expect(step_row).to_have_attribute("data-status", "completed", timeout=15_000)
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(page.locator("#run-output")).to_contain_text('"packed 3"')
+    expect(page.locator("#run-steps")).to_have_text("1/1 completed")
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_stopping_the_server_ends_open_live_streams_at_once() -> None:
+    import time
+
+    import httpx
+
+    from tests.web.live_ui import SLEEPING_RUN
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.web.live_ui"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the live web UI did not start within 30s"
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", proc.stdout.readline())
+        assert match
+        url = f"{match.group(1)}api/runs/{SLEEPING_RUN}/live"
+        with httpx.stream("GET", url, timeout=30) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 2000"
+            assert next(lines) == ""
+            assert next(lines) == "event: change"  # the log so far
+            began = time.monotonic()
+            proc.terminate()
+            rest = list(lines)  # the server ends the stream
+        _, err = proc.communicate(timeout=15)
+        assert time.monotonic() - began < 10
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "ERROR" not in err, err
+        assert not any(line.startswith("event:") for line in rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

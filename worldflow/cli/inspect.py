@@ -21,6 +21,8 @@ null while unfinished; `input`, `output`, `data` are the stored JSON values as w
      "step_counts": {"total": int, "completed": int, "failed": int, "running": int,
                      "pending": int},
      "error": Error | null,
+     "waiting": Waiting | null,   (what a running run waits for: see
+                                   `worldflow.cli.waiting`; null unless running)
      "tags": {str: str}}
     (`tags`: given at start(tags=...); `inspect runs --tag KEY=VALUE` filters on them)
 
@@ -90,6 +92,8 @@ from rich.text import Text
 
 from worldflow.cli import shapes
 from worldflow.cli.errors import CliError
+from worldflow.cli.tracebacks import user_frames
+from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
 from worldflow.core.listing import parse_tag
 from worldflow.errors import CorruptRecordError, RunNotFoundError
 
@@ -173,8 +177,10 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
                                      tags=tags or None)
     except ValueError as exc:  # a cursor this world did not hand out
         raise UsageError(str(exc)) from exc
-    # the step counts come with the run rows: no list_steps call per listed run
-    summaries = [shapes.run_summary(run) for run in page.items]
+    # step counts come with the run rows (no list_steps per run); only a running
+    # run's log is read, for its sub-status
+    summaries = [{**shapes.run_summary(run), "waiting": await run_waiting(world, run)}
+                 for run in page.items]
     if args.json:
         print_json({"runs": summaries, "next_cursor": page.next_cursor})
         return
@@ -188,7 +194,10 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
         steps = f"{counts['completed']}/{counts['total']}"
         if counts["failed"]:
             steps += f" ({counts['failed']} failed)"
-        table.add_row(Text(run["run_id"]), Text(run["workflow_name"]), _status(run["status"]),
+        status = _status(run["status"])
+        if run["waiting"] is not None:
+            status.append(f" ({run['waiting']['label']})")
+        table.add_row(Text(run["run_id"]), Text(run["workflow_name"]), status,
                       _time(run["started_at"]), format_duration(run["duration_ms"]), steps,
                       *((Text(_tags_text(run["tags"])),) if with_tags else ()))
     if summaries:
@@ -220,8 +229,9 @@ def _tags_text(tags: dict[str, str]) -> str:
 
 async def _run_detail(world: World, args: argparse.Namespace, console: Console) -> None:
     run = await _run(world, args.run_id)
-    detail = shapes.run_detail(run, await world.list_steps(run.run_id),
-                               await world.list_events(run.run_id))
+    events = await world.list_events(run.run_id)
+    detail = shapes.run_detail(run, await world.list_steps(run.run_id), events)
+    detail["waiting"] = waiting_for(run, events)
     if args.json:
         print_json(detail)
         return
@@ -231,6 +241,8 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
     fields.add_row("run", Text(detail["run_id"]))
     fields.add_row("workflow", Text(detail["workflow_name"]))
     fields.add_row("status", _status(detail["status"]))
+    if detail["waiting"] is not None:
+        fields.add_row("waiting", Text(waiting_text(detail["waiting"])))
     fields.add_row("queue", Text(detail["queue"]))
     if detail["tags"]:
         fields.add_row("tags", Text(_tags_text(detail["tags"])))
@@ -250,7 +262,7 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
         fields.add_row("error", Text(f"{error['type']}: {error['message']}", style="red"))
     console.print(fields)
     if error is not None and error.get("traceback"):
-        console.print(Text(error["traceback"].rstrip("\n"), style="dim"))
+        console.print(Text(_user_traceback(error), style="dim"))
     if detail["steps"]:
         console.print()
         _print_steps(detail["steps"], console)
@@ -274,6 +286,18 @@ def _print_steps(steps: list[dict[str, Any]], console: Console) -> None:
                 f"  {step['step_name']} #{step['correlation_id']}: attempt {retry['attempt']} "
                 f"failed ({error['type']}: {error['message']}), retried after "
                 f"{format_duration(retry['delay_ms'])}"))
+    for step in steps:
+        error = step["error"]
+        if step["status"] == "failed" and error is not None and error.get("traceback"):
+            console.print()
+            console.print(Text(f"step {step['step_name']} #{step['correlation_id']} failed: "
+                               f"{error['type']}: {error['message']}", style="red"))
+            console.print(Text(_user_traceback(error)))
+
+
+def _user_traceback(error: dict[str, Any]) -> str:
+    """An error's traceback from the user's first frame (``--json`` has it whole)."""
+    return (user_frames(error["traceback"]) or "").rstrip("\n")
 
 
 # -- inspect steps / events / hooks ----------------------------------------------------
@@ -305,7 +329,8 @@ def event_details(event: dict[str, Any]) -> str:
     if "token" in data:
         parts.append(f"token {data['token']}")
     parts.extend(f"{key} {_compact(data[key], 120)}"
-                 for key in ("payload", "output", "workflow_name", "reason") if key in data)
+                 for key in ("payload", "output", "workflow_name", "reason", "change_id")
+                 if key in data)
     return "; ".join(parts)
 
 

@@ -11,6 +11,10 @@
     postgres-setup [--url URL] [--job-prefix P]
     doctor [--stuck-minutes 30] [--json]   schema, clock skew, leases, dead workers, stuck runs
     serve [--port 3001] [--import MODULE]  the HTTP transport, working on the queue
+    check-replay --import MODULE [--status S] [--workflow NAME] [--json]
+                                           replay runs against new code (exit 1: some fail)
+    start WORKFLOW --import MODULE [--json ARGS] [--kwargs OBJ] [--run-id ID] [--wait]
+                   [--output json]         start a run (cli/start.py)
 
 The world comes from the same environment variables as the library
 (``WORKFLOW_TARGET_WORLD``, ``WORKFLOW_SQLITE_PATH``, ``WORKFLOW_POSTGRES_URL``, ...);
@@ -178,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=3001)
     serve.add_argument("--import", dest="imports", action="append", default=[],
                        metavar="MODULE", help="a module defining workflows (repeatable)")
+    from worldflow.cli.check_replay import add_parser as add_check_replay
+
+    add_check_replay(commands, common, RUN_STATUSES)
+    from worldflow.cli.start import add_parser as add_start_parser
+
+    add_start_parser(commands, common)
     return parser
 
 
@@ -288,6 +298,12 @@ async def run_command(args: argparse.Namespace) -> None:
     if args.command == "serve":
         await _serve(args)
         return
+    if args.command == "check-replay":
+        await _check_replay(args)
+        return
+    if args.command == "start":
+        await _start(args)
+        return
     world, label = await open_world(args)
     try:
         if args.command == "inspect" and args.what == "runs" and args.web:
@@ -309,6 +325,22 @@ async def run_command(args: argparse.Namespace) -> None:
                                                                              console)
         except WorldError as exc:
             raise CliError(f"{label}: {exc}") from exc
+    finally:
+        await asyncio.shield(world.close())
+
+
+async def _start(args: argparse.Namespace) -> None:
+    from worldflow.cli.start import prepare, start_command
+
+    what = prepare(args)
+    if resolve_world(args)[0] == "memory" and not args.wait:
+        raise CliError("a run started in the memory world is gone when this command ends: "
+                       "add --wait, or use the sqlite or postgres world", 2)
+    world, label = await open_world(args, must_exist=False)
+    try:
+        await start_command(world, args, what)
+    except WorldError as exc:
+        raise CliError(f"{label}: {exc}") from exc
     finally:
         await asyncio.shield(world.close())
 
@@ -356,6 +388,20 @@ async def _serve(args: argparse.Namespace) -> None:
                 raise CliError(f"cannot listen on {args.host}:{args.port}: "
                                f"{exc.strerror or exc}") from exc
             print(f"worldflow serving {label} on http://{args.host}:{port}/", flush=True)
+    finally:
+        await asyncio.shield(world.close())
+
+
+async def _check_replay(args: argparse.Namespace) -> None:
+    from worldflow.cli.check_replay import check_replay_command, import_modules
+
+    import_modules(args.imports)  # first: a module that fails to import is exit status 2
+    world, label = await open_world(args)
+    try:
+        try:
+            await check_replay_command(world, args)
+        except WorldError as exc:
+            raise CliError(f"{label}: {exc}") from exc
     finally:
         await asyncio.shield(world.close())
 

@@ -14,10 +14,11 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from worldflow.core import telemetry
 from worldflow.core.context import WorkflowMetadata
 from worldflow.core.continuation import ContinueAsNew, next_run_id
 from worldflow.core.events import (
@@ -33,6 +34,7 @@ from worldflow.core.events import (
     HookReceived,
     HookRejected,
     MessageReceived,
+    PatchMarker,
     RunCancelled,
     RunCompleted,
     RunContinued,
@@ -68,21 +70,25 @@ from worldflow.core.mailbox import (
     TimerDue,
 )
 from worldflow.core.queues import get_queue, hold_slot
-from worldflow.core.records import NewRun, RunStatus
+from worldflow.core.records import NewRun, RunStatus, step_id_for
 from worldflow.core.registry import get_workflow
 from worldflow.core.serde import encode_value
 from worldflow.core.steps import base_exception_info, error_info
+from worldflow.core.versioning import check_marker, read_log, take_new_markers
 from worldflow.errors import CorruptRecordError, NonDeterminismError
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from worldflow.core.engine import Engine
     from worldflow.core.events import Event
     from worldflow.core.records import RunRecord
+    from worldflow.core.registry import WorkflowDef
     from worldflow.core.steps import StepOutcome
     from worldflow.core.world import TimerHandle, World
 
 
-__all__ = ["RunActor", "cancel_without_code"]
+__all__ = ["RunActor", "cancel_without_code", "new_instance"]
 
 logger = logging.getLogger("worldflow.run")
 
@@ -93,7 +99,8 @@ CHILD_RECHECK = dt.timedelta(minutes=5)
 
 class RunActor:
     def __init__(self, engine: Engine, run_id: str, *,
-                 fresh: RunRecord | None = None) -> None:
+                 fresh: RunRecord | None = None,
+                 trace_context: dict[str, str] | None = None) -> None:
         self.engine = engine
         # created by this process just now: its log is run_created alone, its inbox empty
         self._fresh = fresh
@@ -126,6 +133,11 @@ class RunActor:
         #: when the actor stops without ending the run (evicted, lease lost, crashed)
         self.ended: asyncio.Future[RunRecord | None] = (
             asyncio.get_running_loop().create_future())
+        # telemetry (see core/telemetry.py): this actor's segment of the run's trace
+        self._trace_context = trace_context or {}
+        self._span: Span | None = None
+        self._span_outcome = "stopped"
+        self._span_error: BaseException | ErrorInfo | None = None
 
     @property
     def busy(self) -> bool:
@@ -153,7 +165,12 @@ class RunActor:
     async def run(self) -> None:
         try:
             await self._run()
+        except Exception as exc:
+            self._span_error = exc
+            raise
         finally:
+            if self._span is not None:
+                telemetry.end_run_span(self._span, self._span_outcome, self._span_error)
             if not self.ended.done():
                 self.ended.set_result(None)
             if self._queue_slot is not None:
@@ -187,8 +204,9 @@ class RunActor:
         if run.queue != "default" and not await self._take_queue_slot(run.queue):
             return
         if self._fresh is not None:
-            events = [EventRecord(run.run_id, 0, RunCreated(run.workflow_name, run.input),
-                                  run.created_at)]
+            events = [EventRecord(run.run_id, 0, RunCreated(
+                run.workflow_name, run.input, trace_context=self._trace_context),
+                run.created_at)]
         else:
             try:
                 events = await world.list_events(self.run_id)
@@ -198,6 +216,8 @@ class RunActor:
         self._seq = events[-1].seq + 1 if events else 0
         if any(isinstance(e.event, TERMINAL_EVENTS) for e in events):
             return
+        if telemetry.active:
+            self._start_span(events, defn.name)
         started = next((e for e in events if isinstance(e.event, RunStarted)), None)
         first: list[EventRecord] = []
         if started is None:
@@ -212,27 +232,47 @@ class RunActor:
             args, kwargs = defn.codec.decode(run.input)
         except Exception as exc:
             logger.error("run %s: its stored input cannot be decoded: %s", self.run_id, exc)
-            await world.append_events(self.run_id, [*first, self._record(RunFailed(ErrorInfo(
+            end = self._record(RunFailed(ErrorInfo(
                 "CorruptRecordError", f"run {self.run_id}: its stored input cannot be "
-                f"decoded: {type(exc).__name__}: {exc}")))])
+                f"decoded: {type(exc).__name__}: {exc}")))
+            await world.append_events(self.run_id, [*first, end])
+            self._span_ended(end.event)
             return
         try:
-            instance = WorkflowInstance(defn, self.run_id, args, kwargs, started.created_at)
+            instance = new_instance(defn, run, events, started.created_at, args, kwargs)
             self._instance = instance
-            instance.parent_run_id = run.parent_run_id
-            instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
-                                        if isinstance(e.event, HookCreated)}
             instance.start()
             self._replay(events)
         except NonDeterminismError as exc:
             logger.error("run %s: %s", self.run_id, exc)
-            await world.append_events(self.run_id, [*first, self._record(
-                RunFailed(error_info(exc)))])
+            end = self._record(RunFailed(error_info(exc)))
+            await world.append_events(self.run_id, [*first, end])
+            self._span_ended(end.event)
             return
         if first:
             await world.append_events(self.run_id, first, wait=False)
         await self._resume_after_replay()
         await self._loop()
+
+    def _start_span(self, events: list[EventRecord], workflow_name: str) -> None:
+        """Open this actor's segment of the run's span, under the stored context."""
+        created = events[0].event if events else None
+        if isinstance(created, RunCreated):
+            self._trace_context = created.trace_context
+        self._span = telemetry.start_run_span(self._trace_context, self.run_id,
+                                              workflow_name, replayed_events=len(events))
+
+    def _span_ended(self, event: Event) -> None:
+        """The terminal `event` is committed: the segment's outcome."""
+        match event:
+            case RunCompleted():
+                self._span_outcome = "completed"
+            case RunFailed(error=error):
+                self._span_outcome, self._span_error = "failed", error
+            case RunCancelled():
+                self._span_outcome = "cancelled"
+            case RunContinued():
+                self._span_outcome = "continued"
 
     async def _fail_corrupt(self, exc: CorruptRecordError) -> None:
         """A stored event cannot be decoded: the run cannot be replayed, so it fails
@@ -305,7 +345,10 @@ class RunActor:
                             f"workflow {instance.defn.name!r} (run {self.run_id}): at "
                             f"position {cid} the code started a child of workflow "
                             f"{child.defn.name!r} but the log records one of {name!r}; the "
-                            f"code changed under a running run")
+                            f"code changed under a running run",
+                            workflow=instance.defn.name, run_id=self.run_id, position=cid,
+                            expected=f"a child run of {name!r}",
+                            found=f"a child run of {child.defn.name!r}")
                     child.child_run_id = child_id
                     self._recorded.add(cid)
                     self._children_open[child_id] = cid
@@ -319,6 +362,8 @@ class RunActor:
                 case ValuePublished(correlation_id=cid):
                     instance.expect(cid, PublishCall)
                     self._recorded.add(cid)
+                case PatchMarker():
+                    check_marker(instance, record.event)
                 case (StepCompleted(correlation_id=cid) | StepFailed(correlation_id=cid)
                       | WaitCompleted(correlation_id=cid) | HookReceived(correlation_id=cid)):
                     self._retries.pop(cid, None)
@@ -536,9 +581,12 @@ class RunActor:
         instance = self._instance
         assert instance is not None
         calls = instance.take_new_calls()
+        # versioning markers first: a replay meets each before the calls that follow it
+        records = [self._record(marker) for marker in take_new_markers(instance)]
         if not calls:
+            if records:
+                await self.world.append_events(self.run_id, records, wait=False)
             return
-        records: list[EventRecord] = []
         durable = False  # hooks and waits must be committed before anyone relies on them
         to_start: list[tuple[StepCall, EventRecord]] = []
         children: list[ChildCall] = []
@@ -598,13 +646,17 @@ class RunActor:
         """Create the child run (idempotent by its id) and run it here if there is room."""
         world, engine = self.world, self.engine
         local = engine.has_capacity
+        # the child's spans go under this segment (or, unrecorded, the stored context)
+        trace_context = (telemetry.carrier_of(self._span) if self._span is not None
+                         else self._trace_context)
         record, created = await world.create_run(
             NewRun(call.child_run_id, call.defn.name, call.input, world.now(),
-                   parent_run_id=self.run_id, tags=call.tags),
+                   parent_run_id=self.run_id, trace_context=trace_context,
+                   tags=call.tags),
             lease_owner=engine.worker_id if local else None,
             lease_seconds=world.lease_seconds)
         if created and local:
-            engine.dispatch(call.child_run_id, fresh=record)
+            engine.dispatch(call.child_run_id, fresh=record, trace_context=trace_context)
         elif not created and record.status.is_terminal:
             self.post(ChildCheck(call.child_run_id))
 
@@ -672,6 +724,28 @@ class RunActor:
 
     async def _attempt(self, call: StepCall, attempt: int,
                        started_at: dt.datetime) -> StepOutcome:
+        if self._span is not None:  # telemetry is on: the attempt is a span
+            return await self._traced_attempt(call, attempt, started_at)
+        return await self._attempt_body(call, attempt, started_at)
+
+    async def _traced_attempt(self, call: StepCall, attempt: int,
+                              started_at: dt.datetime) -> StepOutcome:
+        assert self._meta is not None
+        span = telemetry.start_step_span(self._span, self.run_id, self._meta.workflow_name,
+                                         call.step.name, step_id_for(self.run_id, call.cid),
+                                         attempt)
+        if span is None:
+            return await self._attempt_body(call, attempt, started_at)
+        outcome: StepOutcome | None = None
+        try:
+            with telemetry.step_span_current(span):
+                outcome = await self._attempt_body(call, attempt, started_at)
+            return outcome
+        finally:
+            telemetry.end_step_span(span, outcome)
+
+    async def _attempt_body(self, call: StepCall, attempt: int,
+                            started_at: dt.datetime) -> StepOutcome:
         """One attempt by the engine's step runner. The runner reports failures as
         outcomes; should it raise, the attempt fails without retry (and the engine,
         whose task group runs this, goes on)."""
@@ -748,6 +822,7 @@ class RunActor:
         logger.debug("run %s: waiting until %s; evicted", self.run_id, wake_at or "input")
         self.releasing = True
         await self.world.release_run(self.run_id, self.engine.worker_id, wake_at)
+        self._span_outcome = "waiting"
 
     # -- the end -----------------------------------------------------------------------
     async def _finish(self) -> None:
@@ -792,14 +867,14 @@ class RunActor:
         record, created = await world.create_run(
             NewRun(next_id, instance.defn.name, signal.input, world.now(),
                    queue=this.queue if this is not None else "default",
-                   parent_run_id=self._parent_run_id,
+                   parent_run_id=self._parent_run_id, trace_context=self._trace_context,
                    tags=this.tags if this is not None else {}),
             lease_owner=engine.worker_id if local else None,
             lease_seconds=world.lease_seconds)
         await self._end(RunContinued(next_id), [], [])
         logger.info("run %s: continued as %s", self.run_id, next_id)
         if created and local:
-            engine.dispatch(next_id, fresh=record)
+            engine.dispatch(next_id, fresh=record, trace_context=self._trace_context)
 
     async def _end(self, event: Event, records: list[EventRecord], inbox_ids: list[int]) -> None:
         for task in self._steps.values():
@@ -811,11 +886,26 @@ class RunActor:
         records.append(end)
         self.releasing = True  # the terminal event removes the run's lease with its job
         await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+        if self._span is not None:
+            self._span_ended(event)
         # committed: whoever waits for the run in this process needs no read-back
         if self._record_at_start is not None and not self.ended.done():
             self.ended.set_result(_final_record(self._record_at_start, end, self._meta))
         await after_end(self.world, self.run_id, self._parent_run_id,
                         list(self._children_open) if isinstance(event, RunCancelled) else [])
+
+
+def new_instance(defn: WorkflowDef, run: RunRecord, events: list[EventRecord],
+                 started_at: dt.datetime, args: list[Any], kwargs: dict[str, Any]
+                 ) -> WorkflowInstance:
+    """The run's workflow instance, told what its log holds, not started yet: made
+    alike by the actor and by the deploy check (worldflow.core.check)."""
+    instance = WorkflowInstance(defn, run.run_id, args, kwargs, started_at)
+    instance.parent_run_id = run.parent_run_id
+    instance.recorded_tokens = {e.event.correlation_id: e.event.token for e in events
+                                if isinstance(e.event, HookCreated)}
+    read_log(instance, events)
+    return instance
 
 
 async def after_end(world: World, run_id: str, parent_run_id: str | None,

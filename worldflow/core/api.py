@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
 
+from worldflow.core import telemetry
 from worldflow.core.decorators import direct_run
 from worldflow.core.durations import parse_duration, resolve_deadline
 from worldflow.core.instance import current_instance
@@ -217,13 +218,14 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
     the_world = await get_world(world)
     engine = engine_for(the_world)
     local = engine is not None and engine.has_capacity
+    trace_context = telemetry.current_carrier() if telemetry.load() else {}
     record, created = await the_world.create_run(
         NewRun(run_id, defn.name, encoded, the_world.now(), queue=queue_name,
-               dedup_key=dedup_key, tags=checked_tags),
+               dedup_key=dedup_key, trace_context=trace_context, tags=checked_tags),
         lease_owner=engine.worker_id if engine is not None and local else None,
         lease_seconds=the_world.lease_seconds)
     if created and engine is not None and local:
-        engine.dispatch(run_id, fresh=record)
+        engine.dispatch(run_id, fresh=record, trace_context=trace_context)
     elif not created and record.workflow_name != defn.name:
         by = (f"dedup_key {dedup_key!r}" if record.run_id != run_id
               else f"run_id {run_id!r}")

@@ -16,7 +16,7 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from worldflow.core import registry
+from worldflow.core import registry, telemetry
 from worldflow.core.actor import RunActor, cancel_without_code
 from worldflow.core.logs import configure_logging, log_event
 from worldflow.core.schedules import Scheduler
@@ -64,6 +64,7 @@ class Engine:
         #: runs one step attempt and returns its outcome event; the HTTP transport
         #: replaces it to send steps to another process
         self.step_runner: StepRunner = run_step_attempt
+        telemetry.load()  # OpenTelemetry is looked for once, before any run
         #: starts the runs of the world's cron schedules (a task of this engine)
         self.scheduler = Scheduler(self)
 
@@ -132,12 +133,14 @@ class Engine:
     def has_capacity(self) -> bool:
         return not self._stopping and self.free_slots > 0
 
-    def dispatch(self, run_id: str, *, fresh: RunRecord | None = None) -> None:
+    def dispatch(self, run_id: str, *, fresh: RunRecord | None = None,
+                 trace_context: dict[str, str] | None = None) -> None:
         """Start the actor of a run this worker holds the lease of (`fresh`: just created
-        here, so nothing can be waiting in its inbox yet)."""
+        here, so nothing can be waiting in its inbox yet; `trace_context`: the one its
+        `run_created` stores, which a fresh run's actor does not read back)."""
         if run_id in self.actors or self._stopping:
             return
-        actor = RunActor(self, run_id, fresh=fresh)
+        actor = RunActor(self, run_id, fresh=fresh, trace_context=trace_context)
         self.actors[run_id] = actor
         actor.task = self.spawn(self._supervise(actor), name=f"run {run_id}")
 

@@ -29,6 +29,7 @@ __all__ = [
     "HookReceived",
     "HookRejected",
     "MessageReceived",
+    "PatchMarker",
     "RunCancelled",
     "RunCompleted",
     "RunContinued",
@@ -78,6 +79,9 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
 class RunCreated(_Event, tag="run_created", frozen=True):
     workflow_name: str
     input: Raw
+    #: the `start()` caller's trace context (W3C traceparent/tracestate headers), which
+    #: every process that runs the run continues; empty without OpenTelemetry
+    trace_context: dict[str, str] = {}
 
 
 class RunStarted(_Event, tag="run_started", frozen=True):
@@ -195,6 +199,16 @@ class ValuePublished(_Event, tag="value_published", frozen=True):
     value: Raw
 
 
+class PatchMarker(_Event, tag="patch_marker", frozen=True):
+    """`patched(change_id)` answered True for the first time in this run: the run took
+    the new code's branch. Replays answer True again; a replay of a run whose log has
+    no marker where the code asks answers False (the run passed that point under the
+    old code). `position` is the program-order position the next call got."""
+
+    change_id: str
+    position: int = 0
+
+
 class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
@@ -218,7 +232,7 @@ Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | St
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookRejected
          | HookDisposed
          | MessageReceived | ChildStarted | ChildEnded | CancelRequested | ValuePublished
-         | RunCompleted | RunFailed | RunCancelled | RunContinued)
+         | PatchMarker | RunCompleted | RunFailed | RunCancelled | RunContinued)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled, RunContinued)
 

@@ -314,6 +314,13 @@ class WorkflowInstance:
         self.message_waiters: dict[str, collections.deque[asyncio.Future[Any]]] = {}
         self.parent_run_id: str | None = None
         self.published: dict[str, int] = {}  # key -> values published (set_event)
+        #: versioning (worldflow.core.versioning): patched()'s answers by change id;
+        #: change ids whose marker the log holds; markers to record; the last position
+        #: the log holds a call at (a position at or below it is being replayed)
+        self.patches: dict[str, bool] = {}
+        self.recorded_patches: set[str] = set()
+        self.new_patch_markers: list[tuple[str, int]] = []
+        self.log_last_position = 0
 
     # -- driving -----------------------------------------------------------------
     def start(self) -> None:
@@ -408,16 +415,18 @@ class WorkflowInstance:
                                        or call.step.name == step_name):
             return call
         recorded = f"step {step_name!r}" if step_name else f"a {_KIND_NAMES[kind]}"
+        parts = {"workflow": self.defn.name, "run_id": self.run_id, "position": cid,
+                 "expected": recorded}
         if call is None:
             raise NonDeterminismError(
                 f"workflow {self.defn.name!r} (run {self.run_id}): the log records "
                 f"{recorded} at position {cid}, but the workflow code made no such call "
-                f"there; the code changed under a running run")
+                f"there; the code changed under a running run", found="no call", **parts)
         made = f"step {call.step.name!r}" if isinstance(call, StepCall) else f"a {call.kind}"
         raise NonDeterminismError(
             f"workflow {self.defn.name!r} (run {self.run_id}): at position {cid} the code "
             f"made {made} but the log records {recorded}; the code changed under a "
-            f"running run")
+            f"running run", found=made, **parts)
 
     def take_new_calls(self) -> list[Call]:
         calls, self.new_calls = self.new_calls, []

@@ -61,6 +61,8 @@ class NewRun(msgspec.Struct, frozen=True):
     dedup_key: str | None = None
     #: the run whose workflow started this one as a child (None: a top-level run)
     parent_run_id: str | None = None
+    #: stored in `run_created`: the trace context the run's spans continue (telemetry)
+    trace_context: dict[str, str] = {}
     #: searchable string tags (checked by `worldflow.core.listing.check_tags`)
     tags: dict[str, str] = {}
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from worldflow.core import telemetry
 from worldflow.core.context import StepContext, StepMetadata, step_context
 from worldflow.core.durations import resolve_deadline
 from worldflow.core.events import ErrorInfo, StepCompleted, StepFailed, StepRetrying
@@ -96,8 +97,12 @@ async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
     except asyncio.CancelledError:
         raise
     except FatalError as exc:
+        if telemetry.active:
+            telemetry.record_exception(exc)
         return StepFailed(cid, step.name, attempt, error_info(exc, fatal=True))
     except Exception as exc:
+        if telemetry.active:
+            telemetry.record_exception(exc)
         if isinstance(exc, step.no_retry_on) or not (
                 isinstance(exc, step.retry_on) or isinstance(exc, RetryableError
                                                              | StepTimeoutError)):
@@ -116,6 +121,8 @@ async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
             retry_at = now + dt.timedelta(seconds=step.backoff.delay(attempt))
         return StepRetrying(cid, step.name, attempt, info, retry_at)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit
+        if telemetry.active:
+            telemetry.record_exception(exc)
         return StepFailed(cid, step.name, attempt, base_exception_info(
             exc, f"step {step.name!r}", fatal=True))
     finally:

@@ -106,7 +106,8 @@ class MemoryWorld(BaseWorld):
                            run.parent_run_id, tags=dict(run.tags))
         self._runs[run.run_id] = record
         self._events[run.run_id] = [EventRecord(
-            run.run_id, 0, RunCreated(run.workflow_name, run.input), run.created_at)]
+            run.run_id, 0, RunCreated(run.workflow_name, run.input,
+                                      trace_context=run.trace_context), run.created_at)]
         self._steps[run.run_id] = {}
         now = self.now()
         job = _Job(run.workflow_name, now, now)

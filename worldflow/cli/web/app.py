@@ -13,9 +13,15 @@
     POST /api/runs/{run_id}/cancel         {"run_id", "cancelled"}: ask the run to stop
     POST /api/runs/{run_id}/retry          {"run_id"}: the new run (a failed or cancelled run)
     POST /api/runs/{run_id}/hooks/{token}  {"run_id", "token"}: body {"payload": JSON}
+                                           or {"json": "JSON text"}
+    POST /api/runs/{run_id}/messages       {"run_id", "topic"}: body {"topic": str,
+                                           "message": JSON} or {"topic", "json": text}
+    GET /api/runs/{run_id}/live?after=SEQ  server-sent events: the run's new events
+                                           (`live.py`); the run page refreshes on them
 
-POSTs take and answer JSON and carry the CSRF token (`guard.py`, which also checks the
-Host header and the optional auth token).
+The POSTs and the live stream are in `actions.py` (and `live.py`); errors, bodies and
+parameters in `http.py`. POSTs take and answer JSON and carry the CSRF token
+(`guard.py`, which also checks the Host header and the optional auth token).
 
 A stream name may hold any printable text. The run page links to the `?name=` form,
 which works for every name: in a path, a name of ``.`` or ``..`` would be taken as a
@@ -30,12 +36,10 @@ scripts, so a run whose data holds ``<script>`` shows it as text.
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-import msgspec
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -43,22 +47,19 @@ from starlette.staticfiles import StaticFiles
 
 from worldflow.cli import shapes
 from worldflow.cli.inspect import event_details, format_duration
+from worldflow.cli.tracebacks import user_frames
+from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
+from worldflow.cli.web.actions import RunActions
 from worldflow.cli.web.guard import Guard, new_csrf_token
+from worldflow.cli.web.http import SECURITY_HEADERS, HTTPError, answers_errors, int_param
 from worldflow.cli.web.timeline import build_timeline, timeline_dict
 from worldflow.core.listing import parse_tag
-from worldflow.errors import (
-    HookNotFoundError,
-    RunFinishedError,
-    RunNotFoundError,
-    WorldError,
-)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Collection
 
     from starlette.requests import Request
 
-    from worldflow.core.records import RunRecord
     from worldflow.core.world import World
 
 __all__ = ["app"]
@@ -69,16 +70,6 @@ MAX_LIMIT = 200
 PAGE_CHUNKS = 200
 #: events shown on a run's page
 PAGE_EVENTS = 2000
-#: the largest JSON body a POST may carry
-MAX_BODY = 1_000_000
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
-                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("worldflow.cli.web", "templates"),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -87,37 +78,11 @@ _templates.filters["time"] = lambda v: "-" if v is None else v[:23].replace("T",
 _templates.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
 _templates.filters["chunk_text"] = shapes.chunk_text
 _templates.filters["shown_name"] = shapes.shown_name
+_templates.filters["user_frames"] = user_frames
+_templates.filters["waiting_text"] = waiting_text
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _answers_errors(kind: str) -> Callable[..., Any]:
-    """Turn HTTPError and world failures into a page (`kind="html"`) or JSON answer."""
-    def decorate(handler: Any) -> Any:
-        @functools.wraps(handler)
-        async def wrapper(self: WebUI, request: Request) -> Response:
-            try:
-                response: Response = await handler(self, request)
-                return response
-            except HTTPError as exc:
-                error = exc
-            except WorldError as exc:
-                error = HTTPError(503, f"the world failed: {exc}")
-            if kind == "json":
-                return JSONResponse({"error": error.status, "message": error.message},
-                                    status_code=error.status, headers=SECURITY_HEADERS)
-            return self.page(request, "error.html", {"status": error.status,
-                                                     "message": error.message}, error.status)
-        return wrapper
-    return decorate
-
-
-class WebUI:
+class WebUI(RunActions):
     def __init__(self, world: World, csrf_token: str) -> None:
         self.world = world
         self.csrf_token = csrf_token
@@ -130,12 +95,6 @@ class WebUI:
             csrf_token=self.csrf_token, **context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
-    async def run_or_404(self, run_id: str) -> RunRecord:
-        run = await self.world.get_run(run_id)
-        if run is None:
-            raise HTTPError(404, f"run not found: {run_id}")
-        return run
-
     async def list_page(self, request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
         params = _list_params(request)
         try:
@@ -145,12 +104,14 @@ class WebUI:
                 tags=params["tags"] or None)
         except ValueError as exc:
             raise HTTPError(400, f"invalid cursor: {exc}") from exc
-        # the step counts come with the run rows: no list_steps call per listed run
-        runs = [shapes.run_summary(run) for run in page.items]
+        # step counts come with the run rows (no list_steps per run); only a running
+        # run's log is read, for its sub-status
+        runs = [{**shapes.run_summary(run), "waiting": await run_waiting(self.world, run)}
+                for run in page.items]
         return {"runs": runs, "next_cursor": page.next_cursor}, params
 
     # -- pages ------------------------------------------------------------------
-    @_answers_errors("html")
+    @answers_errors("html")
     async def runs_page(self, request: Request) -> Response:
         search = request.query_params.get("q", "").strip()
         notice = None
@@ -171,11 +132,12 @@ class WebUI:
             "api_url": str(request.url_for("api_runs")),
         }, 404 if notice else 200)
 
-    @_answers_errors("html")
+    @answers_errors("html")
     async def run_page(self, request: Request) -> Response:
         run = await self.run_or_404(request.path_params["run_id"])
         events = await self.world.list_events(run.run_id)
         detail = shapes.run_detail(run, await self.world.list_steps(run.run_id), events)
+        detail["waiting"] = waiting_for(run, events)
         counts = shapes.hook_payload_counts(events)
         hooks = [{**shapes.hook_dict(hook), **counts.get(hook.token, shapes.NO_PAYLOADS)}
                  for hook in await self.world.list_hooks(run.run_id)]
@@ -196,12 +158,16 @@ class WebUI:
             "cancel_url": str(request.url_for("api_cancel", run_id=run.run_id)),
             "retry_url": str(request.url_for("api_retry", run_id=run.run_id)),
             "retryable": run.status.value in ("failed", "cancelled"),
+            "failed_step": _failed_step(detail),
+            "last_seq": events[-1].seq if events else -1,
+            "live_url": str(request.url_for("api_live", run_id=run.run_id)),
+            "message_url": str(request.url_for("api_send_message", run_id=run.run_id)),
             "hook_urls": {hook["token"]: str(request.url_for(
                 "api_resume_hook", run_id=run.run_id, token=hook["token"]))
                 for hook in hooks},
         })
 
-    @_answers_errors("html")
+    @answers_errors("html")
     async def schedules_page(self, request: Request) -> Response:
         return self.page(request, "schedules.html", {
             "schedules": await self.schedule_list(),
@@ -214,48 +180,49 @@ class WebUI:
         return [schedule_dict(s, now) for s in await self.world.list_schedules()]
 
     # -- JSON ---------------------------------------------------------------------
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_runs(self, request: Request) -> Response:
         document, _ = await self.list_page(request)
         return JSONResponse(document, headers=SECURITY_HEADERS)
 
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_schedules(self, request: Request) -> Response:
         return JSONResponse({"schedules": await self.schedule_list()},
                             headers=SECURITY_HEADERS)
 
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_run(self, request: Request) -> Response:
         run = await self.run_or_404(request.path_params["run_id"])
         events = await self.world.list_events(run.run_id)
         detail = shapes.run_detail(run, await self.world.list_steps(run.run_id), events)
+        detail["waiting"] = waiting_for(run, events)
         detail["timeline"] = timeline_dict(build_timeline(run, events, self.world.now()))
         return JSONResponse(detail, headers=SECURITY_HEADERS)
 
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_events(self, request: Request) -> Response:
         run = await self.run_or_404(request.path_params["run_id"])
         events = [shapes.event_dict(e) for e in await self.world.list_events(run.run_id)]
         return JSONResponse({"run_id": run.run_id, "events": events}, headers=SECURITY_HEADERS)
 
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_hooks(self, request: Request) -> Response:
         run = await self.run_or_404(request.path_params["run_id"])
         hooks = [shapes.hook_dict(hook) for hook in await self.world.list_hooks(run.run_id)]
         return JSONResponse({"hooks": hooks}, headers=SECURITY_HEADERS)
 
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_streams(self, request: Request) -> Response:
         run = await self.run_or_404(request.path_params["run_id"])
         streams = [shapes.stream_dict(*row) for row in await self.world.list_streams(run.run_id)]
         return JSONResponse({"run_id": run.run_id, "streams": streams},
                             headers=SECURITY_HEADERS)
 
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_stream(self, request: Request) -> Response:
         return await self.stream_chunks(request, request.path_params["name"])
 
-    @_answers_errors("json")
+    @answers_errors("json")
     async def api_stream_by_name(self, request: Request) -> Response:
         name = request.query_params.get("name")
         if name is None:
@@ -266,75 +233,24 @@ class WebUI:
         run = await self.run_or_404(request.path_params["run_id"])
         if name not in {row[0] for row in await self.world.list_streams(run.run_id)}:
             raise HTTPError(404, f"stream not found: {name}")
-        start = _int_param(request, "start", 0, 0, 2**62)
-        limit = _int_param(request, "limit", 1000, 1, 1000)
+        start = int_param(request, "start", 0, 0, 2**62)
+        limit = int_param(request, "limit", 1000, 1, 1000)
         chunks, closed = await self.world.read_stream(run.run_id, name, start, limit)
         return JSONResponse({"run_id": run.run_id, "name": name, "closed": closed,
                              "chunks": [shapes.chunk_dict(chunk) for chunk in chunks]},
                             headers=SECURITY_HEADERS)
 
 
-    # -- actions ------------------------------------------------------------------
-    @_answers_errors("json")
-    async def api_cancel(self, request: Request) -> Response:
-        await _json_body(request)
-        run = await self.run_or_404(request.path_params["run_id"])
-        try:
-            cancelled = await self.world.request_cancel(run.run_id)
-        except RunNotFoundError as exc:
-            raise HTTPError(404, str(exc)) from exc
-        return JSONResponse({"run_id": run.run_id, "cancelled": cancelled},
-                            headers=SECURITY_HEADERS)
-
-    @_answers_errors("json")
-    async def api_retry(self, request: Request) -> Response:
-        from worldflow.core.api import retry_run
-
-        await _json_body(request)
-        run = await self.run_or_404(request.path_params["run_id"])
-        try:
-            new = await retry_run(run.run_id, world=self.world)
-        except RunFinishedError as exc:
-            raise HTTPError(409, str(exc)) from exc
-        return JSONResponse({"run_id": new.run_id, "retry_of": run.run_id},
-                            headers=SECURITY_HEADERS)
-
-    @_answers_errors("json")
-    async def api_resume_hook(self, request: Request) -> Response:
-        from worldflow.core.api import resume_hook
-
-        body = await _json_body(request)
-        if not isinstance(body, dict) or "payload" not in body:
-            raise HTTPError(400, 'the body must be a JSON object {"payload": ...}')
-        run = await self.run_or_404(request.path_params["run_id"])
-        token = request.path_params["token"]
-        hook = await self.world.get_hook(token)
-        if hook is None or hook.run_id != run.run_id:
-            raise HTTPError(404, f"run {run.run_id} has no hook {token!r}")
-        try:
-            await resume_hook(token, body["payload"], world=self.world)
-        except HookNotFoundError as exc:
-            raise HTTPError(404, str(exc)) from exc
-        except RunFinishedError as exc:
-            raise HTTPError(409, str(exc)) from exc
-        except (TypeError, msgspec.ValidationError) as exc:
-            raise HTTPError(400, f"payload rejected: {exc}") from exc
-        return JSONResponse({"run_id": run.run_id, "token": token}, headers=SECURITY_HEADERS)
-
-
-async def _json_body(request: Request) -> Any:
-    """The POST's JSON body (empty: None); 400 for anything else."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise HTTPError(400, "send the body as application/json")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPError(400, f"the body is larger than {MAX_BODY} bytes")
-    if not body.strip():
+def _failed_step(detail: dict[str, Any]) -> dict[str, Any] | None:
+    """The step whose failure failed the run (the last failed step), for the top of
+    a failed run's page."""
+    if detail["status"] != "failed":
         return None
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise HTTPError(400, f"the body is not valid JSON: {exc}") from exc
+    failed = [step for step in detail["steps"] if step["status"] == "failed"]
+    message = (detail["error"] or {}).get("message", "")
+    named = [step for step in failed if f"'{step['step_name']}'" in message]
+    chosen: dict[str, Any] | None = (named or failed or [None])[-1]
+    return chosen
 
 
 async def _no_icon(request: Request) -> Response:
@@ -345,19 +261,6 @@ def stream_url(request: Request, run_id: str, name: str) -> str:
     """The URL of a stream's chunks: its name goes in the query, percent-encoded."""
     url = request.url_for("api_stream_by_name", run_id=run_id)
     return str(url.include_query_params(name=name))
-
-
-def _int_param(request: Request, key: str, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(key)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise HTTPError(400, f"{key} must be a whole number, got {text[:40]!r}") from None
-    if not low <= value <= high:
-        raise HTTPError(400, f"{key} must be between {low} and {high}, got {value}")
-    return value
 
 
 def _list_params(request: Request) -> dict[str, Any]:
@@ -383,7 +286,7 @@ def _list_params(request: Request) -> dict[str, Any]:
             raise HTTPError(400, str(exc)) from None
         tags[key] = value
     return {"status": status, "workflow": workflow, "cursor": cursor,
-            "limit": _int_param(request, "limit", 50, 1, MAX_LIMIT),
+            "limit": int_param(request, "limit", 50, 1, MAX_LIMIT),
             "tags": tags, "tag_texts": tag_texts}
 
 
@@ -415,6 +318,9 @@ def app(world: World, *, allowed_hosts: Collection[str] | None = None,
               name="api_resume_hook"),
         Route("/schedules", ui.schedules_page, name="schedules"),
         Route("/api/schedules", ui.api_schedules, name="api_schedules"),
+        Route("/api/runs/{run_id}/messages", ui.api_send_message, methods=["POST"],
+              name="api_send_message"),
+        Route("/api/runs/{run_id}/live", ui.api_live, name="api_live"),
         # a browser showing a JSON answer asks for the site's icon: there is none
         Route("/favicon.ico", _no_icon, name="favicon"),
         Mount("/static", StaticFiles(packages=[("worldflow.cli.web", "static")]),
@@ -422,4 +328,5 @@ def app(world: World, *, allowed_hosts: Collection[str] | None = None,
     ])
     starlette.add_middleware(Guard, csrf_token=csrf, allowed_hosts=allowed_hosts,
                              auth_token=auth_token)
+    starlette.state.web_ui = ui  # the server tells it when it stops (`ui.stopping`)
     return starlette

@@ -17,18 +17,30 @@ from worldflow.cli.web.app import app
 
 if TYPE_CHECKING:
     from collections.abc import Generator
+    from types import FrameType
 
+    from worldflow.cli.web.app import WebUI
     from worldflow.core.world import World
 
 __all__ = ["serve_web"]
 
 HOST = "127.0.0.1"
+GRACEFUL_SHUTDOWN_SECONDS = 2
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Server(uvicorn.Server):
     """uvicorn, stopping on SIGINT/SIGTERM without raising the signal again afterwards,
-    so that the command closes its world and exits 0."""
+    so that the command closes its world and exits 0. Stopping, it tells the UI, whose
+    live event streams then end within a poll (instead of holding the shutdown)."""
+
+    def __init__(self, config: uvicorn.Config, ui: WebUI) -> None:
+        super().__init__(config)
+        self.ui = ui
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.ui.stopping = True
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -83,9 +95,13 @@ async def serve_web(world: World, label: str, *, port: int = 3456,
     try:
         sock.setblocking(False)
         bound = sock.getsockname()[1]
+        web = app(world, allowed_hosts=allowed_hosts(host, bound), auth_token=auth_token)
         config = uvicorn.Config(
-            app(world, allowed_hosts=allowed_hosts(host, bound), auth_token=auth_token),
-            lifespan="off", log_level="warning", access_log=False)
+            web,
+            lifespan="off", log_level="warning", access_log=False,
+            # a live page's event stream stays open: a stopping server cuts it after
+            # this long instead of waiting for the stream's end
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{bound}/"
         if run_id is not None:
@@ -95,6 +111,6 @@ async def serve_web(world: World, label: str, *, port: int = 3456,
             sys.stdout.write("  (open it once with ?token=TOKEN, the --auth-token, or send "
                              "'Authorization: Bearer TOKEN')\n")
         sys.stdout.flush()
-        await _Server(config).serve(sockets=[sock])
+        await _Server(config, web.state.web_ui).serve(sockets=[sock])
     finally:
         sock.close()

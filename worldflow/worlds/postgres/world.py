@@ -256,7 +256,8 @@ class PostgresWorld(BaseWorld):
             created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
             parent_run_id=run.parent_run_id, tags=dict(run.tags) or None,
             job_prefix=self.job_prefix,
-            payload=Raw(encode_event(RunCreated(run.workflow_name, run.input))),
+            payload=Raw(encode_event(RunCreated(run.workflow_name, run.input,
+                                                trace_context=run.trace_context))),
             lease_owner=lease_owner, now=now,
             lease_expires_at=(None if lease_owner is None
                               else now + dt.timedelta(seconds=lease_seconds)))

@@ -98,7 +98,7 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
     if run.tags:
         conn.executemany(INSERT_TAG, [(run.run_id, key, value, created_at)
                                       for key, value in run.tags.items()])
-    event = RunCreated(run.workflow_name, run.input)
+    event = RunCreated(run.workflow_name, run.input, trace_context=run.trace_context)
     conn.execute(INSERT_EVENT, (run.run_id, 0, "run_created", None,
                                 encode_event(event).decode(), created_at))
     at = encode_time(now)

@@ -39,6 +39,9 @@ Apply = Callable[[sqlite3.Connection], Any]
 
 #: the most writes one transaction takes; more wait for the next one
 MAX_BATCH = 500
+#: seconds writes nobody awaits (a step's `step_started`) may wait for a write that is
+#: awaited (usually its `step_completed`), to share its commit
+LINGER = 0.002
 
 
 def world_error(path: str, exc: BaseException) -> WorldError:
@@ -67,6 +70,7 @@ class SQLiteCommitter:
         self._path = path
         self.queue: GroupCommitQueue[Apply] = GroupCommitQueue(
             self._commit, name="worldflow-sqlite-writer", max_batch=MAX_BATCH,
+            linger=LINGER,
             closed_message=(f"SQLite world {path} is closed; open it first "
                             f"(await world.open() or async with world)"))
 

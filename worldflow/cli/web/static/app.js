@@ -39,6 +39,13 @@ function renderRuns(body, runs, base) {
     const badge = document.createElement("span");
     badge.className = "status status-" + run.status;
     badge.textContent = run.status;
+    if (run.waiting) {  // a running run says what it waits for
+      badge.textContent = run.waiting.label;
+      badge.classList.add("substatus");
+      badge.dataset.waiting = run.waiting.kind;
+      badge.title = run.status + ": " + run.waiting.label +
+        (run.waiting.detail ? " " + run.waiting.detail : "");
+    }
     cell(tr, "").appendChild(badge);
     cell(tr, formatTime(run.started_at));
     cell(tr, formatDuration(run.duration_ms));
@@ -112,37 +119,99 @@ function setStatus(status) {
   if (indicator) indicator.hidden = !active;
   if (!active) {
     for (const form of document.querySelectorAll(".hook-form")) form.hidden = true;
+    const messages = document.getElementById("send-message");
+    if (messages) messages.hidden = true;
+    const waiting = document.getElementById("run-waiting");
+    if (waiting) waiting.hidden = true;
   }
 }
 
-// the run's status and step counts change in place; the rest of the page (timeline,
-// log) says it is stale and offers a reload, never reloading by itself
-let pollDelay = POLL_MS;
+// A live run's page follows its log: the server sends an event-stream message when the
+// run's log grows (/api/runs/ID/live), and the page fetches itself again and swaps in
+// the parts that changed (the HTML is rendered and escaped by the server; nothing from
+// it runs: DOMParser documents execute no script). Forms being typed in are kept.
+const LIVE_SECTIONS = ["run-facts", "run-error", "io", "timeline", "steps", "hooks",
+  "streams", "events"];
+let refreshing = false;
+let refreshAgain = false;
 
-function pollRun() {
-  if (document.body.dataset.live !== "true") return;
-  const seen = document.body.dataset.updated;
-  const tick = async () => {
-    try {
-      const response = await fetch(document.body.dataset.api, { cache: "no-store" });
-      if (response.ok) {
-        const data = await response.json();
-        setStatus(data.status);
-        const steps = document.getElementById("run-steps");
-        if (steps) {
-          const counts = data.step_counts;
-          steps.textContent = counts.completed + "/" + counts.total + " completed" +
-            (counts.failed ? ", " + counts.failed + " failed" : "");
-        }
-        if (data.updated_at !== seen) document.getElementById("reload-link").hidden = false;
-        if (!ACTIVE.has(data.status)) return;
-      }
-    } catch (err) {
-      // keep trying
+async function refreshRun() {
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    do {
+      refreshAgain = false;
+      const response = await fetch(window.location.href, { cache: "no-store" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      swapRun(fresh);
+    } while (refreshAgain);
+  } catch (err) {
+    // the server went away: the next change message (or reconnect) tries again
+  } finally {
+    refreshing = false;
+  }
+}
+
+function swapRun(fresh) {
+  const status = fresh.getElementById("run-status");
+  if (status) setStatus(status.textContent);
+  const waiting = document.getElementById("run-waiting");
+  const freshWaiting = fresh.getElementById("run-waiting");
+  if (waiting && freshWaiting) {
+    waiting.textContent = freshWaiting.textContent;
+    waiting.hidden = freshWaiting.hidden;
+  }
+  for (const id of LIVE_SECTIONS) {
+    const current = document.getElementById(id);
+    const replacement = fresh.getElementById(id);
+    if (!current || !replacement) continue;
+    if (current.contains(document.activeElement) && current.querySelector("form")) {
+      continue;  // someone is typing in it: swap it on a later change
     }
-    setTimeout(tick, pollDelay);
+    // a form still on the page keeps its node (what was typed, its messages)
+    for (const form of replacement.querySelectorAll("form[data-url]")) {
+      const kept = Array.from(current.querySelectorAll("form[data-url]"))
+        .find((old) => old.dataset.url === form.dataset.url);
+      if (kept) form.replaceWith(kept);
+    }
+    current.replaceWith(document.adoptNode(replacement));
+  }
+  setUpJsonForms();
+}
+
+function followRun() {
+  if (document.body.dataset.live !== "true" || !window.EventSource) return;
+  let lastSeq = document.body.dataset.lastSeq || "-1";
+  let retryMs = 1000;
+  const connect = () => {
+    const source = new EventSource(document.body.dataset.liveUrl + "?after=" + lastSeq);
+    const onChange = (message) => {
+      const data = JSON.parse(message.data);
+      lastSeq = String(data.seq);
+      retryMs = 1000;
+      refreshRun();
+    };
+    source.addEventListener("open", () => { retryMs = 1000; });
+    source.addEventListener("change", onChange);
+    source.addEventListener("end", (message) => {
+      source.close();
+      onChange(message);
+    });
+    source.addEventListener("error", () => {
+      // the server closed the stream (it lasts a minute) or went away: reconnect
+      // from the last change seen, less and less often while it stays away
+      source.close();
+      if (ACTIVE.has(document.getElementById("run-status").textContent)) {
+        setTimeout(connect, retryMs);
+        retryMs = Math.min(retryMs * 2, 30000);
+      }
+    });
   };
-  setTimeout(tick, pollDelay);
+  connect();
 }
 
 function csrfToken() {
@@ -183,7 +252,6 @@ function setUpActions() {
       try {
         const data = await post(cancel.dataset.url, {});
         say(message, data.cancelled ? "cancel requested" : "the run had already ended");
-        pollDelay = 300;  // show the outcome soon
       } catch (err) {
         say(message, "cancel failed: " + err.message, true);
       } finally {
@@ -212,23 +280,45 @@ function setUpActions() {
       }
     });
   }
-  for (const form of document.querySelectorAll(".hook-form")) {
-    const status = form.querySelector(".hook-message");
+  setUpJsonForms();
+}
+
+// JSON typed in a form (a hook payload, a message) is checked as it is typed and
+// before sending; the server checks it again and its answer is shown in the same place
+function jsonError(text) {
+  try {
+    JSON.parse(text);
+    return null;
+  } catch (err) {
+    return "not valid JSON: " + err.message;
+  }
+}
+
+function checkJson(form) {
+  const area = form.elements.json;
+  const problem = jsonError(area.value);
+  say(form.querySelector(".json-error"), problem || "", true);
+  area.setAttribute("aria-invalid", problem ? "true" : "false");
+  return problem === null;
+}
+
+function setUpJsonForms() {
+  for (const form of document.querySelectorAll("form.json-form")) {
+    if (form.dataset.ready) continue;
+    form.dataset.ready = "true";
+    const status = form.querySelector(".form-message");
+    form.elements.json.addEventListener("input", () => checkJson(form));
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      let payload;
+      say(status, "");
+      if (!checkJson(form)) return;
+      const body = { json: form.elements.json.value };
+      if (form.elements.topic) body.topic = form.elements.topic.value;
       try {
-        payload = JSON.parse(form.elements.payload.value);
+        await post(form.dataset.url, body);
+        say(status, form.classList.contains("hook-form") ? "payload sent" : "message sent");
       } catch (err) {
-        say(status, "not valid JSON: " + err.message, true);
-        return;
-      }
-      try {
-        await post(form.dataset.url, { payload: payload });
-        say(status, "payload sent");
-        pollDelay = 300;
-      } catch (err) {
-        say(status, "not sent: " + err.message, true);
+        say(form.querySelector(".json-error"), "not sent: " + err.message, true);
       }
     });
   }
@@ -238,6 +328,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.page === "runs") pollRuns();
   if (document.body.dataset.page === "run") {
     setUpActions();
-    pollRun();
+    followRun();
   }
 });
