@@ -33,6 +33,7 @@ from worldflow.core.events import (
     HookDisposed,
     HookReceived,
     MessageReceived,
+    MessageWaiting,
     RunCreated,
     RunStarted,
     StepCompleted,
@@ -135,6 +136,27 @@ def test_nothing_open_in_a_started_run_is_a_message_wait() -> None:
     assert _kind(MessageReceived("orders", RAW)) == "message"
 
 
+def test_a_noted_receive_names_its_topics_until_a_message_comes() -> None:
+    waiting = waiting_for(_run(), _log(MessageWaiting(["orders", "refunds"])))
+    assert waiting is not None and waiting["kind"] == "message"
+    assert waiting["topics"] == ["orders", "refunds"]
+    assert waiting_text(waiting) == "waiting for message (topic 'orders', 'refunds')"
+    other = waiting_for(_run(), _log(MessageWaiting(["orders"]), MessageReceived("x", RAW)))
+    assert other is not None and other["topics"] == ["orders"]  # still waiting on orders
+    after = waiting_for(_run(), _log(MessageWaiting(["orders"]), MessageReceived("orders", RAW)))
+    assert after is not None and after["kind"] == "message" and after["topics"] is None
+
+
+def test_a_receive_with_a_timeout_is_a_message_wait_until_its_deadline() -> None:
+    until = T0 + dt.timedelta(hours=2)
+    waiting = waiting_for(_run(), _log(WaitCreated("1", until), MessageWaiting(["orders"])))
+    assert waiting is not None and waiting["kind"] == "message"
+    assert waiting["until"] == until.isoformat() and waiting["topics"] == ["orders"]
+    # a sleep begun after the note is what the run waits on
+    later = waiting_for(_run(), _log(MessageWaiting(["orders"]), WaitCreated("1", until)))
+    assert later is not None and later["kind"] == "sleep"
+
+
 def test_a_requested_cancel_shows_cancelling() -> None:
     assert _kind(HookCreated("1", "t"), CancelRequested()) == "cancelling"
 
@@ -229,6 +251,12 @@ async def test_a_real_waiting_run_says_what_it_waits_for(world: Any, case: str) 
     elif case == "hook":
         assert waiting["token"] == token
     elif case == "message":
+        with anyio.fail_after(30):  # the topics are noted when the run is set aside
+            while waiting.get("topics") != ["orders"]:
+                await anyio.sleep(0.02)
+                record = await world.get_run(run.run_id)
+                assert record is not None
+                waiting = await run_waiting(world, record) or {}
         await send(run.run_id, {"id": 7}, topic="orders", world=world)
         assert await run.result(timeout=30) == {"id": 7}
     elif case == "child":
@@ -248,3 +276,46 @@ async def test_a_real_waiting_run_says_what_it_waits_for(world: Any, case: str) 
         assert record.status == "cancelled"
         record = await world.get_run(run.run_id)
         assert await run_waiting(world, record) is None
+
+
+@workflow(name="wait_two_messages")
+async def two_messages() -> list[Any]:
+    first = await receive(topic="orders")
+    await sleeper_step()
+    return [first, await receive(topic="orders")]
+
+
+@step(name="wait_quick")
+async def sleeper_step() -> None:
+    return None
+
+
+async def test_a_message_wait_is_noted_once_per_wait_and_replays(world: Any) -> None:
+    """Set aside again and again (other input wakes it), a run notes its receive()
+    once; after a message, the next wait is noted again; the log replays."""
+    from worldflow import check_replay
+
+    run = await start(two_messages, world=world)
+
+    async def notes() -> list[list[str]]:
+        return [e.event.topics for e in await world.list_events(run.run_id)
+                if isinstance(e.event, MessageWaiting)]
+
+    async def until_noted(count: int) -> None:
+        with anyio.fail_after(30):
+            while True:
+                if len(await notes()) >= count:
+                    return
+                await anyio.sleep(0.02)
+
+    await until_noted(1)
+    for _ in range(3):  # input on another topic wakes the run; it waits on
+        await send(run.run_id, "noise", topic="other", world=world)
+        await anyio.sleep(0.2)
+    assert await notes() == [["orders"]]
+    await send(run.run_id, 1, topic="orders", world=world)
+    await until_noted(2)
+    await check_replay(run.run_id, world=world)
+    await send(run.run_id, 2, topic="orders", world=world)
+    assert await run.result(timeout=30) == [1, 2]
+    assert await notes() == [["orders"], ["orders"]]

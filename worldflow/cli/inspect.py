@@ -328,6 +328,8 @@ def event_details(event: dict[str, Any]) -> str:
         parts.append(f"until {_time(data['resume_at'])}")
     if "token" in data:
         parts.append(f"token {data['token']}")
+    if "topics" in data:
+        parts.append("topics " + ", ".join(data["topics"]))
     parts.extend(f"{key} {_compact(data[key], 120)}"
                  for key in ("payload", "output", "workflow_name", "reason", "change_id")
                  if key in data)

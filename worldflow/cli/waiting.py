@@ -7,8 +7,10 @@ An item opens with one event and closes with another (``step_started`` ..
 ``child_started`` .. ``child_ended``). Of the items still open, the one the run most
 likely waits on is shown, in this order: a step attempt running, a retry backoff, a
 hook that has not had a payload yet, a sleep (or timeout), a child run, a hook that has
-had payloads (``async for``). With none open, a started run waits on something the log
-records only when it arrives: a message (``receive()`` writes nothing until one comes).
+had payloads (``async for``). With none open, a started run waits for a message: when
+it is set aside, its ``receive()`` topics are noted (``message_waiting``), until a
+message on one of them comes; a ``receive(timeout=...)`` noted after its sleep shows as
+a message wait until that deadline.
 
 ``Waiting`` (the ``"waiting"`` key of RunSummary/RunDetail; null unless running)::
 
@@ -19,6 +21,7 @@ records only when it arrives: a message (``receive()`` writes nothing until one 
      "detail": str,  # e.g. "until 2026-01-01T00:00:00+00:00", "token approve-me"
      "until": str | null, "token": str | null, "child_run_id": str | null,
      "workflow_name": str | null (the child's), "step_name": str | null,
+     "topics": [str] | null (a message's: the topics receive() waits on),
      "correlation_id": str | null}
 """
 
@@ -33,6 +36,8 @@ from worldflow.core.events import (
     HookCreated,
     HookDisposed,
     HookReceived,
+    MessageReceived,
+    MessageWaiting,
     RunStarted,
     StepCompleted,
     StepFailed,
@@ -83,6 +88,7 @@ def waiting_for(run: RunRecord, events: list[EventRecord]) -> dict[str, Any] | N
     cancel_requested = False
     open_items: dict[tuple[str, str], dict[str, Any]] = {}
     received: set[str] = set()
+    noted: tuple[int, list[str]] | None = None  # the last message_waiting: (seq, topics)
     for record in events:
         event, seq = record.event, record.seq
         match event:
@@ -114,6 +120,10 @@ def waiting_for(run: RunRecord, events: list[EventRecord]) -> dict[str, Any] | N
                                                    workflow_name=name, correlation_id=cid)
             case ChildEnded(correlation_id=cid):
                 open_items.pop(("child", cid), None)
+            case MessageWaiting(topics=topics):
+                noted = (seq, topics)
+            case MessageReceived(topic=topic) if noted is not None and topic in noted[1]:
+                noted = None
             case _:
                 pass
     if cancel_requested:
@@ -129,7 +139,12 @@ def waiting_for(run: RunRecord, events: list[EventRecord]) -> dict[str, Any] | N
         chosen = _item("message", 0)
     else:  # claimed, but its workflow has not begun
         chosen = _item("running", 0)
+    if noted is not None and (chosen["kind"] == "message" or (
+            chosen["kind"] == "sleep" and noted[0] > chosen["seq"])):
+        # receive() waits on these topics (with a timeout: the sleep is its deadline)
+        chosen = {**chosen, "kind": "message", "topics": noted[1]}
     chosen.pop("seq")
+    chosen.setdefault("topics", None)
     chosen["label"] = LABELS[chosen["kind"]]
     if chosen["kind"] == "running" and chosen["step_name"] is None:
         chosen["label"] = "running"
@@ -152,6 +167,10 @@ def _detail(item: dict[str, Any]) -> str:
     if kind == "child":
         return f"run {item['child_run_id']} ({item['workflow_name']})"
     if kind == "message":
+        if item.get("topics"):
+            topics = ", ".join(repr(t) for t in item["topics"])
+            until = f" until {item['until']}" if item["until"] else ""
+            return f"topic {topics}{until}"
         return "no open step, sleep, hook or child: receive() waits for a message"
     return "cancel requested"
 
@@ -161,7 +180,7 @@ def waiting_text(waiting: dict[str, Any] | None) -> str:
     if waiting is None:
         return ""
     detail = waiting["detail"]
-    if not detail or waiting["kind"] == "message":
+    if not detail or (waiting["kind"] == "message" and not waiting.get("topics")):
         return str(waiting["label"])
     if waiting["kind"] in ("sleep",):
         return f"{waiting['label']} {detail}"

@@ -34,6 +34,7 @@ from worldflow.core.events import (
     HookReceived,
     HookRejected,
     MessageReceived,
+    MessageWaiting,
     PatchMarker,
     RunCancelled,
     RunCompleted,
@@ -123,6 +124,9 @@ class RunActor:
         self._deadline: dt.datetime | None = None  # the workflow's timeout
         self._queue_slot: tuple[str, str] | None = None
         self._children_open: dict[str, str] = {}  # child run id -> cid
+        #: the topics of the last message_waiting note since a message came (not noted
+        #: again while they are the same)
+        self._noted_topics: tuple[str, ...] | None = None
         #: a cancel reached the workflow (cancel_requested is in the log)
         self._cancel_requested = False
         #: steps whose attempt (or retry) the cancel stopped: their outcomes are ignored
@@ -335,8 +339,11 @@ class RunActor:
                     self._hooks_open[token] = cid
                 case HookDisposed(token=token):
                     self._hooks_open.pop(token, None)
-                case MessageReceived():
+                case MessageReceived(topic=topic):
+                    self._message_came(topic)
                     instance.deliver(record)
+                case MessageWaiting(topics=topics):
+                    self._noted_topics = tuple(topics)
                 case ChildStarted(correlation_id=cid, child_run_id=child_id,
                                   workflow_name=name):
                     child = instance.expect(cid, ChildCall)
@@ -494,6 +501,7 @@ class RunActor:
                                 item.token or "default", item.payload))
                             records.append(record)
                             deliveries.append(record)
+                            self._message_came(item.token or "default")
                         elif item.kind == "child_ended" and item.token is not None:
                             ended = await self._check_child(item.token)
                             if ended is not None:
@@ -820,9 +828,27 @@ class RunActor:
     async def _evict(self) -> None:
         wake_at = self._wake_at()
         logger.debug("run %s: waiting until %s; evicted", self.run_id, wake_at or "input")
+        await self._note_message_wait()
         self.releasing = True
         await self.world.release_run(self.run_id, self.engine.worker_id, wake_at)
         self._span_outcome = "waiting"
+
+    def _message_came(self, topic: str) -> None:
+        if self._noted_topics is not None and topic in self._noted_topics:
+            self._noted_topics = None  # the noted wait is over: a next one is noted anew
+
+    async def _note_message_wait(self) -> None:
+        """Before the run is set aside: if `receive()` waits, say on which topics (once
+        per change), so that the UI and `inspect` can show what the run waits for."""
+        instance = self._instance
+        assert instance is not None
+        topics = tuple(sorted(topic for topic, waiters in instance.message_waiters.items()
+                              if any(not w.done() for w in waiters)))
+        if not topics or topics == self._noted_topics:
+            return
+        await self.world.append_events(self.run_id,
+                                       [self._record(MessageWaiting(list(topics)))])
+        self._noted_topics = topics
 
     # -- the end -----------------------------------------------------------------------
     async def _finish(self) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "HookReceived",
     "HookRejected",
     "MessageReceived",
+    "MessageWaiting",
     "PatchMarker",
     "RunCancelled",
     "RunCompleted",
@@ -209,6 +210,14 @@ class PatchMarker(_Event, tag="patch_marker", frozen=True):
     position: int = 0
 
 
+class MessageWaiting(_Event, tag="message_waiting", frozen=True):
+    """A note, not a call: the run was set aside while `receive()` waited on `topics`
+    (recorded so that a reader of the log can say what the run waits for). It takes no
+    position in the program order and replay passes over it."""
+
+    topics: list[str]
+
+
 class RunCompleted(_Event, tag="run_completed", frozen=True):
     output: Raw
 
@@ -232,7 +241,7 @@ Event = (RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | St
          | WaitCreated | WaitCompleted | HookCreated | HookReceived | HookRejected
          | HookDisposed
          | MessageReceived | ChildStarted | ChildEnded | CancelRequested | ValuePublished
-         | PatchMarker | RunCompleted | RunFailed | RunCancelled | RunContinued)
+         | PatchMarker | MessageWaiting | RunCompleted | RunFailed | RunCancelled | RunContinued)
 
 TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled, RunContinued)
 
