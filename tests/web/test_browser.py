@@ -326,7 +326,8 @@ def test_message_form_checks_json_and_the_run_completes_without_reloading(
 
     page.goto(live_ui.split("/runs/")[0] + f"/runs/{MESSAGE_RUN}")
     expect(page.locator("#run-status")).to_have_text("running")
-    expect(page.locator("#run-waiting")).to_have_text("waiting for message")
+    expect(page.locator("#run-waiting")).to_have_text(
+        f"waiting for message (topic '{MESSAGE_TOPIC}')")
     page.evaluate("window.notReloaded = true")
     form = page.locator("#message-form")
     form.get_by_label("Topic").fill(MESSAGE_TOPIC)
