@@ -387,3 +387,46 @@ async def echo_step(value: Any) -> Any:
 @workflow(name="pg_echo_flow")
 async def echo_flow(value: Any) -> Any:
     return await echo_step(value)
+
+
+async def test_a_hook_token_taken_by_another_process_at_the_same_moment_conflicts(
+        own_db: str) -> None:
+    """Two processes create the same hook token at once: both look, find nothing and
+    insert. The loser's insert waits on the winner's row; it must get HookConflictError,
+    never take the live token over."""
+    import datetime as dt
+
+    from worldflow.core.events import EventRecord, HookCreated, RunStarted
+    from worldflow.core.records import NewRun
+    from worldflow.errors import HookConflictError
+
+    world = pg_world(own_db)
+    await world.open()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        raw = msgspec.Raw(b'{"args":[],"kwargs":{}}')
+        await world.create_run(NewRun("taker", "pg_flow", raw, now), lease_owner=None,
+                               lease_seconds=30)
+        await world.append_events("taker", [EventRecord("taker", 1, RunStarted(), now)])
+        other = await asyncpg.connect(own_db)
+        try:
+            tx = other.transaction()
+            await tx.start()
+            # "another process" has created the hook but not committed yet
+            await other.execute(
+                "INSERT INTO workflow_hooks (token, workflow_run_id, correlation_id, status, "
+                "created_at) VALUES ('shared-token', 'holder', 'h1', 'active', $1)", now)
+            ours = asyncio.ensure_future(world.append_events("taker", [
+                EventRecord("taker", 2, HookCreated("h1", "shared-token"), now)]))
+            await asyncio.sleep(0.5)  # our insert now waits on the other's row
+            assert not ours.done()
+            await tx.commit()
+            with pytest.raises(HookConflictError):
+                await asyncio.wait_for(ours, 10)
+        finally:
+            await other.close()
+        hook = await world.get_hook("shared-token")
+        assert hook is not None and hook.run_id == "holder"
+        assert [e.seq for e in await world.list_events("taker")] == [0, 1]
+    finally:
+        await world.close()

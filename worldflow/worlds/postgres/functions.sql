@@ -188,7 +188,17 @@ BEGIN
                                workflow_run_id = excluded.workflow_run_id,
                                correlation_id = excluded.correlation_id, status = 'active',
                                created_at = excluded.created_at, disposed_at = NULL,
-                               metadata = excluded.metadata;
+                               metadata = excluded.metadata
+                         -- a disposed hook's token is free again; a live one is not, also
+                         -- when another process committed it after our look above
+                         WHERE workflow_hooks.status <> 'active';
+                        IF NOT FOUND THEN
+                            SELECT workflow_run_id INTO holder FROM workflow_hooks
+                             WHERE token = op->>'token';
+                            RAISE EXCEPTION USING ERRCODE = 'WF001',
+                                MESSAGE = format('hook token %L is already in use by run %s',
+                                                 op->>'token', holder);
+                        END IF;
                     WHEN 'hook_disposed' THEN
                         UPDATE workflow_hooks SET status = 'disposed',
                                disposed_at = (op->>'at')::timestamptz
