@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--latency-workflows", type=int, default=200)
+    ap.add_argument("--writers", type=int, default=1,
+                    help="worldflow's Postgres group-commit writers (1: least CPU per step)")
     ap.add_argument("--database", default="worldflow_bench", type=_database_name,
                     help="Postgres database for worldflow (dropped and recreated)")
     args = ap.parse_args()
@@ -90,7 +92,8 @@ def main() -> None:
                 str(args.latency_workflows)]
     if args.db == "postgres":
         reset_pg_database(args.database)
-        ours_cmd += ["--url", PG_URL.format(database=args.database)]
+        ours_cmd += ["--url", PG_URL.format(database=args.database),
+                     "--writers", str(args.writers)]
     ours = run(ours_cmd)
 
     dbos_steps = dbos_tp["throughput"]["steps_per_s"]
@@ -111,7 +114,7 @@ def main() -> None:
                                         "met": over_floor <= 1.3}
     print(json.dumps({
         "goals": goals,
-        "db": args.db, "workflows": args.workflows, "steps": args.steps,
+        "db": args.db, "writers": args.writers, "workflows": args.workflows, "steps": args.steps,
         "concurrency": args.concurrency,
         "worldflow": {"steps_per_s": ours_steps, "per_step_ms": ours_per_step,
                       "latency_median_ms": ours["latency"]["median_ms"],

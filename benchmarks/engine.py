@@ -72,6 +72,7 @@ def make_world(args: argparse.Namespace, tmp: str) -> Any:
         options["path"] = os.path.join(tmp, "bench.db")
     if args.world == "postgres":
         options["connection_string"] = args.url
+        options["writers"] = args.writers
     return create_world(args.world, **options)
 
 
@@ -254,6 +255,8 @@ def main() -> None:
                     help="workflows at --scale-steps (at least --concurrency are run)")
     ap.add_argument("--long-log", type=int, default=0,
                     help="also compare a step's CPU on a fresh log and on one of N events")
+    ap.add_argument("--writers", type=int, default=1,
+                    help="Postgres: group-commit writer connections (WORKFLOW_POSTGRES_WRITERS)")
     ap.add_argument("--uvloop", action="store_true")
     args = ap.parse_args()
     if args.uvloop:
@@ -263,6 +266,8 @@ def main() -> None:
     else:
         result = asyncio.run(amain(args))
     result["uvloop"] = args.uvloop
+    if args.world == "postgres":
+        result["writers"] = args.writers
     print(json.dumps(result), flush=True)
 
 

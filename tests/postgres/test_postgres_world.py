@@ -430,3 +430,64 @@ async def test_a_hook_token_taken_by_another_process_at_the_same_moment_conflict
         assert [e.seq for e in await world.list_events("taker")] == [0, 1]
     finally:
         await world.close()
+
+
+async def test_several_writers_share_the_runs_and_keep_each_runs_order(
+        postgres_url: str) -> None:
+    """writers=3: each run's writes go through one writer, in order; every writer
+    commits some of the runs; results are right."""
+    async with pg_world(postgres_url, queue_concurrency=50, writers=3) as world:
+        runs = [await start(flow, i, world=world) for i in range(150)]
+        assert await asyncio.gather(*(r.result(timeout=60) for r in runs)) == [
+            i + 2 for i in range(150)]
+        assert all(w.queue.commits > 0 for w in world._writers)
+        for run in runs[:10]:
+            seqs = [e.seq for e in await world.list_events(run.run_id)]
+            assert seqs == list(range(len(seqs)))
+
+
+@pytest.mark.parametrize("writers", [0, 9, "2", True, 1.5])
+def test_writers_must_be_a_small_integer(writers: Any) -> None:
+    with pytest.raises(ValueError, match="writers must be an integer from 1 to 8"):
+        create_world("postgres", connection_string="postgresql://x@127.0.0.1/x",
+                     writers=writers)
+
+
+def test_writers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKFLOW_POSTGRES_WRITERS", "2")
+    world = create_world("postgres", connection_string="postgresql://x@127.0.0.1/x")
+    assert world.writers == 2
+    monkeypatch.setenv("WORKFLOW_POSTGRES_WRITERS", "two")
+    with pytest.raises(ValueError, match="WORKFLOW_POSTGRES_WRITERS"):
+        create_world("postgres", connection_string="postgresql://x@127.0.0.1/x")
+
+
+async def test_a_batch_aborted_by_a_deadlock_is_sent_again(postgres_url: str) -> None:
+    """The server breaks a deadlock between two writers' batches by aborting one; that
+    batch was rolled back whole, so the writer sends it again and no caller sees it."""
+    class DeadlockOnce:
+        """The writer's connection, whose first batch the server aborts."""
+
+        def __init__(self, conn: Any) -> None:
+            self.conn, self.calls = conn, 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+        async def fetchval(self, *args: Any) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+            return await self.conn.fetchval(*args)
+
+    async with pg_world(postgres_url) as world:
+        [writer] = world._writers
+        conn = writer._conn
+        flaky = DeadlockOnce(conn)
+        writer._conn = flaky
+        try:
+            run = await start(flow, 5, world=world)
+            assert await run.result(timeout=30) == 7
+        finally:
+            writer._conn = conn
+        assert flaky.calls >= 2

@@ -21,7 +21,8 @@ def create_world(target: str | None = None, **options: Any) -> World:
     options). Options not given are read from the environment:
     ``WORKFLOW_SQLITE_PATH`` (`path`), ``WORKFLOW_POSTGRES_URL`` / ``DATABASE_URL``
     (`connection_string`), ``WORKFLOW_POSTGRES_JOB_PREFIX`` (`job_prefix`),
-    ``WORKFLOW_POSTGRES_WORKER_CONCURRENCY`` (`queue_concurrency`).
+    ``WORKFLOW_POSTGRES_WORKER_CONCURRENCY`` (`queue_concurrency`),
+    ``WORKFLOW_POSTGRES_WRITERS`` (`writers`).
     """
     from_env = not target and bool(os.environ.get("WORKFLOW_TARGET_WORLD"))
     target = target or os.environ.get("WORKFLOW_TARGET_WORLD") or "sqlite"
@@ -50,6 +51,13 @@ def create_world(target: str | None = None, **options: Any) -> World:
             except ValueError:
                 raise ValueError(f"WORKFLOW_POSTGRES_WORKER_CONCURRENCY must be a positive "
                                  f"integer, got {concurrency!r}") from None
+        writers = os.environ.get("WORKFLOW_POSTGRES_WRITERS")
+        if writers and "writers" not in options:
+            try:
+                options["writers"] = int(writers)
+            except ValueError:
+                raise ValueError(f"WORKFLOW_POSTGRES_WRITERS must be an integer from 1 to 8, "
+                                 f"got {writers!r}") from None
         return PostgresWorld(**options)
     where = (f"WORKFLOW_TARGET_WORLD={target}" if from_env
              else f"create_world({target!r})")

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import zlib
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
@@ -102,7 +103,8 @@ class PostgresWorld(BaseWorld):
     finish_poll_interval = 5.0  # NOTIFY brings run ends; polling is only a fallback
 
     def __init__(self, connection_string: str | None = None, *, job_prefix: str = "worldflow",
-                 pool_size: int = 10, connect_timeout: float = 5.0, **options: Any) -> None:
+                 pool_size: int = 10, connect_timeout: float = 5.0, writers: int = 1,
+                 **options: Any) -> None:
         super().__init__(**options)
         if not connection_string:
             raise ValueError("the Postgres world needs a connection string: set "
@@ -113,15 +115,19 @@ class PostgresWorld(BaseWorld):
                              f"got {job_prefix!r}")
         if not isinstance(pool_size, int) or pool_size < 2:
             raise ValueError(f"pool_size must be an integer >= 2, got {pool_size!r}")
+        if isinstance(writers, bool) or not isinstance(writers, int) or not 1 <= writers <= 8:
+            raise ValueError(f"writers must be an integer from 1 to 8, got {writers!r}")
         self.connection_string = connection_string
         self.job_prefix = job_prefix
         self.pool_size = pool_size
+        #: group-commit writers (connections), each committing its share of the runs
+        self.writers = writers
         self.connect_timeout = float(connect_timeout)
         self.channel = f"worldflow_{job_prefix.lower()}"
         parsed = urlparse(connection_string)
         self.address = f"{parsed.hostname or 'localhost'}:{parsed.port or 5432}"
         self._pool: asyncpg.Pool | None = None
-        self._writer: PostgresCommitter | None = None
+        self._writers: list[PostgresCommitter] = []
         self._listener: Listener | None = None
         # backends of this world's own connections: their NOTIFYs are already handled
         # locally (after each commit), so the listener skips them
@@ -130,7 +136,7 @@ class PostgresWorld(BaseWorld):
     @property
     def commits(self) -> int:
         """Batches the group-commit writer committed (each one transaction)."""
-        return 0 if self._writer is None else self._writer.queue.commits
+        return sum(writer.queue.commits for writer in self._writers)
 
     def _queue_key(self, queue: str) -> str:
         return f"{self.job_prefix}/{queue}"
@@ -169,18 +175,21 @@ class PostgresWorld(BaseWorld):
             raise WorldError(self._unreachable(exc)) from None
         except asyncpg.PostgresError as exc:
             raise WorldError(f"Postgres world ({self.address}): {exc}") from None
-        self._writer = PostgresCommitter(self._connect, self.channel)
-        await self._writer.start()
+        for _ in range(self.writers):
+            writer = PostgresCommitter(self._connect, self.channel)
+            self._writers.append(writer)
+            await writer.start()
         self._listener = Listener(self._connect, self.channel, self._on_notice,
                                   self.notify_work)
         await self._listener.start()
 
     async def _close(self) -> None:
-        listener, writer, pool = self._listener, self._writer, self._pool
-        self._listener = self._writer = self._pool = None
+        listener, writers, pool = self._listener, self._writers, self._pool
+        self._listener = self._pool = None
+        self._writers = []
         if listener is not None:
             await listener.close()
-        if writer is not None:
+        for writer in writers:
             await writer.close()
         if pool is not None:
             try:
@@ -241,11 +250,16 @@ class PostgresWorld(BaseWorld):
                 raise WorldError(f"Postgres world ({self.address}): "
                                  f"{type(exc).__name__}: {exc}") from None
 
-    def _require_writer(self) -> PostgresCommitter:
-        if self._writer is None:
+    def _require_writer(self, run_id: str) -> PostgresCommitter:
+        """The writer of `run_id`: all of a run's writes go through one writer, in order
+        (with several writers, runs are shared out by a hash of their id)."""
+        writers = self._writers
+        if not writers:
             raise WorldError("the Postgres world is not open; use `async with world` or "
                              "`await world.open()` first")
-        return self._writer
+        if len(writers) == 1:
+            return writers[0]
+        return writers[zlib.crc32(run_id.encode()) % len(writers)]
 
     # -- runs and the log ---------------------------------------------------------------
     async def create_run(self, run: NewRun, *, lease_owner: str | None,
@@ -266,7 +280,8 @@ class PostgresWorld(BaseWorld):
             if outcome.created and lease_owner is None:
                 self.notify_work()
 
-        outcome: ApplyOutcome = await self._require_writer().queue.write(write, after=after)
+        queue = self._require_writer(run.run_id).queue
+        outcome: ApplyOutcome = await queue.write(write, after=after)
         if outcome.created:
             record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input,
                                None, None, run.created_at, None, None, run.created_at,
@@ -327,7 +342,7 @@ class PostgresWorld(BaseWorld):
             if plan.finishes:
                 self._signal_finished(run_id)
 
-        queue = self._require_writer().queue
+        queue = self._require_writer(run_id).queue
         if wait:
             await queue.write(write, fence=run_id, after=after)
         else:

@@ -56,6 +56,9 @@ __all__ = ["CONNECTION_ERRORS", "PostgresCommitter"]
 logger = logging.getLogger("worldflow.world.postgres")
 
 APPLY = "SELECT worldflow_apply($1::jsonb, $2::text[], $3)"
+#: a batch aborted as a whole by a conflict with another transaction: retried
+TRANSIENT_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,
+                    asyncpg.exceptions.SerializationError)
 #: a NUL character in a name or id: Postgres text (and jsonb) cannot hold it
 NUL = "\\u0000"
 MAX_BATCH = 1000
@@ -121,6 +124,12 @@ class PostgresCommitter:
                 if self._conn is not None:
                     self._conn.terminate()
                     self._conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except TRANSIENT_ERRORS as exc:
+                # the whole batch was rolled back (a deadlock with another writer's batch,
+                # which the server broke by aborting this one): send it again
+                logger.info("Postgres write batch %s; sending it again", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except asyncpg.PostgresError as exc:
