@@ -44,20 +44,10 @@ def create_world(target: str | None = None, **options: Any) -> World:
             options["connection_string"] = url
         if "job_prefix" not in options and os.environ.get("WORKFLOW_POSTGRES_JOB_PREFIX"):
             options["job_prefix"] = os.environ["WORKFLOW_POSTGRES_JOB_PREFIX"]
-        concurrency = os.environ.get("WORKFLOW_POSTGRES_WORKER_CONCURRENCY")
-        if concurrency and "queue_concurrency" not in options:
-            try:
-                options["queue_concurrency"] = int(concurrency)
-            except ValueError:
-                raise ValueError(f"WORKFLOW_POSTGRES_WORKER_CONCURRENCY must be a positive "
-                                 f"integer, got {concurrency!r}") from None
-        writers = os.environ.get("WORKFLOW_POSTGRES_WRITERS")
-        if writers and "writers" not in options:
-            try:
-                options["writers"] = int(writers)
-            except ValueError:
-                raise ValueError(f"WORKFLOW_POSTGRES_WRITERS must be an integer from 1 to 8, "
-                                 f"got {writers!r}") from None
+        _int_from_env(options, "queue_concurrency", "WORKFLOW_POSTGRES_WORKER_CONCURRENCY",
+                      "a positive integer")
+        _int_from_env(options, "writers", "WORKFLOW_POSTGRES_WRITERS",
+                      "an integer from 1 to 8")
         return PostgresWorld(**options)
     where = (f"WORKFLOW_TARGET_WORLD={target}" if from_env
              else f"create_world({target!r})")
@@ -87,3 +77,14 @@ def _from_factory(target: str, where: str, options: dict[str, Any]) -> World:
         raise ValueError(f"{where}: the factory returned a {type(world).__name__}, not a "
                          f"world (a worldflow.worlds.World, e.g. a BaseWorld subclass)")
     return world
+
+
+def _int_from_env(options: dict[str, Any], option: str, variable: str, expected: str) -> None:
+    """Set `option` from the integer in environment variable `variable`, unless given."""
+    text = os.environ.get(variable)
+    if not text or option in options:
+        return
+    try:
+        options[option] = int(text)
+    except ValueError:
+        raise ValueError(f"{variable} must be {expected}, got {text!r}") from None

@@ -173,13 +173,6 @@ BEGIN
                                completed_at = (op->>'at')::timestamptz
                          WHERE id = op->>'step_id';
                     WHEN 'hook_created' THEN
-                        SELECT workflow_run_id INTO holder FROM workflow_hooks
-                         WHERE token = op->>'token' AND status = 'active';
-                        IF FOUND THEN
-                            RAISE EXCEPTION USING ERRCODE = 'WF001',
-                                MESSAGE = format('hook token %L is already in use by run %s',
-                                                 op->>'token', holder);
-                        END IF;
                         INSERT INTO workflow_hooks (token, workflow_run_id, correlation_id,
                                status, created_at, metadata)
                         VALUES (op->>'token', op->>'run_id', op->>'correlation_id', 'active',
@@ -190,7 +183,7 @@ BEGIN
                                created_at = excluded.created_at, disposed_at = NULL,
                                metadata = excluded.metadata
                          -- a disposed hook's token is free again; a live one is not, also
-                         -- when another process committed it after our look above
+                         -- when another process commits it while this insert waits on it
                          WHERE workflow_hooks.status <> 'active';
                         IF NOT FOUND THEN
                             SELECT workflow_run_id INTO holder FROM workflow_hooks

@@ -176,16 +176,10 @@ class _Blobs:
         return len(self.texts)
 
     def maybe(self, value: Raw | None) -> int | None:
-        if value is None:
-            return None
-        self.texts.append(str(value, "utf-8"))
-        return len(self.texts)
+        return None if value is None else self.add(value)
 
     def error(self, error: ErrorInfo | None) -> int | None:
-        if error is None:
-            return None
-        self.texts.append(_error_encoder.encode(error).decode())
-        return len(self.texts)
+        return None if error is None else self.add(Raw(_error_encoder.encode(error)))
 
 
 def _op_row(op: ProjectionOp, blobs: _Blobs) -> _OpRow:
