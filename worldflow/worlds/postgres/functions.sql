@@ -10,6 +10,17 @@
 -- Re-created on every setup (CREATE OR REPLACE). Databases set up by earlier versions
 -- also hold worldflow_apply(json, text), which their processes call during a deploy.
 
+-- The run a create_run finds instead of creating one: the run of that id, or the live
+-- run (pending or running) holding its dedup key. NULL: none.
+CREATE OR REPLACE FUNCTION worldflow_existing_run(run_id text, dedup_key text) RETURNS text
+LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(
+        (SELECT r.id FROM workflow_runs r WHERE r.id = $1),
+        (SELECT r.id FROM workflow_runs r
+          WHERE $2 IS NOT NULL AND r.dedup_key = $2 AND r.status IN ('pending', 'running')
+          LIMIT 1))
+$fn$;
+
 CREATE OR REPLACE FUNCTION worldflow_apply(writes jsonb, blobs text[], channel text)
 RETURNS json
 LANGUAGE plpgsql AS $fn$
@@ -24,7 +35,7 @@ DECLARE
     first_seq integer;
     op jsonb;
     holder text;
-    existing workflow_runs%ROWTYPE;
+    existing_id text;
     -- step counters (projection.step_count_changes): a step's status before its op,
     -- and the append's changes to its run's counters, applied once at its end
     old_status text;
@@ -38,14 +49,10 @@ BEGIN
         BEGIN
             write_type := w->>'type';
             IF write_type = 'create_run' THEN
-                SELECT * INTO existing FROM workflow_runs WHERE id = w->>'run_id';
-                IF NOT FOUND AND w->>'dedup_key' IS NOT NULL THEN
-                    SELECT * INTO existing FROM workflow_runs
-                     WHERE dedup_key = w->>'dedup_key' AND status IN ('pending', 'running');
-                END IF;
-                IF FOUND THEN
+                existing_id := worldflow_existing_run(w->>'run_id', w->>'dedup_key');
+                IF existing_id IS NOT NULL THEN
                     out := out || json_build_object('ok', true, 'created', false,
-                                                    'run_id', existing.id);
+                                                    'run_id', existing_id);
                     CONTINUE;
                 END IF;
                 INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
@@ -233,15 +240,10 @@ BEGIN
                     -- another process created the same run (same id or live dedup key)
                     -- between our look and our insert, and has committed: like a run
                     -- found at first look, it is returned, not an error
-                    SELECT * INTO existing FROM workflow_runs WHERE id = w->>'run_id';
-                    IF NOT FOUND AND w->>'dedup_key' IS NOT NULL THEN
-                        SELECT * INTO existing FROM workflow_runs
-                         WHERE dedup_key = w->>'dedup_key'
-                           AND status IN ('pending', 'running');
-                    END IF;
-                    IF FOUND THEN
+                    existing_id := worldflow_existing_run(w->>'run_id', w->>'dedup_key');
+                    IF existing_id IS NOT NULL THEN
                         out := out || json_build_object('ok', true, 'created', false,
-                                                        'run_id', existing.id);
+                                                        'run_id', existing_id);
                         CONTINUE;
                     END IF;
                 END IF;
