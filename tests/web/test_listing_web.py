@@ -20,7 +20,7 @@ from tests.cli.tagged import (
     tagged_db,
     tagged_postgres,
 )
-from worldflow import create_world
+from tests.web.conftest import populated_world
 from worldflow.cli.web import app
 
 if TYPE_CHECKING:
@@ -31,21 +31,9 @@ __all__ = ["tagged_db", "tagged_postgres"]  # fixtures
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def tagged_world(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        async with create_world("memory") as world:
-            await populate_tagged(world)
-            yield world
-        return
-    if request.param == "sqlite":
-        world = create_world("sqlite", path=request.getfixturevalue("tagged_db"))
-    else:
-        world = create_world("postgres",
-                             connection_string=request.getfixturevalue("tagged_postgres"))
-    await world.open()
-    try:
+    async with populated_world(request, populate_tagged, "tagged_db",
+                               "tagged_postgres") as world:
         yield world
-    finally:
-        await world.close()
 
 
 @pytest.fixture
