@@ -842,8 +842,7 @@ class RunActor:
         per change), so that the UI and `inspect` can show what the run waits for."""
         instance = self._instance
         assert instance is not None
-        topics = tuple(sorted(topic for topic, waiters in instance.message_waiters.items()
-                              if any(not w.done() for w in waiters)))
+        topics = instance.waiting_topics()
         if not topics or topics == self._noted_topics:
             return
         await self.world.append_events(self.run_id,

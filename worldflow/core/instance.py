@@ -407,6 +407,11 @@ class WorkflowInstance:
         """Some `receive` call waits (so outside input can wake the run)."""
         return any(not w.done() for ws in self.message_waiters.values() for w in ws)
 
+    def waiting_topics(self) -> tuple[str, ...]:
+        """The topics some `receive` call waits on, sorted."""
+        return tuple(sorted(topic for topic, waiters in self.message_waiters.items()
+                            if any(not w.done() for w in waiters)))
+
     def expect(self, cid: str, kind: type[_C], step_name: str | None = None) -> _C:
         """The call at position `cid`, which the log records as a `kind` call (of step
         `step_name`); `NonDeterminismError` if the code made no such call there."""

@@ -136,7 +136,6 @@ class PostgresCommitter:
                 error = WorldError(f"Postgres world: {type(exc).__name__}: {exc}")
                 return BatchResult([Failed(error) for _ in batch], committed=False)
 
-
     async def _commit_without_nul(self, batch: list[QueuedWrite[Write]],
                                   fences: Fences) -> BatchResult:
         """A batch in which some write names something with a NUL character: those
