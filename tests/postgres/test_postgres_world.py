@@ -491,3 +491,52 @@ async def test_a_batch_aborted_by_a_deadlock_is_sent_again(postgres_url: str) ->
         finally:
             writer._conn = conn
         assert flaky.calls >= 2
+
+
+async def test_a_step_started_and_completed_in_one_append_is_one_row_insert(
+        own_db: str) -> None:
+    """The usual live path writes a step's start and completion in one append: its row
+    is inserted completed (no update), with both times, and the run's counters agree.
+    A step that already has a row (an attempt before a crash) is updated instead."""
+    import datetime as dt
+
+    from worldflow.core.events import EventRecord, RunStarted, StepCompleted, StepStarted
+    from worldflow.core.records import NewRun
+
+    world = pg_world(own_db)
+    await world.open()
+    conn = await asyncpg.connect(own_db)
+    try:
+        t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        t1 = t0 + dt.timedelta(seconds=1)
+        raw = msgspec.Raw(b'{"args":[],"kwargs":{}}')
+        await world.create_run(NewRun("fused", "pg_flow", raw, t0), lease_owner=None,
+                               lease_seconds=30)
+        await world.append_events("fused", [EventRecord("fused", 1, RunStarted(), t0)])
+        await world.append_events("fused", [
+            EventRecord("fused", 2, StepStarted("1", "s", 1, msgspec.Raw(b"[7]")), t0),
+            EventRecord("fused", 3, StepCompleted("1", "s", 1, msgspec.Raw(b'"x"')), t1)])
+        row = await conn.fetchrow(
+            "SELECT status, attempt, input::text, output::text, started_at, completed_at, "
+            "xmax FROM workflow_steps WHERE id = 'fused:1'")
+        assert (row["status"], row["attempt"], row["input"], row["output"]) == (
+            "completed", 1, "[7]", '"x"')
+        assert (row["started_at"], row["completed_at"]) == (t0, t1)
+        assert int(row["xmax"]) == 0  # inserted as it is: never updated
+        # step 2: a first attempt's row is there (its worker died); the retry's start and
+        # completion in one append update it
+        await world.append_events("fused", [
+            EventRecord("fused", 4, StepStarted("2", "s", 1), t0)])
+        await world.append_events("fused", [
+            EventRecord("fused", 5, StepStarted("2", "s", 2), t1),
+            EventRecord("fused", 6, StepCompleted("2", "s", 2, msgspec.Raw(b"2")), t1)])
+        row = await conn.fetchrow("SELECT status, attempt, output::text FROM "
+                                  "workflow_steps WHERE id = 'fused:2'")
+        assert tuple(row) == ("completed", 2, "2")
+        run = await world.get_run("fused")
+        assert run is not None
+        assert (run.steps_total, run.steps_completed, run.steps_running,
+                run.steps_failed) == (2, 2, 0, 0)
+    finally:
+        await conn.close()
+        await world.close()

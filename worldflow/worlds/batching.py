@@ -14,12 +14,21 @@ next sees its write durable.
 - **Linger.** When every queued write is unawaited (e.g. a `step_started`), the writer
   may wait `linger` seconds for the awaited write that usually follows, to share a
   commit with it.
+- **Overlap.** One batch is in flight at a time, and its callers resume together when
+  it commits. Were they all to run and then all wait for the next commit, the process
+  and the database would take turns, each idle while the other works. So the writer
+  keeps two groups going: when the next batch is already queued as a batch commits, it
+  sends that batch before the committed callers resume; and a big batch whose callers
+  would all resume at once is resumed in two halves, the second as soon as the first
+  half's next writes are on their way (or after `HOLD` seconds). The database commits
+  one half's writes while this process runs the other half's code.
 - **Close.** `close()` commits everything queued so far, then stops the task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -42,6 +51,11 @@ __all__ = [
 logger = logging.getLogger("worldflow.world")
 
 RequestT = TypeVar("RequestT")
+
+#: a committed batch with at least this many awaited writes is resumed in two halves
+SPLIT_MIN = 8
+#: seconds a half may be held back for the other half's next batch, at most
+HOLD = 0.002
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -110,14 +124,23 @@ class GroupCommitQueue(Generic[RequestT]):
     def __init__(self, commit: Callable[[list[QueuedWrite[RequestT]], Fences],
                                         Awaitable[BatchResult]], *,
                  name: str, closed_message: str, max_batch: int, linger: float = 0.0,
-                 close_timeout: float | None = None) -> None:
+                 close_timeout: float | None = None, overlap: bool = True) -> None:
         self._commit = commit
         self._name = name
         self._closed_message = closed_message
         self._max_batch = max_batch
         self._linger = linger
+        #: how long committed callers are held back for the next batch, at most
+        self._hold = linger or HOLD
+        #: hold committed callers back for the next batch (False: each batch's callers
+        #: resume as soon as it commits)
+        self._overlap = overlap
         self._close_timeout = close_timeout
-        self._queue: asyncio.Queue[QueuedWrite[RequestT] | None] = asyncio.Queue()
+        self._items: collections.deque[QueuedWrite[RequestT]] = collections.deque()
+        self._awaited = 0  # queued writes whose callers wait for them
+        self._flush = False  # the linger is over: queued writes go even if none is awaited
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._wake: asyncio.Future[None] | None = None  # the writer waits on it
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._fences = Fences()
@@ -151,7 +174,31 @@ class GroupCommitQueue(Generic[RequestT]):
     def _put(self, write: QueuedWrite[RequestT]) -> None:
         if self._closing or self._task is None or self._task.done():
             raise WorldError(self._closed_message)
-        self._queue.put_nowait(write)
+        self._items.append(write)
+        if write.future is not None:
+            self._awaited += 1
+            self._wake_writer()
+        elif self._linger <= 0:
+            self._flush = True
+            self._wake_writer()
+        elif self._linger_timer is None and not self._flush:
+            # unawaited: it waits for an awaited write to share its commit, or the linger
+            self._linger_timer = asyncio.get_running_loop().call_later(
+                self._linger, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._linger_timer = None
+        self._flush = True
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _due(self) -> bool:
+        """A batch should go now: a queued write is awaited, or the linger is over, or
+        the queue is closing."""
+        return bool(self._items) and (self._awaited > 0 or self._flush or self._closing)
 
     async def close(self) -> None:
         """Commit everything queued so far, then stop the writer task."""
@@ -159,7 +206,7 @@ class GroupCommitQueue(Generic[RequestT]):
         task = self._task
         if task is None or task.done():
             return
-        self._queue.put_nowait(None)
+        self._wake_writer()
         if self._close_timeout is None:
             await task
             return
@@ -168,49 +215,98 @@ class GroupCommitQueue(Generic[RequestT]):
         except TimeoutError:
             task.cancel()
 
+    async def _wait(self, timeout: float | None) -> None:
+        """Until a batch is due or the queue closes (or `timeout` seconds pass)."""
+        if self._due() or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._wake = loop.create_future()
+        timer = loop.call_later(timeout, self._wake_writer) if timeout is not None else None
+        try:
+            await self._wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self) -> list[QueuedWrite[RequestT]]:
+        """The next batch: what is queued, up to `max_batch` writes."""
+        items = self._items
+        if len(items) <= self._max_batch:
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(self._max_batch)]
+        self._awaited -= sum(1 for w in batch if w.future is not None)
+        if not items:
+            self._flush = False
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+                self._linger_timer = None
+        return batch
+
     async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            stopping = self._drain(batch)
-            if not stopping and self._linger > 0 and all(w.future is None for w in batch):
-                stopping = await self._wait_linger(batch)
-            live = [w for w in batch if not self._fenced_out(w)]
+        # committed writes whose callers have not been told yet: they are told as soon as
+        # the next batch is on its way (see "Overlap" in the module docstring)
+        held: list[tuple[QueuedWrite[RequestT], Outcome]] = []
+        while True:
+            await self._wait(self._hold if held else None)
+            if not self._due():
+                if held:  # nothing came soon: tell the held callers now
+                    self._resolve(held)
+                    held = []
+                if self._closing and not self._items:
+                    break
+                continue
+            live = [w for w in self._take() if not self._fenced_out(w)]
             if not live:
                 continue
-            try:
-                result = await self._commit(live, self._fences)
-            except Exception as exc:  # the writer must outlive any one batch
-                logger.exception("%s: a write batch failed", self._name)
-                error = WorldError(f"{type(exc).__name__}: {exc}")
-                result = BatchResult([Failed(error) for _ in live], committed=False)
+            if held:
+                # the commit starts (its task runs first) before the held callers resume
+                commit = asyncio.ensure_future(self._commit_safely(live))
+                self._resolve(held)
+                held = []
+                try:
+                    result = await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    commit.cancel()
+                    raise
+            else:
+                result = await self._commit_safely(live)
             if result.committed:
                 self.commits += 1
                 self.writes += len(live)
-            self._resolve(live, result.outcomes)
+            done = list(zip(live, result.outcomes, strict=True))
+            # failures first, and at once: they fence the writes that follow them
+            self._resolve([d for d in done if isinstance(d[1], Failed)])
+            ok = [d for d in done if isinstance(d[1], Committed)]
+            if not self._overlap or self._closing:
+                self._resolve(ok)
+            elif self._items:
+                held = ok  # the next batch is coming: it goes out before these resume
+            else:
+                split = self._split_point(ok)
+                self._resolve(ok[:split])
+                held = ok[split:]
+        self._resolve(held)
 
-    def _drain(self, batch: list[QueuedWrite[RequestT]]) -> bool:
-        """Add what is queued to `batch`; True if the writer was told to stop."""
-        while len(batch) < self._max_batch and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                return True
-            batch.append(item)
-        return False
-
-    async def _wait_linger(self, batch: list[QueuedWrite[RequestT]]) -> bool:
+    async def _commit_safely(self, batch: list[QueuedWrite[RequestT]]) -> BatchResult:
         try:
-            async with asyncio.timeout(self._linger):
-                item = await self._queue.get()
-        except TimeoutError:
-            return False
-        if item is None:
-            return True
-        batch.append(item)
-        return self._drain(batch)
+            return await self._commit(batch, self._fences)
+        except Exception as exc:  # the writer must outlive any one batch
+            logger.exception("%s: a write batch failed", self._name)
+            error = WorldError(f"{type(exc).__name__}: {exc}")
+            return BatchResult([Failed(error) for _ in batch], committed=False)
+
+    @staticmethod
+    def _split_point(done: list[tuple[QueuedWrite[RequestT], Outcome]]) -> int:
+        """Where to cut a committed batch whose callers all resume at once: the first
+        part resumes now, the rest once the first part's next writes are on their way.
+        Small batches are not cut."""
+        awaited = [i for i, (write, _) in enumerate(done) if write.future is not None]
+        if len(awaited) < SPLIT_MIN:
+            return len(done)
+        return awaited[len(awaited) // 2]
 
     def _fenced_out(self, write: QueuedWrite[RequestT]) -> bool:
         error = self._fences.check(write)
@@ -220,8 +316,8 @@ class GroupCommitQueue(Generic[RequestT]):
             write.future.set_exception(error)
         return True
 
-    def _resolve(self, batch: list[QueuedWrite[RequestT]], outcomes: list[Outcome]) -> None:
-        for write, outcome in zip(batch, outcomes, strict=True):
+    def _resolve(self, done: list[tuple[QueuedWrite[RequestT], Outcome]]) -> None:
+        for write, outcome in done:
             future = write.future
             match outcome:
                 case Committed(value=value):

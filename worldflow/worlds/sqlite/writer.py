@@ -70,7 +70,7 @@ class SQLiteCommitter:
         self._path = path
         self.queue: GroupCommitQueue[Apply] = GroupCommitQueue(
             self._commit, name="worldflow-sqlite-writer", max_batch=MAX_BATCH,
-            linger=LINGER,
+            linger=LINGER, overlap=False,
             closed_message=(f"SQLite world {path} is closed; open it first "
                             f"(await world.open() or async with world)"))
 

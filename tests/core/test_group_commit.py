@@ -1,0 +1,214 @@
+"""The group-commit queue (worlds/batching.py) on its own: what goes into each batch,
+when callers resume, and what holds across failures and close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from worldflow.errors import LeaseLostError, WorldError
+from worldflow.worlds.batching import (
+    HOLD,
+    SPLIT_MIN,
+    BatchResult,
+    Committed,
+    Failed,
+    Fences,
+    GroupCommitQueue,
+    QueuedWrite,
+)
+
+
+class Recorder:
+    """A commit function that records each batch and the order of events around it."""
+
+    def __init__(self, delay: float = 0.0, fail: set[str] | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.log: list[str] = []
+        self.delay = delay
+        self.fail = fail or set()
+
+    async def commit(self, batch: list[QueuedWrite[str]], fences: Fences) -> BatchResult:
+        names = [w.request for w in batch]
+        self.batches.append(names)
+        self.log.append(f"commit {','.join(names)}")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        outcomes = []
+        for write in batch:
+            fenced = fences.check(write)
+            if fenced is not None:
+                outcomes.append(Failed(fenced))
+            elif write.request in self.fail:
+                error = WorldError(f"{write.request} refused")
+                fences.poison(write, error)
+                outcomes.append(Failed(error))
+            else:
+                outcomes.append(Committed(write.request.upper()))
+        return BatchResult(outcomes, committed=True)
+
+
+def make_queue(recorder: Recorder, **options: Any) -> GroupCommitQueue[str]:
+    options.setdefault("max_batch", 100)
+    return GroupCommitQueue(recorder.commit, name="test-writer", closed_message="closed",
+                            **options)
+
+
+async def test_a_write_returns_its_result_after_its_commit() -> None:
+    recorder = Recorder()
+    queue = make_queue(recorder)
+    queue.start()
+    assert await queue.write("a") == "A"
+    assert recorder.batches == [["a"]]
+    await queue.close()
+
+
+async def test_writes_queued_together_share_one_commit_in_order() -> None:
+    recorder = Recorder()
+    queue = make_queue(recorder)
+    queue.start()
+    results = await asyncio.gather(*(queue.write(f"w{i}") for i in range(10)))
+    assert results == [f"W{i}" for i in range(10)]
+    assert recorder.batches == [[f"w{i}" for i in range(10)]]
+    assert (queue.commits, queue.writes) == (1, 10)
+    await queue.close()
+
+
+async def test_an_unawaited_write_waits_for_the_awaited_one_that_follows() -> None:
+    recorder = Recorder()
+    queue = make_queue(recorder, linger=0.5)
+    queue.start()
+    queue.write_nowait("started")
+    await asyncio.sleep(0.01)
+    assert recorder.batches == []  # lingering, not sent alone
+    t0 = time.perf_counter()
+    assert await queue.write("completed") == "COMPLETED"
+    assert time.perf_counter() - t0 < 0.25  # the awaited write did not wait the linger out
+    assert recorder.batches == [["started", "completed"]]
+    await queue.close()
+
+
+async def test_an_unawaited_write_alone_goes_when_the_linger_is_over() -> None:
+    recorder = Recorder()
+    queue = make_queue(recorder, linger=0.02)
+    queue.start()
+    queue.write_nowait("alone")
+    for _ in range(100):
+        if recorder.batches:
+            break
+        await asyncio.sleep(0.01)
+    assert recorder.batches == [["alone"]]
+    await queue.close()
+
+
+async def test_a_big_batch_resumes_in_two_halves_around_the_next_commit() -> None:
+    """The first half's next writes are on their way before the second half resumes."""
+    recorder = Recorder(delay=0.001)
+    queue = make_queue(recorder, linger=0.002)
+    queue.start()
+    n = 2 * SPLIT_MIN
+
+    async def caller(i: int) -> None:
+        await queue.write(f"a{i}")
+        recorder.log.append(f"resumed {i}")
+        await queue.write(f"b{i}")
+
+    await asyncio.gather(*(caller(i) for i in range(n)))
+    assert recorder.batches[0] == [f"a{i}" for i in range(n)]
+    # the first half resumed, and their next writes went out as one batch, before any
+    # caller of the second half resumed
+    second_commit = recorder.log.index(f"commit {','.join(f'b{i}' for i in range(n // 2))}")
+    resumed = [line for line in recorder.log[:second_commit] if line.startswith("resumed")]
+    assert resumed == [f"resumed {i}" for i in range(n // 2)]
+    assert sorted(w for b in recorder.batches for w in b) == sorted(
+        [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)])
+    await queue.close()
+
+
+async def test_a_held_half_resumes_after_the_hold_when_nothing_else_is_written() -> None:
+    recorder = Recorder()
+    queue = make_queue(recorder, linger=0.002)
+    queue.start()
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(queue.write(f"w{i}") for i in range(2 * SPLIT_MIN)))
+    assert results == [f"W{i}" for i in range(2 * SPLIT_MIN)]
+    assert time.perf_counter() - t0 < 1.0
+    assert HOLD <= 0.01
+    await queue.close()
+
+
+async def test_without_overlap_every_caller_resumes_at_its_commit() -> None:
+    recorder = Recorder(delay=0.001)
+    queue = make_queue(recorder, linger=0.002, overlap=False)
+    queue.start()
+    n = 2 * SPLIT_MIN
+
+    async def caller(i: int) -> None:
+        await queue.write(f"a{i}")
+        await queue.write(f"b{i}")
+
+    await asyncio.gather(*(caller(i) for i in range(n)))
+    assert recorder.batches == [[f"a{i}" for i in range(n)], [f"b{i}" for i in range(n)]]
+    await queue.close()
+
+
+async def test_a_failed_unawaited_write_fences_the_next_write_of_its_run() -> None:
+    recorder = Recorder(fail={"lost"})
+    queue = make_queue(recorder, linger=0.002)
+    queue.start()
+    queue.write_nowait("lost", fence="run-1")
+    with pytest.raises(LeaseLostError, match="lost refused"):  # in the same batch
+        await queue.write("after", fence="run-1")
+    queue.write_nowait("lost", fence="run-2")
+    await asyncio.sleep(0.05)  # committed (and failed) alone
+    with pytest.raises(LeaseLostError, match="earlier append failed"):
+        await queue.write("later", fence="run-2")
+    assert ["later"] not in recorder.batches  # never sent
+    assert await queue.write("other", fence="run-3") == "OTHER"
+    await queue.close()
+
+
+async def test_close_commits_what_is_queued_and_refuses_more() -> None:
+    recorder = Recorder(delay=0.005)
+    queue = make_queue(recorder, linger=1.0)
+    queue.start()
+    queue.write_nowait("queued")
+    pending = asyncio.ensure_future(queue.write("awaited"))
+    await asyncio.sleep(0)
+    await queue.close()
+    assert await pending == "AWAITED"
+    assert [w for b in recorder.batches for w in b] == ["queued", "awaited"]
+    with pytest.raises(WorldError, match="closed"):
+        queue.write_nowait("late")
+
+
+async def test_a_batch_holds_at_most_max_batch_writes() -> None:
+    recorder = Recorder()
+    queue = make_queue(recorder, max_batch=4)
+    queue.start()
+    await asyncio.gather(*(queue.write(f"w{i}") for i in range(10)))
+    assert [len(b) for b in recorder.batches] == [4, 4, 2]
+    assert [w for b in recorder.batches for w in b] == [f"w{i}" for i in range(10)]
+    await queue.close()
+
+
+async def test_a_commit_function_that_raises_fails_its_batch_and_the_writer_goes_on() -> None:
+    calls = 0
+
+    async def commit(batch: list[QueuedWrite[str]], fences: Fences) -> BatchResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return BatchResult([Committed(w.request) for w in batch], committed=True)
+
+    queue: GroupCommitQueue[str] = GroupCommitQueue(commit, name="t", closed_message="c",
+                                                    max_batch=10)
+    queue.start()
+    with pytest.raises(WorldError, match="boom"):
+        await queue.write("first")
+    assert await queue.write("second") == "second"
+    await queue.close()
