@@ -116,6 +116,10 @@ class Run(Generic[T]):
         ended = None if engine is None else engine.local_end(self.run_id)
         if ended is None:
             return None
+        if ended.done():
+            return ended.result()
+        if timeout is None:
+            return await asyncio.shield(ended)
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(ended)

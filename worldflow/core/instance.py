@@ -301,7 +301,7 @@ class WorkflowInstance:
         # asyncio's stubs mark every loop method abstract; WorkflowLoop implements the
         # ones tasks and futures use, and refuses I/O
         self.loop = WorkflowLoop(self)  # type: ignore[abstract]
-        self.random = _random.Random(run_id)
+        self._random: _random.Random | None = None  # made on first use (most runs never)
         self.calls: dict[str, Call] = {}
         self.new_calls: list[Call] = []
         self.recorded_tokens: dict[str, str] = {}  # cid -> hook token, from the log
@@ -321,6 +321,13 @@ class WorkflowInstance:
         self.recorded_patches: set[str] = set()
         self.new_patch_markers: list[tuple[str, int]] = []
         self.log_last_position = 0
+
+    @property
+    def random(self) -> _random.Random:
+        """The run's random generator, seeded by its id: the same sequence on replay."""
+        if self._random is None:
+            self._random = _random.Random(self.run_id)
+        return self._random
 
     # -- driving -----------------------------------------------------------------
     def start(self) -> None:

@@ -89,11 +89,22 @@ def load() -> bool:
     return True
 
 
+def _sdk_configured() -> bool:
+    """A tracer provider is set (an SDK, or another implementation); with the API's
+    default provider every span would be a no-op, so none is started."""
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def current_carrier() -> dict[str, str]:
     """The caller's trace context as W3C headers (empty when there is no span)."""
     if not active:
         return {}
-    from opentelemetry import propagate
+    from opentelemetry import baggage, propagate, trace
+
+    if not trace.get_current_span().get_span_context().is_valid and not baggage.get_all():
+        return {}  # nothing to carry (the usual case without an SDK)
 
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
@@ -116,7 +127,7 @@ def start_run_span(carrier: dict[str, str], run_id: str, workflow: str, *,
     """A segment of a run: a ``workflow NAME`` span continuing the stored context; None
     if it is not recorded (no SDK is configured, or it is sampled out), and then its
     steps make no spans either: with the API alone, a step costs one `is None` check."""
-    if _tracer is None:
+    if _tracer is None or not _sdk_configured():
         return None
     from opentelemetry import context, propagate
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, Self, cast, runtime_checkable
@@ -48,6 +49,10 @@ def system_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: system_clock, as one C call
+_fast_system_clock: Clock = functools.partial(dt.datetime.now, dt.UTC)
+
+
 class TimerHandle(Protocol):
     """A scheduled callback; `cancel()` makes sure it does not run (idempotent)."""
 
@@ -73,7 +78,7 @@ class SystemTimers:
     """`Timers` on a clock function, waiting in real time with the running loop."""
 
     def __init__(self, clock: Clock = system_clock) -> None:
-        self._clock = clock
+        self._clock = _fast_system_clock if clock is system_clock else clock
 
     def now(self) -> dt.datetime:
         return self._clock()
@@ -338,7 +343,10 @@ class BaseWorld:
         #: wait in real time) or a whole `Timers` (e.g. `worldflow.testing`'s)
         self.timers: Timers = (clock if isinstance(clock, Timers)
                                else SystemTimers(clock or system_clock))
-        self._clock = self.timers.now
+        timers = self.timers
+        # the clock function itself when there is one (a call less on every read)
+        self._clock: Clock = (timers._clock if isinstance(timers, SystemTimers)
+                              else timers.now)
         self._work_event = asyncio.Event()
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._inbox_listener: Callable[[str], None] | None = None

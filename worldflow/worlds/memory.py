@@ -10,6 +10,8 @@ import datetime as dt
 import itertools
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from worldflow.core.events import RunCreated
 from worldflow.core.records import (
     HookRecord,
@@ -247,11 +249,15 @@ class MemoryWorld(BaseWorld):
         self._count_step(run_id, old_status, steps[cid].status)
 
     def _count_step(self, run_id: str, old_status: str | None, new_status: str) -> None:
-        run = self._runs[run_id]
-        changes = projection.step_count_changes(old_status, new_status)
+        key = (old_status, new_status)
+        changes = _COUNT_CHANGES.get(key)
+        if changes is None:
+            changes = _COUNT_CHANGES[key] = tuple(
+                projection.step_count_changes(old_status, new_status).items())
         if changes:
+            run = self._runs[run_id]
             self._runs[run_id] = _replace(run, **{
-                counter: getattr(run, counter) + by for counter, by in changes.items()})
+                counter: getattr(run, counter) + by for counter, by in changes})
 
     # -- queue ---------------------------------------------------------------------
     async def claim_runs(self, owner: str, limit: int, lease_seconds: float, *,
@@ -496,7 +502,7 @@ class MemoryWorld(BaseWorld):
         return True
 
 
-def _replace(record: Any, **changes: Any) -> Any:
-    import msgspec
+#: step_count_changes by (old status, new status), as (counter, change) pairs
+_COUNT_CHANGES: dict[tuple[str | None, str], tuple[tuple[str, int], ...]] = {}
 
-    return msgspec.structs.replace(record, **changes)
+_replace = msgspec.structs.replace
