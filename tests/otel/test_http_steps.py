@@ -50,17 +50,21 @@ async def remote(x: int) -> int:
 
 
 @pytest.fixture
-async def served_world() -> AsyncIterator[tuple[Any, int]]:
-    """A memory world served on a real port (its engine runs the workflows; its steps go
-    back to it over HTTP once `use_http_steps` is installed): (world, port)."""
+async def served_world() -> AsyncIterator[Any]:
+    """A memory world served on a real port: its engine runs the workflows and sends
+    each step attempt over HTTP to that port, where the server runs it."""
     global remote_calls
     remote_calls = 0
     world = create_world("memory")
     async with anyio.create_task_group() as tg:
         port = await tg.start(functools.partial(serve, secret=SECRET, log_level="warning"),
                               world, "127.0.0.1", 0)
-        yield world, port
-        tg.cancel_scope.cancel()
+        runner = use_http_steps(world, f"http://127.0.0.1:{port}", SECRET)
+        try:
+            yield world
+        finally:
+            await runner.aclose()
+            tg.cancel_scope.cancel()
 
 
 def by_kind(spans: list[ReadableSpan], kind: SpanKind) -> list[ReadableSpan]:
@@ -68,15 +72,10 @@ def by_kind(spans: list[ReadableSpan], kind: SpanKind) -> list[ReadableSpan]:
 
 
 async def test_remote_attempts_are_server_spans_under_the_senders_step_spans(
-        served_world: tuple[Any, int], spans: InMemorySpanExporter) -> None:
-    world, port = served_world
-    runner = use_http_steps(world, f"http://127.0.0.1:{port}", SECRET)
-    try:
-        with tracer.start_as_current_span("caller") as caller:
-            run = await start(remote, 20, world=world)
-        assert await run.result(timeout=30) == 41
-    finally:
-        await runner.aclose()
+        served_world: Any, spans: InMemorySpanExporter) -> None:
+    with tracer.start_as_current_span("caller") as caller:
+        run = await start(remote, 20, world=served_world)
+    assert await run.result(timeout=30) == 41
     trace_id = caller.get_span_context().trace_id
 
     attempts = named(of_run(spans, run.run_id), "step otel_remote_flaky")
@@ -105,17 +104,12 @@ async def test_remote_attempts_are_server_spans_under_the_senders_step_spans(
 
 
 async def test_with_telemetry_off_nothing_is_forwarded_and_the_server_makes_no_span(
-        served_world: tuple[Any, int], spans: InMemorySpanExporter,
+        served_world: Any, spans: InMemorySpanExporter,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(telemetry, "active", False)
-    world, port = served_world
-    runner = use_http_steps(world, f"http://127.0.0.1:{port}", SECRET)
-    try:
-        with tracer.start_as_current_span("caller") as caller:
-            run = await start(remote, 1, world=world)
-        assert await run.result(timeout=30) == 3
-    finally:
-        await runner.aclose()
+    with tracer.start_as_current_span("caller") as caller:
+        run = await start(remote, 1, world=served_world)
+    assert await run.result(timeout=30) == 3
     assert of_run(spans, run.run_id) == []
     inner = [s for s in spans.get_finished_spans() if s.name == "inside the remote step"]
     assert len(inner) == 2
@@ -160,8 +154,13 @@ async def test_step_request_carries_traceparent_only_with_telemetry_active(
     assert isinstance(outcome, StepCompleted)
     [headers] = recording.headers
     context = current.get_span_context()
+    served = by_kind(list(spans.get_finished_spans()), SpanKind.SERVER)
     if active:
         assert headers["traceparent"] == (f"00-{context.trace_id:032x}-"
                                           f"{context.span_id:016x}-{context.trace_flags:02x}")
+        [server] = served
+        assert parent_id(server) == context.span_id
+        assert attrs(server)["worldflow.outcome"] == "completed"
     else:
         assert "traceparent" not in headers
+        assert served == []
