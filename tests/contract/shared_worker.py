@@ -9,10 +9,10 @@ engine runs; stops on SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
-from worldflow import create_world, step, workflow
+from tests.worker_process import serve_until_sigterm
+from worldflow import step, workflow
 
 
 @step(name="watch_nap")
@@ -25,15 +25,7 @@ async def watch_flow(seconds: float) -> float:
     return await nap(seconds)
 
 
-async def main() -> None:
+if __name__ == "__main__":
     if sys.argv[1] == "watch":
         workflow(name="watch_flow")(watch_flow)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with create_world():
-        print("READY", flush=True)
-        await stop.wait()
-
-
-if __name__ == "__main__":
-    asyncio.run(main())
+    serve_until_sigterm()

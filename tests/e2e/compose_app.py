@@ -3,11 +3,10 @@ environment)."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import Any
 
-from worldflow import create_world, receive, workflow
+from tests.worker_process import serve_until_sigterm
+from worldflow import receive, workflow
 
 
 @workflow(name="e2e_child_waits")
@@ -22,13 +21,5 @@ async def parent(n: int) -> dict[str, Any]:
     return await child_waits(n)
 
 
-async def main() -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with create_world():
-        print("READY", flush=True)
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    serve_until_sigterm()

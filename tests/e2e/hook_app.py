@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import Any
 
-from worldflow import create_hook, create_world, workflow
+from tests.worker_process import serve_until_sigterm
+from worldflow import create_hook, workflow
 
 
 @workflow(name="e2e_collect")
@@ -19,13 +18,5 @@ async def collect(token: str, count: int) -> list[Any]:
     return received
 
 
-async def main() -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with create_world():
-        print("READY", flush=True)
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    serve_until_sigterm()

@@ -7,12 +7,11 @@ file from its step. The world comes from the environment (WORKFLOW_POSTGRES_URL,
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sys
 
-from worldflow import create_world, get_workflow_metadata, step, workflow
+from tests.worker_process import serve_until_sigterm
+from worldflow import get_workflow_metadata, step, workflow
 
 MARKER = sys.argv[1] if len(sys.argv) > 1 else os.devnull
 
@@ -35,13 +34,5 @@ async def tick() -> str:
     return await mark()
 
 
-async def main() -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with create_world():
-        print("READY", flush=True)
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    serve_until_sigterm()

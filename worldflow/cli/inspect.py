@@ -92,6 +92,7 @@ from rich.text import Text
 
 from worldflow.cli import shapes
 from worldflow.cli.errors import CliError
+from worldflow.cli.times import since_time
 from worldflow.cli.tracebacks import user_frames
 from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
 from worldflow.core.listing import parse_tag
@@ -171,10 +172,13 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
         await _run_detail(world, args, console)
         return
     tags = tag_filter(getattr(args, "tag", None) or [])
+    since = getattr(args, "since", None)
     try:
         page = await world.list_runs(status=args.status, workflow_name=args.workflow,
                                      limit=args.limit, cursor=args.cursor or None,
-                                     tags=tags or None)
+                                     tags=tags or None,
+                                     since=None if since is None else since_time(
+                                         since, world.now()))
     except ValueError as exc:  # a cursor this world did not hand out
         raise UsageError(str(exc)) from exc
     # step counts come with the run rows (no list_steps per run); only a running

@@ -2,8 +2,8 @@
 
     worldflow [--backend memory|sqlite|postgres] [--path FILE] [--url URL] [--debug] COMMAND
 
-    inspect runs [RUN_ID] [--status S] [--workflow NAME] [--tag K=V]... [--limit N]
-                 [--cursor C] [--json]
+    inspect runs [RUN_ID] [--status S] [--workflow NAME] [--tag K=V]... [--since T]
+                 [--limit N] [--cursor C] [--json]
     inspect runs --web [--port 3456]       the web UI on http://127.0.0.1:PORT/
     inspect steps RUN_ID | events RUN_ID | hooks [--run RUN_ID] | streams RUN_ID [NAME]
     runs cancel RUN_ID | runs retry RUN_ID | runs send RUN_ID [--topic T] --json MESSAGE
@@ -40,6 +40,7 @@ import anyio
 from worldflow.cli.errors import CliError
 from worldflow.cli.inspect import COMMANDS, NotFound, UsageError
 from worldflow.cli.schedules import SCHEDULE_COMMANDS, add_schedules_parser
+from worldflow.cli.times import Since, parse_since
 from worldflow.errors import (
     HookNotFoundError,
     RunFinishedError,
@@ -77,6 +78,13 @@ def _positive_limit(text: str) -> int:
     if not 1 <= value <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}, got {value}")
     return value
+
+
+def _since(text: str) -> Since:
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:
@@ -129,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--cursor", help="the next cursor printed by the previous page")
     runs.add_argument("--tag", action="append", metavar="KEY=VALUE",
                       help="only runs with this tag (repeat: runs with every one)")
+    runs.add_argument("--since", type=_since, metavar="TIME|AGE",
+                      help="only runs created at or after TIME (ISO 8601, UTC unless it "
+                           "names a zone) or in the last AGE (15m, 2h, 3d)")
     runs.add_argument("--json", action="store_true",
                       help="print JSON (shapes: the docstring of worldflow.cli.inspect)")
     runs.add_argument("--web", action="store_true", help="serve the web UI instead")

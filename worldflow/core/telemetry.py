@@ -21,6 +21,12 @@ current span while the step body runs, so spans the step's own code makes (an HT
 client's, a database driver's) are its children. A child workflow's run continues
 its parent's segment; a run started by `continue_as_new` continues the stored
 context of the run it replaces.
+
+Steps over HTTP. `HttpStepRunner` sends the attempt's context (its step span) as
+``traceparent``/``tracestate`` headers with each `/step` request; the server that runs
+the attempt makes its own ``step NAME`` span (kind SERVER, ``worldflow.remote``) under
+that context, current while the step body runs there, so the body's spans join the
+run's trace. A request without those headers runs under no span.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from opentelemetry.trace import Span, Tracer
 
     from worldflow.core.events import ErrorInfo
@@ -39,12 +47,14 @@ if TYPE_CHECKING:
 __all__ = [
     "StepSpan",
     "active",
+    "carrier_from_headers",
     "carrier_of",
     "current_carrier",
     "end_run_span",
     "end_step_span",
     "load",
     "record_exception",
+    "start_remote_step_span",
     "start_run_span",
     "start_step_span",
     "step_span_current",
@@ -122,6 +132,18 @@ def carrier_of(span: Span | None) -> dict[str, str]:
     return carrier
 
 
+def carrier_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The trace context that request `headers` carry (the propagator's fields, e.g.
+    ``traceparent``, ``tracestate``; `headers` looks names up case-insensitively, as
+    Starlette's do); empty when telemetry is off or they carry none."""
+    if not active:
+        return {}
+    from opentelemetry import propagate
+
+    return {field: value for field in propagate.get_global_textmap().fields
+            if (value := headers.get(field))}
+
+
 def start_run_span(carrier: dict[str, str], run_id: str, workflow: str, *,
                    replayed_events: int) -> Span | None:
     """A segment of a run: a ``workflow NAME`` span continuing the stored context; None
@@ -178,6 +200,26 @@ def start_step_span(run_span: Span | None, run_id: str, workflow: str, step: str
                                           "worldflow.step": step,
                                           "worldflow.step_id": step_id,
                                           "worldflow.attempt": attempt})
+    return StepSpan(span)
+
+
+def start_remote_step_span(carrier: dict[str, str], run_id: str, workflow: str,
+                           step: str, step_id: str, attempt: int) -> StepSpan | None:
+    """A ``step NAME`` span for an attempt run here on behalf of another process (a
+    `/step` request), child of the sender's step span in `carrier`; None without a
+    tracer or a carrier (the sender has no trace to join)."""
+    if _tracer is None or not carrier:
+        return None
+    from opentelemetry import context, propagate, trace
+
+    parent = propagate.extract(carrier, context=context.Context())
+    span = _tracer.start_span(f"step {step}", context=parent, kind=trace.SpanKind.SERVER,
+                              attributes={"worldflow.run_id": run_id,
+                                          "worldflow.workflow": workflow,
+                                          "worldflow.step": step,
+                                          "worldflow.step_id": step_id,
+                                          "worldflow.attempt": attempt,
+                                          "worldflow.remote": True})
     return StepSpan(span)
 
 

@@ -20,6 +20,10 @@ is lost after the step ran, the step runs again.
 Each request carries a new `request_id` (one per delivery attempt, so a retried
 attempt is a new delivery); the server answers a repeat of the same id (a replay, or
 a proxy resending it) from its record instead of running the step again.
+
+With OpenTelemetry active, each request also carries the attempt's trace context
+(``traceparent``/``tracestate`` headers, unsigned: they only place spans), and the
+server runs the step body under it (see `worldflow.core.telemetry`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
+from worldflow.core import telemetry
 from worldflow.core.events import (
     ErrorInfo,
     StepCompleted,
@@ -112,6 +117,8 @@ class HttpStepRunner:
             workflow_started_at=workflow.started_at))
         headers = signature_headers(body, self._secret)
         headers["content-type"] = "application/json"
+        if telemetry.active:  # the step span, current here: the server's is its child
+            headers.update(telemetry.current_carrier())
         read = self.timeout
         if read is None and step.timeout is not None:
             read = step.timeout + 30.0

@@ -29,7 +29,9 @@ process: several processes behind a load balancer each keep their own (see
 
 A process that runs steps for others (``worldflow serve``, or `serve()` below)
 receives `/step` requests; a process that sends its steps there installs
-`HttpStepRunner` with `use_http_steps(world, url)`.
+`HttpStepRunner` with `use_http_steps(world, url)`. A `/step` request carrying a trace
+context (``traceparent``/``tracestate`` headers, sent by `HttpStepRunner` when
+OpenTelemetry is active) runs its step body under a ``step NAME`` span in that trace.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from worldflow.core import telemetry
 from worldflow.core.context import WorkflowMetadata
 from worldflow.core.events import encode_event
+from worldflow.core.records import step_id_for
 from worldflow.core.registry import get_step, get_workflow
 from worldflow.core.runtime import engine_for
 from worldflow.core.serde import encode_value
@@ -85,6 +89,8 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
+    from worldflow.core.registry import StepDef
+    from worldflow.core.steps import StepOutcome
     from worldflow.core.world import World
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpStepRunner", "app", "request_flow", "serve",
@@ -263,10 +269,12 @@ class Endpoints:
         body, signed_at = await self.read_signed(request)
         message: StepRequest = self.decode(_step_decoder, body, "step")
         self.decode(_args_decoder, message.input, "step")  # args shaped as stored
+        trace_context = (telemetry.carrier_from_headers(request.headers)
+                         if telemetry.active else {})
         return await self.once("step", message.request_id, body, signed_at,
-                               functools.partial(self._step, message))
+                               functools.partial(self._step, message, trace_context))
 
-    async def _step(self, message: StepRequest) -> Response:
+    async def _step(self, message: StepRequest, trace_context: dict[str, str]) -> Response:
         defn = get_step(message.step_name)
         if defn is None:
             raise HTTPError(404, "step_not_found",
@@ -287,10 +295,30 @@ class Endpoints:
         engine = engine_for(self.world)
         slots = engine.step_slots if engine is not None else self._step_slots
         async with slots:
-            outcome = await run_step_attempt(defn, message.correlation_id, message.attempt,
-                                             message.input, workflow, self.world,
-                                             message.started_at)
+            span = (telemetry.start_remote_step_span(
+                trace_context, message.run_id, message.workflow_name, message.step_name,
+                step_id_for(message.run_id, message.correlation_id), message.attempt)
+                if trace_context else None)
+            if span is None:
+                outcome = await run_step_attempt(defn, message.correlation_id,
+                                                 message.attempt, message.input, workflow,
+                                                 self.world, message.started_at)
+            else:
+                outcome = await self._traced_step(span, defn, message, workflow)
         return Response(encode_event(outcome), 200, media_type="application/json")
+
+    async def _traced_step(self, span: telemetry.StepSpan, defn: StepDef,
+                           message: StepRequest, workflow: WorkflowMetadata) -> StepOutcome:
+        """The attempt under the sender's trace: its span is current in the step body."""
+        outcome: StepOutcome | None = None
+        try:
+            with telemetry.step_span_current(span):
+                outcome = await run_step_attempt(defn, message.correlation_id,
+                                                 message.attempt, message.input, workflow,
+                                                 self.world, message.started_at)
+            return outcome
+        finally:
+            telemetry.end_step_span(span, outcome)
 
     # -- /webhook/{token} ----------------------------------------------------------------
     @_answers_errors
@@ -369,6 +397,7 @@ def app(world: World, *, secret: str | bytes | None = None,
     """
     if not isinstance(max_body, int) or max_body < 1:
         raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
+    telemetry.load()  # a step server may have no engine, which would look for it
     transport = Endpoints(world, resolve_secret(secret), max_body,
                           DeliveryLog(max_recorded_deliveries))
     application = Starlette(routes=[
