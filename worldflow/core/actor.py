@@ -134,6 +134,8 @@ class RunActor:
         self._cancelled_steps: set[str] = set()
         self._parent_run_id: str | None = None
         self._record_at_start: RunRecord | None = None
+        #: events recorded at start that go with the next append (see `_take_unsent`)
+        self._unsent: list[EventRecord] = []
         #: the run's final record once this actor's terminal append has committed; None
         #: when the actor stops without ending the run (evicted, lease lost, crashed)
         self.ended: asyncio.Future[RunRecord | None] = (
@@ -256,10 +258,19 @@ class RunActor:
             await world.append_events(self.run_id, [*first, end])
             self._span_ended(end.event)
             return
-        if first:
-            await world.append_events(self.run_id, first, wait=False)
+        # run_started goes with the first calls' events (one append less per run)
+        self._unsent = first
         await self._resume_after_replay()
+        if self._unsent:
+            await world.append_events(self.run_id, self._take_unsent([]), wait=False)
         await self._loop()
+
+    def _take_unsent(self, records: list[EventRecord]) -> list[EventRecord]:
+        """`records` after the events recorded at start and not yet appended."""
+        if self._unsent:
+            records = [*self._unsent, *records]
+            self._unsent = []
+        return records
 
     def _start_span(self, events: list[EventRecord], workflow_name: str) -> None:
         """Open this actor's segment of the run's span, under the stored context."""
@@ -600,11 +611,13 @@ class RunActor:
             # the usual case, one step awaited: as below, in fewer moves
             record = self._record(StepStarted(only.cid, only.step.name, 1, only.input))
             self._attempts[only.cid] = 1
-            await self.world.append_events(self.run_id, [record], wait=False)
+            await self.world.append_events(self.run_id, self._take_unsent([record]),
+                                           wait=False)
             self._spawn_step(only, 1, record.created_at)
             return
         # versioning markers first: a replay meets each before the calls that follow it
-        records = [self._record(marker) for marker in take_new_markers(instance)]
+        records = self._take_unsent(
+            [self._record(marker) for marker in take_new_markers(instance)])
         if not calls:
             if records:
                 await self.world.append_events(self.run_id, records, wait=False)
@@ -732,7 +745,9 @@ class RunActor:
 
     async def _run_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
         assert self._meta is not None
-        async with self.engine.step_slots:
+        slots = self.engine.step_slots
+        await slots.acquire()
+        try:
             if call.step.queue is not None:
                 # the queue's limits hold across processes; its slot is taken last, so
                 # that the body starts as soon as it is granted
@@ -744,6 +759,8 @@ class RunActor:
                 outcome = await self._attempt_body(call, attempt, started_at)
             else:
                 outcome = await self._traced_attempt(call, attempt, started_at)
+        finally:
+            slots.release()
         self.post(StepFinished(call.cid, outcome, self.world.now()))
 
     async def _attempt(self, call: StepCall, attempt: int,

@@ -20,7 +20,7 @@ __all__ = ["StepMetadata", "WorkflowMetadata", "get_step_metadata", "get_workflo
            "now", "random", "uuid4"]
 
 
-class WorkflowMetadata(msgspec.Struct, frozen=True):
+class WorkflowMetadata(msgspec.Struct, frozen=True, gc=False):
     run_id: str
     workflow_name: str
     started_at: dt.datetime
@@ -32,7 +32,7 @@ class WorkflowMetadata(msgspec.Struct, frozen=True):
     scheduled_at: dt.datetime | None = None
 
 
-class StepMetadata(msgspec.Struct, frozen=True):
+class StepMetadata(msgspec.Struct, frozen=True, gc=False):
     """`step_id` is the same for every attempt of one step call: use it as an
     idempotency key towards other systems."""
 

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+class ErrorInfo(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """An error as stored: its type name, message and traceback text.
 
     A step's error that failed the run also names the step (`step_name`), how many
@@ -73,7 +73,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
 NO_METADATA = Raw(b"null")
 
 
-class _Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
+class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", omit_defaults=True):
     pass
 
 
@@ -262,7 +262,7 @@ def run_outcome(event: Event) -> tuple[str, Raw | None, ErrorInfo | None] | None
     return None
 
 
-class EventRecord(msgspec.Struct, frozen=True):
+class EventRecord(msgspec.Struct, frozen=True, gc=False):
     """One entry of a run's log: `seq` orders it within the run (0 is run_created)."""
 
     run_id: str

@@ -17,7 +17,7 @@ __all__ = ["ChildCheck", "DeadlinePassed", "InboxChanged", "Message", "Recorded"
            "StepFinished", "TimerDue"]
 
 
-class StepFinished(msgspec.Struct, frozen=True):
+class StepFinished(msgspec.Struct, frozen=True, gc=False):
     """An attempt of the step at `cid` ended with `outcome`, at `at` (world clock)."""
 
     cid: str
@@ -25,38 +25,38 @@ class StepFinished(msgspec.Struct, frozen=True):
     at: dt.datetime
 
 
-class TimerDue(msgspec.Struct, frozen=True):
+class TimerDue(msgspec.Struct, frozen=True, gc=False):
     """The durable timer (sleep, timeout) at `cid` is due."""
 
     cid: str
 
 
-class RetryDue(msgspec.Struct, frozen=True):
+class RetryDue(msgspec.Struct, frozen=True, gc=False):
     """The step at `cid` is due to start `attempt`."""
 
     cid: str
     attempt: int
 
 
-class Recorded(msgspec.Struct, frozen=True):
+class Recorded(msgspec.Struct, frozen=True, gc=False):
     """Events decided while resuming (e.g. a step whose worker died too often) to be
     written, and delivered if they complete a call."""
 
     records: list[EventRecord]
 
 
-class InboxChanged(msgspec.Struct, frozen=True):
+class InboxChanged(msgspec.Struct, frozen=True, gc=False):
     """The run's inbox has input (a hook payload, a cancel request): read it."""
 
 
-class ChildCheck(msgspec.Struct, frozen=True):
+class ChildCheck(msgspec.Struct, frozen=True, gc=False):
     """Look at child run `child_run_id`: create it if it is missing (the parent stopped
     between recording `child_started` and creating it), record its end if it ended."""
 
     child_run_id: str
 
 
-class DeadlinePassed(msgspec.Struct, frozen=True):
+class DeadlinePassed(msgspec.Struct, frozen=True, gc=False):
     """The workflow's `timeout` has passed."""
 
 

@@ -50,7 +50,7 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class NewRun(msgspec.Struct, frozen=True):
+class NewRun(msgspec.Struct, frozen=True, gc=False):
     """What `World.create_run` needs to create a run atomically with its first event."""
 
     run_id: str
@@ -67,7 +67,7 @@ class NewRun(msgspec.Struct, frozen=True):
     tags: dict[str, str] = {}
 
 
-class RunRecord(msgspec.Struct, frozen=True):
+class RunRecord(msgspec.Struct, frozen=True, gc=False):
     """A run as stored. In a listing, a row that cannot be decoded comes back as a
     placeholder whose `corrupt` says why (its other fields are what could be read;
     `status` is `failed`); `World.get_run` raises `CorruptRecordError` for it."""
@@ -106,7 +106,7 @@ def corrupt_run(run_id: str, workflow_name: object, created_at: dt.datetime | No
                      corrupt=reason)
 
 
-class StepRecord(msgspec.Struct, frozen=True):
+class StepRecord(msgspec.Struct, frozen=True, gc=False):
     step_id: str
     run_id: str
     correlation_id: str
@@ -120,7 +120,7 @@ class StepRecord(msgspec.Struct, frozen=True):
     completed_at: dt.datetime | None
 
 
-class HookRecord(msgspec.Struct, frozen=True):
+class HookRecord(msgspec.Struct, frozen=True, gc=False):
     token: str
     run_id: str
     correlation_id: str
@@ -130,7 +130,7 @@ class HookRecord(msgspec.Struct, frozen=True):
     metadata: Raw | None = None
 
 
-class InboxRecord(msgspec.Struct, frozen=True):
+class InboxRecord(msgspec.Struct, frozen=True, gc=False):
     """Input from outside a run, waiting for the run's actor to take it into its log.
 
     `kind` is ``"hook"`` (payload for hook `token`), ``"cancel"``, or ``"message"``
@@ -145,7 +145,7 @@ class InboxRecord(msgspec.Struct, frozen=True):
     created_at: dt.datetime
 
 
-class StreamChunk(msgspec.Struct, frozen=True):
+class StreamChunk(msgspec.Struct, frozen=True, gc=False):
     run_id: str
     name: str
     index: int

@@ -88,7 +88,7 @@ class ArgsCodec:
     """Encodes a call's arguments as ``{"args": [...], "kwargs": {...}}`` and decodes them
     back with the function's parameter annotations."""
 
-    __slots__ = ("_hints", "_params", "name", "return_type")
+    __slots__ = ("_hints", "_params", "_positional_hints", "name", "return_type")
 
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self.name = name
@@ -101,6 +101,11 @@ class ArgsCodec:
         if self.return_type in (None, type(None)):
             self.return_type = Any
         self._hints = hints
+        positional = [p for p in self._params if p.kind in
+                      (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        #: (index, type) of each annotated positional parameter
+        self._positional_hints = [(i, hints[p.name]) for i, p in enumerate(positional)
+                                  if p.name in hints]
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, kind: str) -> Raw:
         try:
@@ -119,11 +124,10 @@ class ArgsCodec:
         data = _any_decoder.decode(raw)
         args, kwargs = list(data.get("args", ())), dict(data.get("kwargs", {}))
         if self._hints:
-            positional = [p for p in self._params if p.kind in
-                          (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            for i, param in enumerate(positional[:len(args)]):
-                if param.name in self._hints:
-                    args[i] = self._convert(args[i], self._hints[param.name])
+            count = len(args)
+            for i, type_ in self._positional_hints:
+                if i < count:
+                    args[i] = self._convert(args[i], type_)
             for key, value in kwargs.items():
                 if key in self._hints:
                     kwargs[key] = self._convert(value, self._hints[key])

@@ -198,16 +198,7 @@ class MemoryWorld(BaseWorld):
             self._signal_finished(run_id)
 
     def _apply(self, op: ProjectionOp) -> None:
-        match op:
-            case projection.RunStarted(run_id=run_id, at=at):
-                run = self._runs[run_id]
-                self._runs[run_id] = _replace(run, status=RunStatus.RUNNING,
-                                              started_at=run.started_at or at, updated_at=at)
-            case projection.RunFinished(run_id=run_id, status=status, at=at, output=output,
-                                        error=error):
-                self._runs[run_id] = _replace(
-                    self._runs[run_id], status=RunStatus(status), output=output, error=error,
-                    completed_at=at, updated_at=at)
+        match op:  # the most frequent first
             case projection.StepStarted(step_id=step_id, run_id=run_id, correlation_id=cid,
                                         step_name=step_name, attempt=attempt, input=inp,
                                         at=at):
@@ -225,6 +216,15 @@ class MemoryWorld(BaseWorld):
                                           at=at):
                 self._update_step(step_id, status=StepStatus.COMPLETED, attempt=attempt,
                                   output=output, error=None, completed_at=at)
+            case projection.RunStarted(run_id=run_id, at=at):
+                run = self._runs[run_id]
+                self._runs[run_id] = _replace(run, status=RunStatus.RUNNING,
+                                              started_at=run.started_at or at, updated_at=at)
+            case projection.RunFinished(run_id=run_id, status=status, at=at, output=output,
+                                        error=error):
+                self._runs[run_id] = _replace(
+                    self._runs[run_id], status=RunStatus(status), output=output, error=error,
+                    completed_at=at, updated_at=at)
             case projection.StepRetrying(step_id=step_id, attempt=attempt, error=error):
                 self._update_step(step_id, status=StepStatus.PENDING, attempt=attempt,
                                   error=error)

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-class _Op(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
+class _Op(msgspec.Struct, frozen=True, gc=False, tag_field="type", omit_defaults=True):
     pass
 
 
@@ -159,7 +159,7 @@ def check_fence(run_id: str, last_seq: int, records: list[EventRecord]) -> None:
                                  f"{last_seq + i} (an earlier append was lost)")
 
 
-class AppendPlan(msgspec.Struct, frozen=True):
+class AppendPlan(msgspec.Struct, frozen=True, gc=False):
     """Everything one append changes besides inserting its events."""
 
     ops: list[ProjectionOp]

@@ -55,7 +55,7 @@ __all__ = [
 
 
 # -- group-commit writes ---------------------------------------------------------------
-class CreateRunWrite(msgspec.Struct, frozen=True, tag="create_run"):
+class CreateRunWrite(msgspec.Struct, frozen=True, gc=False, tag="create_run"):
     """A run, its run_created event and its queue job (leased to `lease_owner`)."""
 
     run_id: str
@@ -74,7 +74,7 @@ class CreateRunWrite(msgspec.Struct, frozen=True, tag="create_run"):
     tags: dict[str, str] | None = None
 
 
-class EventRow(msgspec.Struct, frozen=True, array_like=True):
+class EventRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One event to insert (a compact array: batches carry many)."""
 
     seq: int
@@ -84,7 +84,7 @@ class EventRow(msgspec.Struct, frozen=True, array_like=True):
     created_at: dt.datetime
 
 
-class AppendWrite(msgspec.Struct, frozen=True, tag="append"):
+class AppendWrite(msgspec.Struct, frozen=True, gc=False, tag="append"):
     """Events of one run with their projection ops; `finished_at`: the run ended (its
     job and inbox go, its active hooks are disposed)."""
 
@@ -98,7 +98,7 @@ class AppendWrite(msgspec.Struct, frozen=True, tag="append"):
 Write = CreateRunWrite | AppendWrite
 
 
-class ApplyOutcome(msgspec.Struct, frozen=True):
+class ApplyOutcome(msgspec.Struct, frozen=True, gc=False):
     """What `worldflow_apply` reports for one write."""
 
     ok: bool
@@ -109,7 +109,7 @@ class ApplyOutcome(msgspec.Struct, frozen=True):
 
 
 # -- the skeleton of a batch: blob fields hold 1-based indexes into the blobs ----------
-class _CreateRunRow(msgspec.Struct, frozen=True, tag="create_run"):
+class _CreateRunRow(msgspec.Struct, frozen=True, gc=False, tag="create_run"):
     run_id: str
     workflow_name: str
     input: int
@@ -126,7 +126,7 @@ class _CreateRunRow(msgspec.Struct, frozen=True, tag="create_run"):
     tags: int | None = None
 
 
-class _EventRow(msgspec.Struct, frozen=True, array_like=True):
+class _EventRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     seq: int
     event_type: str
     correlation_id: str | None
@@ -134,7 +134,7 @@ class _EventRow(msgspec.Struct, frozen=True, array_like=True):
     created_at: dt.datetime
 
 
-class _OpRow(msgspec.Struct, frozen=True, omit_defaults=True):
+class _OpRow(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """Any projection op (`type` says which); absent fields are left out."""
 
     type: str
@@ -152,7 +152,7 @@ class _OpRow(msgspec.Struct, frozen=True, omit_defaults=True):
     metadata: int | None = None
 
 
-class _AppendRow(msgspec.Struct, frozen=True, tag="append"):
+class _AppendRow(msgspec.Struct, frozen=True, gc=False, tag="append"):
     run_id: str
     events: list[_EventRow]
     ops: list[_OpRow]
