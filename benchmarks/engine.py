@@ -50,20 +50,23 @@ async def clock_step() -> float:
 
 
 @workflow
-async def long_log_workflow(fill: int, probe: int) -> list[float]:
-    """`probe` steps on a fresh log, `fill` steps, then `probe` steps on the long log:
-    the CPU time each probe batch took (one run, so nothing else shares the CPU)."""
-    first0 = await clock_step()
+async def long_log_workflow(fill: int, probe: int, probes: int) -> list[list[float]]:
+    """After `probe` warm-up steps: `probes` probes of `probe` steps each on a fresh log,
+    `fill` steps, then `probes` probes on the long log; the CPU time of each probe (one
+    run, so nothing else shares the CPU)."""
     for i in range(probe):
         await noop_step(i)
-    first1 = await clock_step()
-    for i in range(fill):
-        await noop_step(i)
-    last0 = await clock_step()
-    for i in range(probe):
-        await noop_step(i)
-    last1 = await clock_step()
-    return [first1 - first0, last1 - last0]
+    times: list[list[float]] = [[], []]
+    for phase in (0, 1):
+        if phase == 1:
+            for i in range(fill):
+                await noop_step(i)
+        for _ in range(probes):
+            t0 = await clock_step()
+            for i in range(probe):
+                await noop_step(i)
+            times[phase].append(await clock_step() - t0)
+    return times
 
 
 def make_world(args: argparse.Namespace, tmp: str) -> Any:
@@ -228,11 +231,15 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                     "cpu_ratio": round(cpu_big / cpu_small, 3),
                 }
             if args.long_log:
-                probe = 200
-                run = await start(long_log_workflow, args.long_log // 2, probe, world=world)
-                fresh, long = await run.result()
+                probe, probes = 200, 5
+                run = await start(long_log_workflow, args.long_log // 2, probe, probes,
+                                  world=world)
+                fresh_times, long_times = await run.result()
+                fresh = statistics.median(fresh_times)
+                long = statistics.median(long_times)
+                steps_before = probe + probes * (probe + 2) + args.long_log // 2
                 result["long_log"] = {
-                    "events_before_probe": args.long_log + 2 * probe,
+                    "events_before_probe": 2 * steps_before + 2,
                     "fresh_cpu_us_per_step": round(fresh / probe * 1e6, 1),
                     "long_log_cpu_us_per_step": round(long / probe * 1e6, 1),
                     "ratio": round(long / fresh, 3),
