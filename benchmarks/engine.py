@@ -4,9 +4,10 @@
 throughput: N workflows with at most C in flight; steps/s, and CPU per step: this
             process (client) and, on Postgres, the server processes that served it.
 latency:    workflows one after another; median ms, and per-step ms.
-floor:      (Postgres) one INSERT + COMMIT through asyncpg, serially, in the same run:
-            the latency a durable step cannot beat; per_step_ms / floor = the engine's
-            latency overhead factor.
+floor:      (Postgres) one INSERT + COMMIT into a WAL-logged table through asyncpg,
+            serially, in the same run (as ../shared/peers/pg_limit.py does): the latency
+            a durable step cannot beat; per_step_ms / floor = the engine's latency
+            overhead factor.
 scaling:    per-step time at M=--scale-steps against M=--steps (should stay flat).
 
     python benchmarks/engine.py --world memory
@@ -95,9 +96,11 @@ async def throughput(world: Any, n: int, m: int, c: int) -> float:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Postgres processes that work for every client (their CPU is shared by the benchmark)
 AUX_BACKENDS = ("checkpointer", "background writer", "walwriter")
-FLOOR_TABLE = "CREATE TEMP TABLE worldflow_floor (id bigserial PRIMARY KEY, run_id text, " \
-              "kind text, payload bytea, created_at timestamptz DEFAULT now())"
-FLOOR_INSERT = "INSERT INTO worldflow_floor (run_id, kind, payload) VALUES ($1, $2, $3)"
+#: a WAL-logged table like ../shared/peers/pg_limit.py's: a TEMP table's commit writes no
+#: WAL and waits for no flush, so it would understate what a durable write costs
+FLOOR_TABLE = "CREATE TABLE {name} (id bigserial PRIMARY KEY, run_id text, kind text, " \
+              "payload bytea, created_at timestamptz DEFAULT now())"
+FLOOR_INSERT = "INSERT INTO {name} (run_id, kind, payload) VALUES ($1, $2, $3)"
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -144,16 +147,21 @@ async def insert_commit_floor(url: str, n: int = 500) -> float:
     import asyncpg
 
     conn = await asyncpg.connect(url)
+    name = f"worldflow_floor_{os.getpid()}"
     try:
-        await conn.execute(FLOOR_TABLE)
+        await conn.execute(FLOOR_TABLE.format(name=name))
+        insert = FLOOR_INSERT.format(name=name)
         payload = b"x" * 100
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
-            await conn.execute(FLOOR_INSERT, "r", "step_completed", payload)
+            await conn.execute(insert, "r", "step_completed", payload)
             times.append(time.perf_counter() - t0)
     finally:
-        await conn.close()
+        try:
+            await conn.execute(f"DROP TABLE IF EXISTS {name}")
+        finally:
+            await conn.close()
     return statistics.median(times) * 1000
 
 
