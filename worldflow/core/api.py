@@ -293,11 +293,24 @@ def check_run_id(run_id: object) -> None:
 def check_arguments(fn: Callable[..., Any], name: str, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> None:
     """`TypeError` naming the workflow if `fn` cannot be called with these arguments."""
+    if not kwargs and len(args) == _plain_arity(fn):
+        return  # all of a plain signature's parameters, by position
     try:
         _signature(fn).bind(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"workflow {name!r}: {exc} (its signature is "
                         f"{name}{_signature(fn)})") from None
+
+
+@functools.cache
+def _plain_arity(fn: Callable[..., Any]) -> int:
+    """The number of parameters of `fn` if all are plain positional-or-keyword ones
+    without defaults (any call with exactly that many positional arguments binds);
+    -1 otherwise."""
+    params = _signature(fn).parameters.values()
+    if all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params):
+        return len(params)
+    return -1
 
 
 @functools.cache

@@ -66,6 +66,10 @@ logger = logging.getLogger("worldflow.telemetry")
 active = False
 _loaded = False
 _tracer: Tracer | None = None
+#: the opentelemetry.trace and opentelemetry.baggage modules, once loaded (the checks
+#: made on every start and run do not go through the import system)
+_trace_api: Any = None
+_baggage_api: Any = None
 
 #: values of WORKFLOW_OTEL that turn telemetry off
 _OFF = frozenset({"0", "false", "no", "off"})
@@ -74,7 +78,7 @@ _OFF = frozenset({"0", "false", "no", "off"})
 def load() -> bool:
     """Import OpenTelemetry once (later calls only return the answer); True if spans
     are made. Called when an engine starts and by `start()`."""
-    global active, _loaded, _tracer
+    global active, _loaded, _tracer, _trace_api, _baggage_api
     if _loaded:
         return active
     _loaded = True
@@ -94,7 +98,10 @@ def load() -> bool:
         release: str | None = version("worldflow")
     except PackageNotFoundError:  # run from a source tree
         release = None
+    from opentelemetry import baggage
+
     _tracer = trace.get_tracer("worldflow", release)
+    _trace_api, _baggage_api = trace, baggage
     active = True
     return True
 
@@ -102,8 +109,7 @@ def load() -> bool:
 def _sdk_configured() -> bool:
     """A tracer provider is set (an SDK, or another implementation); with the API's
     default provider every span would be a no-op, so none is started."""
-    from opentelemetry import trace
-
+    trace = _trace_api
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
@@ -111,10 +117,10 @@ def current_carrier() -> dict[str, str]:
     """The caller's trace context as W3C headers (empty when there is no span)."""
     if not active:
         return {}
-    from opentelemetry import baggage, propagate, trace
-
-    if not trace.get_current_span().get_span_context().is_valid and not baggage.get_all():
+    if (not _trace_api.get_current_span().get_span_context().is_valid
+            and not _baggage_api.get_all()):
         return {}  # nothing to carry (the usual case without an SDK)
+    from opentelemetry import propagate
 
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
