@@ -212,3 +212,21 @@ async def test_a_commit_function_that_raises_fails_its_batch_and_the_writer_goes
         await queue.write("first")
     assert await queue.write("second") == "second"
     await queue.close()
+
+
+async def test_a_close_that_times_out_leaves_no_caller_waiting() -> None:
+    """The writer is stopped at the close timeout in the middle of a commit: the caller
+    of the write in flight and of a write still queued get an error, not a hang."""
+    recorder = Recorder(delay=30)
+    queue = make_queue(recorder, close_timeout=0.1)
+    queue.start()
+    in_flight = asyncio.ensure_future(queue.write("slow"))
+    await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(queue.write("queued"))
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    await queue.close()
+    for pending in (in_flight, queued):
+        with pytest.raises(WorldError, match="not committed, or its commit was not confirmed"):
+            await asyncio.wait_for(pending, 1)
+    assert time.perf_counter() - t0 < 1

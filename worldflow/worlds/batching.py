@@ -141,6 +141,10 @@ class GroupCommitQueue(Generic[RequestT]):
         self._flush = False  # the linger is over: queued writes go even if none is awaited
         self._linger_timer: asyncio.TimerHandle | None = None
         self._wake: asyncio.Future[None] | None = None  # the writer waits on it
+        #: committed writes whose callers have not been told yet: they are told as soon
+        #: as the next batch is on its way (see "Overlap" in the module docstring)
+        self._held: list[tuple[QueuedWrite[RequestT], Outcome]] = []
+        self._in_flight: list[QueuedWrite[RequestT]] = []  # the batch being committed
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._fences = Fences()
@@ -246,26 +250,35 @@ class GroupCommitQueue(Generic[RequestT]):
         return batch
 
     async def _run(self) -> None:
-        # committed writes whose callers have not been told yet: they are told as soon as
-        # the next batch is on its way (see "Overlap" in the module docstring)
-        held: list[tuple[QueuedWrite[RequestT], Outcome]] = []
+        try:
+            await self._serve()
+        finally:  # closed, or cancelled at the close timeout: nobody is left waiting
+            self._release_held()
+            lost = WorldError(f"{self._closed_message} (the write was not committed, or "
+                              f"its commit was not confirmed)")
+            for write in (*self._in_flight, *self._items):
+                if write.future is not None and not write.future.done():
+                    write.future.set_exception(lost)
+            self._in_flight = []
+            self._items.clear()
+
+    async def _serve(self) -> None:
         while True:
-            await self._wait(self._hold if held else None)
+            await self._wait(self._hold if self._held else None)
             if not self._due():
-                if held:  # nothing came soon: tell the held callers now
-                    self._resolve(held)
-                    held = []
+                if self._held:  # nothing came soon: tell the held callers now
+                    self._release_held()
                 if self._closing and not self._items:
-                    break
+                    return
                 continue
             live = [w for w in self._take() if not self._fenced_out(w)]
             if not live:
                 continue
-            if held:
+            self._in_flight = live
+            if self._held:
                 # the commit starts (its task runs first) before the held callers resume
                 commit = asyncio.ensure_future(self._commit_safely(live))
-                self._resolve(held)
-                held = []
+                self._release_held()
                 try:
                     result = await asyncio.shield(commit)
                 except asyncio.CancelledError:
@@ -273,6 +286,7 @@ class GroupCommitQueue(Generic[RequestT]):
                     raise
             else:
                 result = await self._commit_safely(live)
+            self._in_flight = []
             if result.committed:
                 self.commits += 1
                 self.writes += len(live)
@@ -283,11 +297,14 @@ class GroupCommitQueue(Generic[RequestT]):
             if not self._overlap or self._closing:
                 self._resolve(ok)
             elif self._items:
-                held = ok  # the next batch is coming: it goes out before these resume
+                self._held = ok  # the next batch is coming: it goes out before these resume
             else:
                 split = self._split_point(ok)
                 self._resolve(ok[:split])
-                held = ok[split:]
+                self._held = ok[split:]
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
         self._resolve(held)
 
     async def _commit_safely(self, batch: list[QueuedWrite[RequestT]]) -> BatchResult:
