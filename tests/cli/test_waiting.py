@@ -220,7 +220,9 @@ async def _wait_kind(world: Any, run_id: str, kind: str) -> dict[str, Any]:
             run = await world.get_run(run_id)
             assert run is not None
             last = await run_waiting(world, run)
-            if last is not None and last["kind"] == kind:
+            # a running run shows its step once step_started is committed
+            if (last is not None and last["kind"] == kind
+                    and (kind != "running" or last.get("step_name") is not None)):
                 return last
             await anyio.sleep(0.02)
 
@@ -260,8 +262,12 @@ async def test_a_real_waiting_run_says_what_it_waits_for(world: Any, case: str) 
         await send(run.run_id, {"id": 7}, topic="orders", world=world)
         assert await run.result(timeout=30) == {"id": 7}
     elif case == "child":
-        child = await world.get_run(waiting["child_run_id"])
-        assert child is not None and child.parent_run_id == run.run_id
+        with anyio.fail_after(30):  # created right after child_started is committed
+            child = await world.get_run(waiting["child_run_id"])
+            while child is None:
+                await anyio.sleep(0.02)
+                child = await world.get_run(waiting["child_run_id"])
+        assert child.parent_run_id == run.run_id
         assert waiting["workflow_name"] == "wait_sleeper"
     elif case == "retrying":
         assert waiting["step_name"] == "wait_flaky"
