@@ -22,9 +22,9 @@ from worldflow import (
     step,
     workflow,
 )
-from worldflow.core.api import _run_error
 from worldflow.core.events import ErrorInfo, RunFailed, decode_event, encode_event
 from worldflow.core.records import RunRecord, RunStatus
+from worldflow.core.run_errors import run_error_of as _run_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

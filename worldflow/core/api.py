@@ -20,27 +20,21 @@ from worldflow.core.listing import check_tags
 from worldflow.core.queues import get_queue
 from worldflow.core.records import NewRun, RunStatus
 from worldflow.core.registry import get_workflow
+from worldflow.core.run_errors import run_error_of
 from worldflow.core.runtime import engine_for, get_world
 from worldflow.core.serde import decode_value, encode_value
 from worldflow.errors import (
-    FatalError,
-    FatalStepError,
-    NonDeterminismError,
     NotInWorkflowError,
     RegistrationError,
     RunCancelledError,
     RunConflictError,
-    RunFailedError,
     RunNotFoundError,
-    StepFailedError,
-    WorkflowTimeoutError,
 )
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from worldflow.core.events import ErrorInfo
     from worldflow.core.instance import ChildCall, WorkflowInstance
     from worldflow.core.records import RunRecord, StepRecord
     from worldflow.core.registry import WorkflowDef
@@ -48,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ChildRun", "Run", "get_run", "get_world", "resume_hook", "retry_run", "sleep", "start"]
 
-_STEP_FAILED = re.compile(r"^step '(.*)' failed after (\d+) attempt\(s\): ([\w.]+): (.*)$", re.S)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
 
 #: what a run's workflow returns
@@ -105,7 +98,7 @@ class Run(Generic[T]):
             return cast("T", decode_value(run.output or msgspec.Raw(b"null"), type_))
         if run.status == RunStatus.CANCELLED:
             raise RunCancelledError(f"run {self.run_id} was cancelled")
-        raise _run_error(run)
+        raise run_error_of(run)
 
     async def _ended_here(self, timeout: float | None) -> RunRecord | None:
         """The final record of a run that an actor of this process is running, handed over
@@ -139,49 +132,6 @@ class Run(Generic[T]):
 
         async for chunk in read_stream(self.world, self.run_id, name, start, poll):
             yield chunk
-
-
-def run_error(run_id: str, status: str, error: ErrorInfo | None) -> Exception:
-    """The exception `Run.result()` raises for a run that ended with `status` (failed or
-    cancelled) and `error`; also what a parent's workflow gets from a child that did."""
-    if status == RunStatus.CANCELLED:
-        return RunCancelledError(f"run {run_id} was cancelled")
-    return _error_of(run_id, error)
-
-
-def _run_error(run: RunRecord) -> Exception:
-    return _error_of(run.run_id, run.error)
-
-
-def _error_of(run_id: str, error: ErrorInfo | None) -> Exception:
-    from worldflow.errors import WorkflowAwaitError
-
-    if error is None:
-        return RunFailedError(run_id, "Error", "unknown error")
-    if error.type == "StepFailedError":
-        if error.step_name is not None:
-            return StepFailedError(error.step_name, error.cause_type or "Error",
-                                   error.cause_message or "", error.traceback,
-                                   error.attempts or 0)
-        # stored before ErrorInfo had these fields: only the message tells them
-        match = _STEP_FAILED.match(error.message)
-        if match is not None:
-            name, attempts, error_type, message = match.groups()
-            return StepFailedError(name, error_type, message, error.traceback, int(attempts))
-        return StepFailedError("?", "Error", error.message, error.traceback)
-    if (error.type == "FatalError" or error.fatal) and error.step_name is not None:
-        return FatalStepError(error.step_name, error.type, error.message, error.traceback,
-                              error.attempts or 1)
-    if error.type == "FatalError" or error.fatal:
-        return FatalError(error.message, error_type=error.type, traceback=error.traceback,
-                          step_name=error.step_name)
-    if error.type == "NonDeterminismError":
-        return NonDeterminismError(error.message)
-    if error.type == "WorkflowTimeoutError":
-        return WorkflowTimeoutError(error.message)
-    if error.type == "WorkflowAwaitError":
-        return WorkflowAwaitError(error.message)
-    return RunFailedError(run_id, error.type, error.message, error.traceback)
 
 
 async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None = None,

@@ -34,6 +34,7 @@ from worldflow.core.events import (
     StepFailed,
     WaitCompleted,
 )
+from worldflow.core.run_errors import run_error
 from worldflow.core.workflow_loop import (
     AWAITABLE_THINGS,
     WorkflowLoop,
@@ -218,8 +219,6 @@ class WorkflowInstance:
                         except Exception as exc:
                             child.future.set_exception(exc)
                     else:
-                        from worldflow.core.api import run_error
-
                         child.future.set_exception(run_error(child_id, status, error))
         self.loop.run_ready()
 
