@@ -187,12 +187,11 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         calls = instance.take_new_calls()
         only = calls[0] if len(calls) == 1 else None
         if type(only) is StepCall and not instance.new_patch_markers:
-            # the usual case, one step awaited: as below, in fewer moves
-            record = self._record(StepStarted(only.cid, only.step.name, 1, only.input))
-            self._attempts[only.cid] = 1
+            # the usual case, one step awaited: as below, in fewer moves (its attempt
+            # starts at the actor's next await, after step_started is queued)
+            record = self._start_step(only, 1)
             await self.world.append_events(self.run_id, self._take_unsent([record]),
                                            wait=False)
-            self._spawn_step(only, 1, record.created_at)
             return
         # versioning markers first: a replay meets each before the calls that follow it
         records = self._take_unsent(
