@@ -54,7 +54,7 @@ class BaseWorld:
                                else SystemTimers(clock or system_clock))
         timers = self.timers
         # the clock function itself when there is one (a call less on every read)
-        self._clock: Clock = (timers._clock if isinstance(timers, SystemTimers)
+        self._clock: Clock = (timers.clock if isinstance(timers, SystemTimers)
                               else timers.now)
         self._work_event = asyncio.Event()
         self._run_waiters: dict[str, list[asyncio.Future[None]]] = {}

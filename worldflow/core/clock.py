@@ -50,12 +50,13 @@ class SystemTimers:
     """`Timers` on a clock function, waiting in real time with the running loop."""
 
     def __init__(self, clock: Clock = system_clock) -> None:
-        self._clock = _fast_system_clock if clock is system_clock else clock
+        #: the clock function (`now()` calls it; a world reads it directly)
+        self.clock = _fast_system_clock if clock is system_clock else clock
 
     def now(self) -> dt.datetime:
-        return self._clock()
+        return self.clock()
 
     def call_at(self, when: dt.datetime, callback: Callable[..., object],
                 *args: object) -> TimerHandle:
-        delay = (when - self._clock()).total_seconds()
+        delay = (when - self.clock()).total_seconds()
         return asyncio.get_running_loop().call_later(max(0.0, delay), callback, *args)

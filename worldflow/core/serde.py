@@ -88,11 +88,11 @@ class ArgsCodec:
     """Encodes a call's arguments as ``{"args": [...], "kwargs": {...}}`` and decodes them
     back with the function's parameter annotations."""
 
-    __slots__ = ("_hints", "_params", "_positional_hints", "name", "return_type")
+    __slots__ = ("_hints", "_positional_hints", "name", "return_type")
 
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self.name = name
-        self._params = list(inspect.signature(fn).parameters.values())
+        params = inspect.signature(fn).parameters.values()
         try:
             hints = typing.get_type_hints(fn)
         except Exception:  # unresolvable annotations: fall back to plain JSON values
@@ -101,7 +101,7 @@ class ArgsCodec:
         if self.return_type in (None, type(None)):
             self.return_type = Any
         self._hints = hints
-        positional = [p for p in self._params if p.kind in
+        positional = [p for p in params if p.kind in
                       (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         #: (index, type) of each annotated positional parameter
         self._positional_hints = [(i, hints[p.name]) for i, p in enumerate(positional)
