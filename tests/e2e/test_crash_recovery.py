@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.crash_app import expected, run_ids
+from tests.worker_process import finish
 
 pytestmark = pytest.mark.slow
 
@@ -63,21 +64,6 @@ def query(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 15) -> dict[str, Any]:
-    """Wait for a worker to exit 0 and return the results it printed."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"the worker did not finish within {timeout}s: {err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    done = [line for line in out.splitlines() if line.startswith("DONE ")]
-    assert len(done) == 1, out + err[-3000:]
-    results: dict[str, Any] = json.loads(done[0].removeprefix("DONE "))
-    return results
-
-
 def kill_mid_run(env: dict[str, str], marker: Path, after_lines: int) -> None:
     """Start the runs in a worker and SIGKILL it once `after_lines` step bodies ran."""
     worker = spawn("start", env, marker)
@@ -110,7 +96,7 @@ def test_completed_steps_are_not_rerun_after_sigkill(tmp_path: Path, after_lines
     assert completed_before_kill, "the kill landed before any step was recorded"
     assert sum(ran_before_kill.values()) < COUNT * STEPS_PER_RUN, "the kill landed too late"
 
-    results = finish(spawn("resume", env, marker))
+    results = finish(spawn("resume", env, marker), 15)
 
     assert results == {run_id: expected(seed) for seed, run_id in enumerate(run_ids(COUNT))}
     runs = body_runs(marker)
@@ -130,7 +116,7 @@ def test_new_process_resumes_every_unfinished_run(tmp_path: Path) -> None:
     assert [row[0] for row in unfinished] == sorted(run_ids(COUNT))
     assert {row[1] for row in unfinished} <= {"pending", "running"}
 
-    results = finish(spawn("resume", env, marker))  # it starts no run: it only waits
+    results = finish(spawn("resume", env, marker), 15)  # it starts no run: it only waits
 
     assert set(results) == set(run_ids(COUNT))
     rows = query(env, "SELECT id, status, output FROM workflow_runs ORDER BY id")
@@ -148,7 +134,7 @@ def test_starting_the_same_run_ids_from_two_processes_gives_one_run_each(
     env, marker = app_env(tmp_path), tmp_path / "marker.txt"
     first = spawn("start", env, marker)
     second = spawn("start", env, marker)
-    first_results, second_results = finish(first), finish(second)
+    first_results, second_results = finish(first, 15), finish(second, 15)
 
     want = {run_id: expected(seed) for seed, run_id in enumerate(run_ids(COUNT))}
     assert first_results == second_results == want

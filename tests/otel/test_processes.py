@@ -21,6 +21,7 @@ import pytest
 from opentelemetry import trace
 
 from tests.otel.spans_app import flow
+from tests.worker_process import finish
 from worldflow import create_world, start
 
 if TYPE_CHECKING:
@@ -69,18 +70,6 @@ def spawn(env: dict[str, str], run_id: str, spans_file: Path) -> subprocess.Pope
                             text=True)
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 60) -> Any:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"the worker did not finish within {timeout}s: {err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    [done] = [line for line in out.splitlines() if line.startswith("DONE ")]
-    return json.loads(done.removeprefix("DONE "))
-
-
 def read_spans(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -95,7 +84,7 @@ def test_worker_process_continues_the_callers_trace(
     caller = asyncio.run(start_in_span(env, "otel-cross"))
     spans_file = tmp_path / "spans.jsonl"
 
-    assert finish(spawn(env, "otel-cross", spans_file)) == 4  # (1 + 1) * 2
+    assert finish(spawn(env, "otel-cross", spans_file), 60) == 4  # (1 + 1) * 2
 
     found = read_spans(spans_file)
     assert sorted(s["name"] for s in found) == [
@@ -142,7 +131,7 @@ def test_resumed_run_after_sigkill_gives_no_second_span_for_completed_steps(
     before = read_spans(first_file)
     assert [s["name"] for s in before] == ["step otel_app_first"]  # nothing else ended
 
-    assert finish(spawn(env, "otel-crash", second_file)) == 4
+    assert finish(spawn(env, "otel-crash", second_file), 60) == 4
     after = read_spans(second_file)
     assert sorted(s["name"] for s in after) == ["step otel_app_second",
                                                 "workflow otel_app_flow"]
