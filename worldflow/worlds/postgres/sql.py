@@ -222,3 +222,44 @@ DELETE_SLOT = "DELETE FROM workflow_queue_slots WHERE queue = $1 AND holder = $2
 RENEW_SLOTS = ("UPDATE workflow_queue_slots SET expires_at = $1 "
                "WHERE starts_with(holder, $2) AND starts_with(queue, $3)")
 NOTIFY = "SELECT pg_notify($1, $2)"
+
+# A step started and completed, sent alone (the usual write of a run at low load), and
+# with its run's start (the run's first step): one statement, without worldflow_apply's
+# plpgsql, jsonb skeleton and subtransaction. It does what worldflow_apply does for such
+# an append when the step has no row yet and the events continue the run's log: the
+# step row inserted completed, the events, the run's counters (and its start). In any
+# other case (a row from an earlier attempt, a fence that does not hold, no such run)
+# it writes nothing and returns 0, and the write goes through worldflow_apply, which
+# says why. Parameters: writer.step_append_args; $17: the append's first seq, $18-$20
+# the run_started event's payload and time and its op's time (NULL: none).
+STEP_APPEND = """
+WITH step AS (
+    INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
+                                attempt, input, output, started_at, completed_at)
+    SELECT $1, $2, $3, $4, 'completed', $5, $6::json, $7::json, $8, $9
+     WHERE (SELECT max(seq) FROM workflow_events WHERE workflow_run_id = $2) = $17 - 1
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1),
+events AS (
+    INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
+                                 payload, created_at)
+    SELECT $2, e.seq, e.event_type, e.correlation_id, e.payload::json, e.created_at
+      FROM step, (VALUES ($17::integer, 'run_started', NULL::text, $18::text,
+                          $19::timestamptz),
+                         ($10::integer, 'step_started', $11::text, $12::text,
+                          $13::timestamptz),
+                         ($10::integer + 1, 'step_completed', $14::text, $15::text,
+                          $16::timestamptz))
+           AS e(seq, event_type, correlation_id, payload, created_at)
+     WHERE e.payload IS NOT NULL),
+counters AS (
+    UPDATE workflow_runs SET steps_total = steps_total + 1,
+                             steps_completed = steps_completed + 1,
+                             status = CASE WHEN $18 IS NULL THEN status ELSE 'running' END,
+                             started_at = CASE WHEN $18 IS NULL THEN started_at
+                                               ELSE coalesce(started_at, $20) END,
+                             updated_at = CASE WHEN $18 IS NULL THEN updated_at
+                                               ELSE $20 END
+     WHERE id = $2 AND EXISTS (SELECT 1 FROM step))
+SELECT count(*) FROM step
+"""

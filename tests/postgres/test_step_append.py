@@ -1,0 +1,229 @@
+"""A step's append sent alone goes as one plain statement (sql.STEP_APPEND) instead of
+worldflow_apply: the same rows, and in every case it does not take as is (a fence that
+does not hold, a write sent again, a value Postgres refuses) nothing written by it and
+worldflow_apply's answer. Also: schema version 6 (events keyed by run and seq)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from worldflow import create_world, start, step, workflow
+from worldflow.cli.postgres_setup import postgres_setup
+from worldflow.core.events import EventRecord, RunStarted, StepCompleted, StepStarted
+from worldflow.core.records import NewRun
+from worldflow.errors import LeaseLostError, WorldError
+from worldflow.worlds.postgres import writer as writer_module
+from worldflow.worlds.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(seconds=1)
+
+
+@step(name="pg_sa_double")
+async def double(x: int) -> int:
+    return 2 * x
+
+
+@workflow(name="pg_sa_flow")
+async def flow(x: int) -> int:
+    for _ in range(3):
+        x = await double(x)
+    return x
+
+
+@pytest.fixture
+async def own_db(postgres_url: str) -> Any:
+    from tests.postgres.test_processes import drop_db, fresh_db
+
+    url = await fresh_db(postgres_url)
+    yield url
+    await drop_db(url)
+
+
+def pg_world(url: str) -> Any:
+    return create_world("postgres", connection_string=url,
+                        job_prefix="sa" + uuid.uuid4().hex[:8])
+
+
+async def stored(conn: asyncpg.Connection, run_id: str) -> dict[str, Any]:
+    """What a run left in the database, without ids and times."""
+    events = await conn.fetch(
+        "SELECT seq, event_type, correlation_id, payload::text FROM workflow_events "
+        "WHERE workflow_run_id = $1 ORDER BY seq", run_id)
+    steps = await conn.fetch(
+        "SELECT correlation_id, step_name, status, attempt, input::text, output::text, "
+        "error::text, started_at IS NOT NULL, completed_at IS NOT NULL "
+        "FROM workflow_steps WHERE workflow_run_id = $1 ORDER BY position", run_id)
+    run = await conn.fetchrow(
+        "SELECT status, output::text, steps_total, steps_completed, steps_failed, "
+        "steps_running, started_at IS NOT NULL FROM workflow_runs WHERE id = $1", run_id)
+    return {"events": [(e[0], e[1], e[2], _without_times(e[3])) for e in events],
+            "steps": [tuple(s) for s in steps], "run": tuple(run)}
+
+
+def _without_times(payload: str) -> dict[str, Any]:
+    value: dict[str, Any] = msgspec.json.decode(payload)
+    return {k: v for k, v in value.items() if not k.endswith("_at")}
+
+
+async def test_a_lone_step_append_stores_what_worldflow_apply_stores(
+        own_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run alone, each step of a run is one STEP_APPEND (the first with the run's
+    start); with the statement turned off, worldflow_apply stores the same rows."""
+    async with pg_world(own_db) as world:
+        [committer] = world._writers
+        fast = await start(flow, 1, world=world)
+        assert await fast.result(timeout=30) == 8
+        assert committer.step_appends == 3
+        assert committer.step_append_fallbacks == 0
+        monkeypatch.setattr(writer_module, "step_append_args", lambda write: None)
+        slow = await start(flow, 1, world=world)
+        assert await slow.result(timeout=30) == 8
+        assert committer.step_appends == 3
+    conn = await asyncpg.connect(own_db)
+    try:
+        ours, theirs = await stored(conn, fast.run_id), await stored(conn, slow.run_id)
+    finally:
+        await conn.close()
+    assert ours == theirs
+    assert ours["run"] == ("completed", "8", 3, 3, 0, 0, True)
+    assert [(s[2], s[3], msgspec.json.decode(s[4])["args"], s[5], s[7], s[8])
+            for s in ours["steps"]] == [("completed", 1, [1], "2", True, True),
+                                        ("completed", 1, [2], "4", True, True),
+                                        ("completed", 1, [4], "8", True, True)]
+    assert [e[1] for e in ours["events"]] == [
+        "run_created", "run_started", "step_started", "step_completed", "step_started",
+        "step_completed", "step_started", "step_completed", "run_completed"]
+
+
+async def _new_run(world: Any, run_id: str) -> None:
+    raw = msgspec.Raw(b'{"args":[],"kwargs":{}}')
+    await world.create_run(NewRun(run_id, "pg_sa_flow", raw, T0), lease_owner=None,
+                           lease_seconds=30)
+
+
+def _pair(run_id: str, seq: int, cid: str, name: str = "s") -> list[EventRecord]:
+    return [EventRecord(run_id, seq, StepStarted(cid, name, 1, msgspec.Raw(b"[7]")), T0),
+            EventRecord(run_id, seq + 1, StepCompleted(cid, name, 1, msgspec.Raw(b"1")), T1)]
+
+
+async def _counts(conn: asyncpg.Connection, run_id: str) -> tuple[int, int, int]:
+    events = await conn.fetchval(
+        "SELECT count(*) FROM workflow_events WHERE workflow_run_id = $1", run_id)
+    steps = await conn.fetchval(
+        "SELECT count(*) FROM workflow_steps WHERE workflow_run_id = $1", run_id)
+    total = await conn.fetchval("SELECT steps_total FROM workflow_runs WHERE id = $1", run_id)
+    return events, steps, total
+
+
+async def test_an_append_that_does_not_follow_the_log_writes_nothing(own_db: str) -> None:
+    """A gap in seq (an earlier append lost) or a seq already taken (another process
+    appended first): the statement writes nothing, and worldflow_apply's answer, a
+    lost lease, is the caller's."""
+    conn = await asyncpg.connect(own_db)
+    world = pg_world(own_db)
+    await world.open()
+    try:
+        [committer] = world._writers
+        await _new_run(world, "gap")
+        await world.append_events("gap", [EventRecord("gap", 1, RunStarted(), T0)])
+        with pytest.raises(LeaseLostError, match="does not follow"):
+            await world.append_events("gap", _pair("gap", 5, "1"))
+        assert await _counts(conn, "gap") == (2, 0, 0)
+        await world.append_events("gap", _pair("gap", 2, "1"))
+        with pytest.raises(LeaseLostError):
+            await world.append_events("gap", _pair("gap", 3, "2"))  # seq 3 is taken
+        assert await _counts(conn, "gap") == (4, 1, 1)
+        assert (committer.step_appends, committer.step_append_fallbacks) == (3, 2)
+    finally:
+        await world.close()
+        await conn.close()
+
+
+async def test_the_same_append_sent_again_counts_once(own_db: str) -> None:
+    """A write whose commit was not confirmed is sent again: the second time the events
+    are there already (same seq, type and time), and it is done, not doubled."""
+    conn = await asyncpg.connect(own_db)
+    world = pg_world(own_db)
+    await world.open()
+    try:
+        await _new_run(world, "again")
+        records = [EventRecord("again", 1, RunStarted(), T0), *_pair("again", 2, "1")]
+        await world.append_events("again", records)
+        await world.append_events("again", records)
+        assert await _counts(conn, "again") == (4, 1, 1)
+        run = await world.get_run("again")
+        assert run is not None and (run.status, run.steps_completed) == ("running", 1)
+    finally:
+        await world.close()
+        await conn.close()
+
+
+async def test_a_value_postgres_refuses_fails_only_its_write(own_db: str) -> None:
+    """A step name with a NUL character: the statement fails on the server, nothing of
+    it is stored, and the caller gets worldflow_apply's error, which names the NUL."""
+    conn = await asyncpg.connect(own_db)
+    world = pg_world(own_db)
+    await world.open()
+    try:
+        [committer] = world._writers
+        await _new_run(world, "nul")
+        await world.append_events("nul", [EventRecord("nul", 1, RunStarted(), T0)])
+        with pytest.raises(WorldError, match="NUL"):
+            await world.append_events("nul", _pair("nul", 2, "1", name="bad\x00name"))
+        assert await _counts(conn, "nul") == (2, 0, 0)
+        assert committer.step_append_fallbacks == 1
+        await world.append_events("nul", _pair("nul", 2, "1"))
+        assert await _counts(conn, "nul") == (4, 1, 1)
+    finally:
+        await world.close()
+        await conn.close()
+
+
+async def test_version_6_keys_events_by_run_and_seq_and_keeps_them(own_db: str) -> None:
+    """A version-5 database upgrades in place: its events stay, the bigserial id goes,
+    (run, seq) is the primary key, and a duplicate seq is still refused."""
+    from importlib import resources
+
+    def sql(name: str) -> str:
+        return resources.files("worldflow.worlds.postgres").joinpath(name).read_text()
+
+    conn = await asyncpg.connect(own_db)
+    try:
+        async with conn.transaction():
+            await conn.execute("CREATE TABLE worldflow_schema_version (version integer NOT "
+                               "NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+            for version in range(1, 6):
+                await conn.execute(sql(MIGRATIONS[version]))
+                await conn.execute(
+                    "INSERT INTO worldflow_schema_version (version) VALUES ($1)", version)
+            for seq in range(3):
+                await conn.execute(
+                    "INSERT INTO workflow_events (workflow_run_id, seq, event_type, "
+                    "payload, created_at) VALUES ('old', $1, 'x', '{}', now())", seq)
+        assert SCHEMA_VERSION == 6
+        assert "5 -> 6" in await postgres_setup(own_db)
+        assert [r[0] for r in await conn.fetch(
+            "SELECT seq FROM workflow_events WHERE workflow_run_id = 'old' ORDER BY seq")
+                ] == [0, 1, 2]
+        key = await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'workflow_events'::regclass AND contype = 'p'")
+        assert key == "PRIMARY KEY (workflow_run_id, seq)"
+        columns = {r[0] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'workflow_events'")}
+        assert "id" not in columns
+        assert await conn.fetchval("SELECT to_regclass('workflow_runs_started')") is None
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "INSERT INTO workflow_events (workflow_run_id, seq, event_type, payload, "
+                "created_at) VALUES ('old', 2, 'x', '{}', now())")
+    finally:
+        await conn.close()
