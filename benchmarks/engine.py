@@ -7,7 +7,8 @@ latency:    workflows one after another; median ms, and per-step ms.
 floor:      (Postgres) one INSERT + COMMIT into a WAL-logged table through asyncpg,
             serially, in the same run (as ../shared/peers/pg_limit.py does): the latency
             a durable step cannot beat; per_step_ms / floor = the engine's latency
-            overhead factor.
+            overhead factor. Workflows and floor inserts take turns in ten rounds, so
+            that both are timed on the same machine (its speed drifts).
 scaling:    per-step time at M=--scale-steps against M=--steps (should stay flat).
 
     python benchmarks/engine.py --world memory
@@ -142,27 +143,37 @@ def server_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(after[pid] - before.get(pid, 0.0) for pid in after)
 
 
-async def insert_commit_floor(url: str, n: int = 500) -> float:
-    """Median ms of one ~100-byte INSERT committed on its own, through asyncpg."""
-    import asyncpg
+class FloorProbe:
+    """One ~100-byte INSERT committed on its own, through asyncpg, on a connection and
+    table of its own: `sample(k)` times k of them one after another (ms each)."""
 
-    conn = await asyncpg.connect(url)
-    name = f"worldflow_floor_{os.getpid()}"
-    try:
+    def __init__(self, conn: Any, name: str) -> None:
+        self.conn, self.name = conn, name
+        self.insert = FLOOR_INSERT.format(name=name)
+
+    @classmethod
+    async def open(cls, url: str) -> FloorProbe:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        name = f"worldflow_floor_{os.getpid()}"
         await conn.execute(FLOOR_TABLE.format(name=name))
-        insert = FLOOR_INSERT.format(name=name)
+        return cls(conn, name)
+
+    async def sample(self, k: int) -> list[float]:
         payload = b"x" * 100
         times = []
-        for _ in range(n):
+        for _ in range(k):
             t0 = time.perf_counter()
-            await conn.execute(insert, "r", "step_completed", payload)
-            times.append(time.perf_counter() - t0)
-    finally:
+            await self.conn.execute(self.insert, "r", "step_completed", payload)
+            times.append((time.perf_counter() - t0) * 1000)
+        return times
+
+    async def close(self) -> None:
         try:
-            await conn.execute(f"DROP TABLE IF EXISTS {name}")
+            await self.conn.execute(f"DROP TABLE IF EXISTS {self.name}")
         finally:
-            await conn.close()
-    return statistics.median(times) * 1000
+            await self.conn.close()
 
 
 async def latency(world: Any, n: int, m: int) -> list[float]:
@@ -172,6 +183,37 @@ async def latency(world: Any, n: int, m: int) -> list[float]:
         run = await start(bench_workflow, m, world=world)
         await run.result()
         out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def latency_phase(world: Any, n: int, m: int, floor_url: str | None
+                        ) -> dict[str, Any]:
+    """n workflows of m steps, n empty ones and (floor_url) 500 floor inserts, in ten
+    interleaved rounds: this machine's speed drifts by a fifth within a minute, so a
+    floor taken after the workflows, or empty workflows after the full ones, compare
+    two different moments."""
+    rounds = 10
+    lat_m: list[float] = []
+    lat_0: list[float] = []
+    floor: list[float] = []
+    probe = await FloorProbe.open(floor_url) if floor_url else None
+    try:
+        for r in range(rounds):
+            share = n // rounds + (1 if r < n % rounds else 0)
+            lat_m += await latency(world, share, m)
+            lat_0 += await latency(world, share, 0)
+            if probe is not None:
+                floor += await probe.sample(50)
+    finally:
+        if probe is not None:
+            await probe.close()
+    med_m, med_0 = statistics.median(lat_m), statistics.median(lat_0)
+    per_step = (med_m - med_0) / max(1, m)
+    out: dict[str, Any] = {"median_ms": round(med_m, 3), "empty_wf_median_ms": round(med_0, 3),
+                           "per_step_ms": round(per_step, 3)}
+    if floor:
+        out["insert_commit_floor_ms"] = round(statistics.median(floor), 3)
+        out["per_step_over_floor"] = round(per_step / statistics.median(floor), 2)
     return out
 
 
@@ -206,18 +248,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 cpu["total_ms_per_step"] = cpu["client_ms_per_step"]
             result["throughput"]["cpu"] = cpu
             if args.latency:
-                lat_m = await latency(world, args.latency, args.steps)
-                lat_0 = await latency(world, args.latency, 0)
-                med_m, med_0 = statistics.median(lat_m), statistics.median(lat_0)
-                per_step = (med_m - med_0) / max(1, args.steps)
-                result["latency"] = {
-                    "median_ms": round(med_m, 3), "empty_wf_median_ms": round(med_0, 3),
-                    "per_step_ms": round(per_step, 3),
-                }
-                if args.world == "postgres":
-                    floor = await insert_commit_floor(args.url)
-                    result["latency"]["insert_commit_floor_ms"] = round(floor, 3)
-                    result["latency"]["per_step_over_floor"] = round(per_step / floor, 2)
+                result["latency"] = await latency_phase(
+                    world, args.latency, args.steps,
+                    args.url if args.world == "postgres" else None)
             if args.scale_steps:
                 # as many workflows in flight in both phases (else group commit differs)
                 big_n = max(args.scale_workflows, args.concurrency)
