@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from rich.text import Text
 
-from worldflow.cli.inspect import print_json
+from worldflow.cli.render import print_json
 from worldflow.core.engine import _hostname, _pid_alive
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
-"""The CLI's own error: a failure to report as one line with an exit status."""
+"""The CLI's own errors: failures reported as one line with an exit status (`main`
+maps each to its status)."""
 
 from __future__ import annotations
 
-__all__ = ["CliError"]
+__all__ = ["CliError", "NotFound", "UsageError"]
 
 
 class CliError(Exception):
@@ -11,3 +12,11 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+class NotFound(LookupError):
+    """Something named on the command line does not exist (exit status 1)."""
+
+
+class UsageError(ValueError):
+    """A value on the command line that the world refuses, e.g. a bad cursor (status 2)."""

@@ -91,11 +91,22 @@ from rich.table import Table
 from rich.text import Text
 
 from worldflow.cli import shapes
-from worldflow.cli.errors import CliError
+from worldflow.cli.errors import NotFound, UsageError
+from worldflow.cli.parser import tag_filter
+from worldflow.cli.render import STATUS_STYLES as STATUS_STYLES
+from worldflow.cli.render import (
+    _compact,
+    _print_steps,
+    _status,
+    _tags_text,
+    _time,
+    _user_traceback,
+    event_details,
+    format_duration,
+    print_json,
+)
 from worldflow.cli.times import since_time
-from worldflow.cli.tracebacks import user_frames
 from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
-from worldflow.core.listing import parse_tag
 from worldflow.errors import CorruptRecordError, RunNotFoundError
 
 if TYPE_CHECKING:
@@ -107,56 +118,11 @@ if TYPE_CHECKING:
     from worldflow.core.world import World
 
 __all__ = ["COMMANDS", "NotFound", "UsageError", "event_details", "format_duration"]
+# STATUS_STYLES moved to cli/render.py and is imported above "as" itself: it was defined
+# here, and stays importable from here
 
-STATUS_STYLES = {"pending": "yellow", "running": "cyan", "completed": "green",
-                 "corrupt": "bold red reverse", "failed": "bold red", "cancelled": "magenta",
-                 "continued": "blue", "active": "cyan",
-                 "disposed": "dim"}
 #: how long `--follow` waits between reads of a stream another process writes
 FOLLOW_POLL_SECONDS = 0.5
-
-
-class NotFound(LookupError):
-    """Something named on the command line does not exist (exit status 1)."""
-
-
-class UsageError(ValueError):
-    """A value on the command line that the world refuses, e.g. a bad cursor (status 2)."""
-
-
-def print_json(document: Any, *, indent: int | None = 2) -> None:
-    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=indent) + "\n")
-    sys.stdout.flush()
-
-
-def format_duration(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms:.0f}ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, seconds = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m"
-
-
-def _time(value: str | None) -> str:
-    return "-" if value is None else value[:19].replace("T", " ")
-
-
-def _status(value: str) -> Text:
-    return Text(value, style=STATUS_STYLES.get(value, ""))
-
-
-def _compact(value: Any, limit: int | None = None) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    if limit is not None and len(text) > limit:
-        return text[:limit - 1] + "…"
-    return text
 
 
 async def _run(world: World, run_id: str) -> RunRecord:
@@ -212,25 +178,6 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
         console.print(Text(f"next cursor: {page.next_cursor}"))
 
 
-def tag_filter(texts: list[str]) -> dict[str, str]:
-    """``--tag KEY=VALUE`` options as a dict; `CliError` (status 1) naming a bad one."""
-    tags: dict[str, str] = {}
-    for text in texts:
-        try:
-            key, value = parse_tag(text)
-        except ValueError as exc:
-            raise CliError(f"--tag: {exc}") from None
-        if tags.get(key, value) != value:
-            raise CliError(f"--tag: {key!r} is given twice with different values "
-                           f"({tags[key]!r} and {value!r}); a run has one value per key")
-        tags[key] = value
-    return tags
-
-
-def _tags_text(tags: dict[str, str]) -> str:
-    return " ".join(f"{key}={value}" for key, value in tags.items())
-
-
 async def _run_detail(world: World, args: argparse.Namespace, console: Console) -> None:
     run = await _run(world, args.run_id)
     events = await world.list_events(run.run_id)
@@ -272,38 +219,6 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
         _print_steps(detail["steps"], console)
 
 
-def _print_steps(steps: list[dict[str, Any]], console: Console) -> None:
-    table = Table(header_style="bold")
-    for column in ("#", "step", "status", "attempts", "started (UTC)", "duration", "error"):
-        table.add_column(column, overflow="fold")
-    for step in steps:
-        error = step["error"]
-        table.add_row(Text(step["correlation_id"]), Text(step["step_name"]),
-                      _status(step["status"]), str(step["attempts"]), _time(step["started_at"]),
-                      format_duration(step["duration_ms"]),
-                      Text("" if error is None else f"{error['type']}: {error['message']}"))
-    console.print(table)
-    for step in steps:
-        for retry in step["retries"]:
-            error = retry["error"]
-            console.print(Text(
-                f"  {step['step_name']} #{step['correlation_id']}: attempt {retry['attempt']} "
-                f"failed ({error['type']}: {error['message']}), retried after "
-                f"{format_duration(retry['delay_ms'])}"))
-    for step in steps:
-        error = step["error"]
-        if step["status"] == "failed" and error is not None and error.get("traceback"):
-            console.print()
-            console.print(Text(f"step {step['step_name']} #{step['correlation_id']} failed: "
-                               f"{error['type']}: {error['message']}", style="red"))
-            console.print(Text(_user_traceback(error)))
-
-
-def _user_traceback(error: dict[str, Any]) -> str:
-    """An error's traceback from the user's first frame (``--json`` has it whole)."""
-    return (user_frames(error["traceback"]) or "").rstrip("\n")
-
-
 # -- inspect steps / events / hooks ----------------------------------------------------
 async def inspect_steps(world: World, args: argparse.Namespace, console: Console) -> None:
     run = await _run(world, args.run_id)
@@ -316,28 +231,6 @@ async def inspect_steps(world: World, args: argparse.Namespace, console: Console
         _print_steps(steps, console)
     else:
         console.print("no steps")
-
-
-def event_details(event: dict[str, Any]) -> str:
-    """One line saying what an event recorded (for tables and the web UI's log)."""
-    data = event["data"]
-    parts: list[str] = []
-    if "step_name" in data:
-        parts.append(f"{data['step_name']} attempt {data.get('attempt', '?')}")
-    if "error" in data:
-        parts.append(f"{data['error']['type']}: {data['error']['message']}")
-    if "retry_at" in data:
-        parts.append(f"retry at {_time(data['retry_at'])}")
-    if "resume_at" in data:
-        parts.append(f"until {_time(data['resume_at'])}")
-    if "token" in data:
-        parts.append(f"token {data['token']}")
-    if "topics" in data:
-        parts.append("topics " + ", ".join(data["topics"]))
-    parts.extend(f"{key} {_compact(data[key], 120)}"
-                 for key in ("payload", "output", "workflow_name", "reason", "change_id")
-                 if key in data)
-    return "; ".join(parts)
 
 
 async def inspect_events(world: World, args: argparse.Namespace, console: Console) -> None:

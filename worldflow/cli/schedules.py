@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from worldflow.cli.inspect import print_json
+from worldflow.cli.render import print_json
 from worldflow.core.schedules import (
     delete_schedule,
     next_run_at,

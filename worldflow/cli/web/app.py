@@ -46,7 +46,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from worldflow.cli import shapes
-from worldflow.cli.inspect import event_details, format_duration
+from worldflow.cli.render import event_details, format_duration
 from worldflow.cli.tracebacks import user_frames
 from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
 from worldflow.cli.web.actions import RunActions

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from worldflow.cli.inspect import format_duration
+from worldflow.cli.render import format_duration
 from worldflow.core.events import (
     HookCreated,
     HookDisposed,
