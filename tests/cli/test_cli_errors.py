@@ -126,3 +126,19 @@ def test_web_port_in_use_is_one_line(populated_db: str) -> None:
     assert result.err.startswith(f"worldflow: cannot listen on 127.0.0.1:{port}: Address "
                                  f"already in use")
     assert len(result.err.splitlines()) == 1
+
+
+def test_python_dash_m_worldflow_is_the_worldflow_command() -> None:
+    """`python -m worldflow` runs the same command as the console script (a bad
+    argument included: one line, exit 2)."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    ok = subprocess.run([sys.executable, "-m", "worldflow", "--version"],
+                        capture_output=True, text=True, timeout=60)
+    assert (ok.returncode, ok.stdout.strip()) == (0, f"worldflow {version('worldflow')}")
+    bad = subprocess.run([sys.executable, "-m", "worldflow", "inspect", "nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad
+    assert "invalid choice: 'nope'" in bad.stderr and "Traceback" not in bad.stderr
