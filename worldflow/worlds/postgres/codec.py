@@ -1,12 +1,23 @@
-"""Values between Python and the Postgres world's rows and batch messages."""
+"""Values between Python and the Postgres world's rows and batch messages, and the
+decoders that turn rows into the records core reads (runs, steps, hooks): a row
+changed behind worldflow's back becomes a `CorruptRecordError` naming its run."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import msgspec
+from msgspec import Raw
 
 from worldflow.core.events import ErrorInfo, EventRecord, decode_stored_event
+from worldflow.core.records import (
+    HookRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    corrupt_run,
+)
 from worldflow.errors import CorruptRecordError
 
 if TYPE_CHECKING:
@@ -41,3 +52,40 @@ _tags_decoder = msgspec.json.Decoder(dict[str, str])
 def decode_tags(text: str | None) -> dict[str, str]:
     """A run's tags as stored (a JSON object, or NULL for none)."""
     return {} if text is None else _tags_decoder.decode(text)
+
+
+def _raw(text: str | None) -> Raw | None:
+    return None if text is None else Raw(text.encode())
+
+
+def _run_record(row: asyncpg.Record) -> RunRecord:
+    """A run; `CorruptRecordError` naming it if its row cannot be decoded."""
+    try:
+        return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
+                         _raw(row[4]), decode_error(row[5]), row[6], row[7], row[8], row[9],
+                         row[10], row[11],
+                         tags=decode_tags(row[12]),
+                         steps_total=row[13], steps_completed=row[14],
+                         steps_failed=row[15], steps_running=row[16])
+    except BAD_ROW as exc:
+        raise corrupt_row("workflow_runs", row[0], row[0], exc) from None
+
+
+def _run_record_or_placeholder(row: asyncpg.Record) -> RunRecord:
+    """For listings: a corrupt row becomes a placeholder, so it hides no other run."""
+    try:
+        return _run_record(row)
+    except CorruptRecordError as exc:
+        return corrupt_run(row[0], row[1], row[6], str(exc))
+
+
+def _step_record(r: asyncpg.Record) -> StepRecord:
+    try:
+        return StepRecord(r[0], r[1], r[2], r[3], StepStatus(r[4]), r[5], _raw(r[6]),
+                          _raw(r[7]), decode_error(r[8]), r[9], r[10])
+    except BAD_ROW as exc:
+        raise corrupt_row("workflow_steps", r[0], r[1], exc) from None
+
+
+def _hook_record(row: asyncpg.Record) -> HookRecord:
+    return HookRecord(row[0], row[1], row[2], row[3], row[4], row[5], _raw(row[6]))
