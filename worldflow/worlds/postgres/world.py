@@ -11,8 +11,6 @@ connections.PostgresConnections (settings, pool, writers, listener): runs.RunLog
 (runs and their log), queue.RunQueue (claims and leases), inbox.RunInbox (input from
 outside), slots.QueueSlots and streams.RunStreams; rows become records in codec.py.
 This module composes them and holds the schedules (their SQL is in schedules.py).
-The names that lived here before (TERMINAL, RETRY_FOR, the row decoders, ...) are
-imported back as `name as name`, so they stay importable from this module.
 """
 
 from __future__ import annotations
@@ -21,19 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from worldflow.worlds.postgres import schedules
-from worldflow.worlds.postgres.codec import _hook_record as _hook_record
-from worldflow.worlds.postgres.codec import _raw as _raw
-from worldflow.worlds.postgres.codec import _run_record as _run_record
-from worldflow.worlds.postgres.codec import (
-    _run_record_or_placeholder as _run_record_or_placeholder,
-)
-from worldflow.worlds.postgres.codec import _step_record as _step_record
-from worldflow.worlds.postgres.connections import _PREFIX as _PREFIX
-from worldflow.worlds.postgres.connections import RETRY_FOR as RETRY_FOR
 from worldflow.worlds.postgres.connections import PostgresConnections
-from worldflow.worlds.postgres.connections import T as T
-from worldflow.worlds.postgres.connections import _PooledConnection as _PooledConnection
-from worldflow.worlds.postgres.inbox import TERMINAL as TERMINAL
 from worldflow.worlds.postgres.inbox import RunInbox
 from worldflow.worlds.postgres.queue import RunQueue
 from worldflow.worlds.postgres.runs import RunLog

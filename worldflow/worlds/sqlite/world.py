@@ -14,23 +14,7 @@ from typing import TYPE_CHECKING
 
 from worldflow.worlds.sqlite import log, reads, schedules, streams
 from worldflow.worlds.sqlite import queue as _queue
-
-# the names below moved to connections.py and are re-exported so imports keep working
-from worldflow.worlds.sqlite.connections import (
-    SET_BUSY_TIMEOUT as SET_BUSY_TIMEOUT,
-)
-from worldflow.worlds.sqlite.connections import (
-    SET_QUERY_ONLY as SET_QUERY_ONLY,
-)
-from worldflow.worlds.sqlite.connections import (
-    SET_SYNCHRONOUS as SET_SYNCHRONOUS,
-)
-from worldflow.worlds.sqlite.connections import SET_WAL as SET_WAL
 from worldflow.worlds.sqlite.connections import SQLiteConnections, _call
-from worldflow.worlds.sqlite.connections import T as T
-from worldflow.worlds.sqlite.connections import _setup_read_only as _setup_read_only
-from worldflow.worlds.sqlite.connections import _setup_reader as _setup_reader
-from worldflow.worlds.sqlite.connections import logger as logger
 
 if TYPE_CHECKING:
     import datetime as dt
