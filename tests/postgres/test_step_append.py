@@ -74,18 +74,22 @@ def _without_times(payload: str) -> dict[str, Any]:
 
 async def test_a_lone_step_append_stores_what_worldflow_apply_stores(
         own_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run alone, each step of a run is one STEP_APPEND (the first with the run's
-    start); with the statement turned off, worldflow_apply stores the same rows."""
+    """Run alone, a run of three steps is four commits: its creation, its start with
+    the first step (one STEP_APPEND), the second step (another), and the last step
+    with the run's end (through worldflow_apply). With the statement turned off,
+    worldflow_apply stores the same rows."""
     async with pg_world(own_db) as world:
         [committer] = world._writers
+        commits = committer.queue.commits
         fast = await start(flow, 1, world=world)
         assert await fast.result(timeout=30) == 8
-        assert committer.step_appends == 3
+        assert committer.queue.commits - commits == 4
+        assert committer.step_appends == 2
         assert committer.step_append_fallbacks == 0
         monkeypatch.setattr(writer_module, "step_append_args", lambda write: None)
         slow = await start(flow, 1, world=world)
         assert await slow.result(timeout=30) == 8
-        assert committer.step_appends == 3
+        assert committer.step_appends == 2
     conn = await asyncpg.connect(own_db)
     try:
         ours, theirs = await stored(conn, fast.run_id), await stored(conn, slow.run_id)

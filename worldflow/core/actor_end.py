@@ -43,12 +43,16 @@ logger = logging.getLogger("worldflow.run")
 class RunEnding(ActorState):
     """End the run: its terminal event, then its children and parent told."""
 
-    async def _finish(self) -> None:
+    async def _finish(self, records: list[EventRecord] | None = None,
+                      inbox_ids: list[int] | None = None) -> None:
+        """Record the run's end; `records` (and `inbox_ids`): what it ended on, not yet
+        appended, which is committed with it."""
         instance = self._instance
         assert instance is not None and instance.root is not None
         root = instance.root
         event: Event
         if not root.cancelled() and isinstance(root.exception(), ContinueAsNew):
+            assert not records and not inbox_ids, "continue-as-new follows a committed log"
             await self._continue_as_new(root.exception())  # type: ignore[arg-type]
             return
         if root.cancelled() and self._cancel_requested:
@@ -64,7 +68,7 @@ class RunEnding(ActorState):
                                                   what=f"workflow {instance.defn.name!r} result"))
             except TypeError as exc:
                 event = RunFailed(error_info(exc))
-        await self._end(event, [], [])
+        await self._end(event, records or [], inbox_ids or [])
         if isinstance(event, RunFailed):
             logger.info("run %s: failed: %s: %s", self.run_id, event.error.type,
                         event.error.message)

@@ -2,9 +2,9 @@
 workflow's new calls recorded and started.
 
 A batch of messages becomes one append; a completion is durable before the workflow
-acts on it. In the usual case (one step awaited) `_start_new_calls` takes a shorter
-path: this is the hot path of every step (`_process` -> `_start_new_calls` ->
-`_spawn_step` -> `_run_step`)."""
+acts on it (a run that ends on it commits its end in the same append). In the usual
+case (one step awaited) `_start_new_calls` takes a shorter path: this is the hot path
+of every step (`_process` -> `_start_new_calls` -> `_spawn_step` -> `_run_step`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from worldflow.core.actor_children import ChildRuns, after_end
 from worldflow.core.actor_end import RunEnding
 from worldflow.core.actor_steps import StepAttempts
+from worldflow.core.continuation import ContinueAsNew
 from worldflow.core.events import (
     NO_METADATA,
     CancelRequested,
@@ -47,6 +48,8 @@ from worldflow.core.versioning import take_new_markers
 
 if TYPE_CHECKING:
     import msgspec
+
+    from worldflow.core.instance import WorkflowInstance
 
 logger = logging.getLogger("worldflow.run")
 
@@ -130,12 +133,30 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
                             f"out after {timeout:g}s")), records, inbox_ids)
                         logger.info("run %s: timed out", self.run_id)
                         return True
-        if records or inbox_ids:
-            await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+        # The workflow takes what is delivered before it is committed, but acts on it
+        # only after: its new calls are recorded and started once the append below has
+        # committed, and if it ended, its end is committed with these records in one
+        # append, so that no run ever ends on a completion the log does not hold.
         for record in deliveries:
             instance.deliver(record)
+        if deliveries and self._ends_with(instance):
+            await self._finish(records, inbox_ids)
+            return True
+        if records or inbox_ids:
+            await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
         await self._start_new_calls()
         return False
+
+    @staticmethod
+    def _ends_with(instance: WorkflowInstance) -> bool:
+        """The workflow ended and left nothing else to record: its end can share the
+        append of what it ended on. Not a continue-as-new, which creates the next run
+        before the end is recorded (that must follow a committed log)."""
+        root = instance.root
+        if (root is None or not root.done() or instance.new_calls
+                or instance.new_patch_markers):
+            return False
+        return root.cancelled() or not isinstance(root.exception(), ContinueAsNew)
 
     def _take_hook_payload(self, cid: str, token: str, payload: msgspec.Raw) -> EventRecord:
         """A payload from the inbox as `hook_received`, or as `hook_rejected` if it does
