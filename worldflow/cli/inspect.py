@@ -95,15 +95,15 @@ from worldflow.cli.errors import NotFound, UsageError
 from worldflow.cli.parser import tag_filter
 from worldflow.cli.render import STATUS_STYLES as STATUS_STYLES
 from worldflow.cli.render import (
-    _compact,
-    _print_steps,
-    _status,
-    _tags_text,
-    _time,
-    _user_traceback,
+    compact_value,
     event_details,
     format_duration,
+    format_time,
     print_json,
+    print_steps,
+    status_text,
+    tags_text,
+    user_traceback,
 )
 from worldflow.cli.times import since_time
 from worldflow.cli.waiting import run_waiting, waiting_for, waiting_text
@@ -164,12 +164,12 @@ async def inspect_runs(world: World, args: argparse.Namespace, console: Console)
         steps = f"{counts['completed']}/{counts['total']}"
         if counts["failed"]:
             steps += f" ({counts['failed']} failed)"
-        status = _status(run["status"])
+        status = status_text(run["status"])
         if run["waiting"] is not None:
             status.append(f" ({run['waiting']['label']})")
         table.add_row(Text(run["run_id"]), Text(run["workflow_name"]), status,
-                      _time(run["started_at"]), format_duration(run["duration_ms"]), steps,
-                      *((Text(_tags_text(run["tags"])),) if with_tags else ()))
+                      format_time(run["started_at"]), format_duration(run["duration_ms"]), steps,
+                      *((Text(tags_text(run["tags"])),) if with_tags else ()))
     if summaries:
         console.print(table)
     else:
@@ -191,32 +191,32 @@ async def _run_detail(world: World, args: argparse.Namespace, console: Console) 
     fields.add_column(overflow="fold")
     fields.add_row("run", Text(detail["run_id"]))
     fields.add_row("workflow", Text(detail["workflow_name"]))
-    fields.add_row("status", _status(detail["status"]))
+    fields.add_row("status", status_text(detail["status"]))
     if detail["waiting"] is not None:
         fields.add_row("waiting", Text(waiting_text(detail["waiting"])))
     fields.add_row("queue", Text(detail["queue"]))
     if detail["tags"]:
-        fields.add_row("tags", Text(_tags_text(detail["tags"])))
+        fields.add_row("tags", Text(tags_text(detail["tags"])))
     if detail["parent_run_id"] is not None:
         fields.add_row("parent", Text(detail["parent_run_id"]))
     if detail["children"]:
         fields.add_row("children", Text(", ".join(c["run_id"] for c in detail["children"])))
-    fields.add_row("created", _time(detail["created_at"]))
-    fields.add_row("started", _time(detail["started_at"]))
-    fields.add_row("completed", _time(detail["completed_at"]))
+    fields.add_row("created", format_time(detail["created_at"]))
+    fields.add_row("started", format_time(detail["started_at"]))
+    fields.add_row("completed", format_time(detail["completed_at"]))
     fields.add_row("duration", format_duration(detail["duration_ms"]))
-    fields.add_row("input", Text(_compact(detail["input"])))
+    fields.add_row("input", Text(compact_value(detail["input"])))
     if detail["status"] == "completed":
-        fields.add_row("output", Text(_compact(detail["output"])))
+        fields.add_row("output", Text(compact_value(detail["output"])))
     error = detail["error"]
     if error is not None:
         fields.add_row("error", Text(f"{error['type']}: {error['message']}", style="red"))
     console.print(fields)
     if error is not None and error.get("traceback"):
-        console.print(Text(_user_traceback(error), style="dim"))
+        console.print(Text(user_traceback(error), style="dim"))
     if detail["steps"]:
         console.print()
-        _print_steps(detail["steps"], console)
+        print_steps(detail["steps"], console)
 
 
 # -- inspect steps / events / hooks ----------------------------------------------------
@@ -228,7 +228,7 @@ async def inspect_steps(world: World, args: argparse.Namespace, console: Console
     if args.json:
         print_json({"run_id": run.run_id, "steps": steps})
     elif steps:
-        _print_steps(steps, console)
+        print_steps(steps, console)
     else:
         console.print("no steps")
 
@@ -275,8 +275,8 @@ async def inspect_hooks(world: World, args: argparse.Namespace, console: Console
         if hook["rejected"]:
             payloads += f" ({hook['rejected']} rejected)"
         table.add_row(Text(hook["token"]), Text(hook["run_id"]), Text(hook["correlation_id"]),
-                      _status(hook["status"]), payloads, _time(hook["created_at"]),
-                      _time(hook["disposed_at"]))
+                      status_text(hook["status"]), payloads, format_time(hook["created_at"]),
+                      format_time(hook["disposed_at"]))
     console.print(table)
 
 

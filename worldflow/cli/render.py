@@ -21,7 +21,18 @@ from worldflow.cli.tracebacks import user_frames
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["STATUS_STYLES", "event_details", "format_duration", "print_json"]
+__all__ = [
+    "STATUS_STYLES",
+    "compact_value",
+    "event_details",
+    "format_duration",
+    "format_time",
+    "print_json",
+    "print_steps",
+    "status_text",
+    "tags_text",
+    "user_traceback",
+]
 
 STATUS_STYLES = {"pending": "yellow", "running": "cyan", "completed": "green",
                  "corrupt": "bold red reverse", "failed": "bold red", "cancelled": "magenta",
@@ -49,22 +60,26 @@ def format_duration(ms: float | None) -> str:
     return f"{hours}h {minutes}m"
 
 
-def _time(value: str | None) -> str:
+def format_time(value: str | None) -> str:
+    """An ISO time as the tables show it (to the second, UTC); "-" for none."""
     return "-" if value is None else value[:19].replace("T", " ")
 
 
-def _status(value: str) -> Text:
+def status_text(value: str) -> Text:
+    """A status in its colour (STATUS_STYLES)."""
     return Text(value, style=STATUS_STYLES.get(value, ""))
 
 
-def _compact(value: Any, limit: int | None = None) -> str:
+def compact_value(value: Any, limit: int | None = None) -> str:
+    """A JSON value on one line, cut to `limit` characters if given."""
     text = json.dumps(value, ensure_ascii=False)
     if limit is not None and len(text) > limit:
         return text[:limit - 1] + "…"
     return text
 
 
-def _tags_text(tags: dict[str, str]) -> str:
+def tags_text(tags: dict[str, str]) -> str:
+    """Tags as `key=value` pairs, space-separated, in their order."""
     return " ".join(f"{key}={value}" for key, value in tags.items())
 
 
@@ -77,27 +92,29 @@ def event_details(event: dict[str, Any]) -> str:
     if "error" in data:
         parts.append(f"{data['error']['type']}: {data['error']['message']}")
     if "retry_at" in data:
-        parts.append(f"retry at {_time(data['retry_at'])}")
+        parts.append(f"retry at {format_time(data['retry_at'])}")
     if "resume_at" in data:
-        parts.append(f"until {_time(data['resume_at'])}")
+        parts.append(f"until {format_time(data['resume_at'])}")
     if "token" in data:
         parts.append(f"token {data['token']}")
     if "topics" in data:
         parts.append("topics " + ", ".join(data["topics"]))
-    parts.extend(f"{key} {_compact(data[key], 120)}"
+    parts.extend(f"{key} {compact_value(data[key], 120)}"
                  for key in ("payload", "output", "workflow_name", "reason", "change_id")
                  if key in data)
     return "; ".join(parts)
 
 
-def _print_steps(steps: list[dict[str, Any]], console: Console) -> None:
+def print_steps(steps: list[dict[str, Any]], console: Console) -> None:
+    """The steps table of `inspect runs RUN_ID` and `inspect steps`."""
     table = Table(header_style="bold")
     for column in ("#", "step", "status", "attempts", "started (UTC)", "duration", "error"):
         table.add_column(column, overflow="fold")
     for step in steps:
         error = step["error"]
         table.add_row(Text(step["correlation_id"]), Text(step["step_name"]),
-                      _status(step["status"]), str(step["attempts"]), _time(step["started_at"]),
+                      status_text(step["status"]), str(step["attempts"]),
+                      format_time(step["started_at"]),
                       format_duration(step["duration_ms"]),
                       Text("" if error is None else f"{error['type']}: {error['message']}"))
     console.print(table)
@@ -114,9 +131,9 @@ def _print_steps(steps: list[dict[str, Any]], console: Console) -> None:
             console.print()
             console.print(Text(f"step {step['step_name']} #{step['correlation_id']} failed: "
                                f"{error['type']}: {error['message']}", style="red"))
-            console.print(Text(_user_traceback(error)))
+            console.print(Text(user_traceback(error)))
 
 
-def _user_traceback(error: dict[str, Any]) -> str:
+def user_traceback(error: dict[str, Any]) -> str:
     """An error's traceback from the user's first frame (``--json`` has it whole)."""
     return (user_frames(error["traceback"]) or "").rstrip("\n")

@@ -23,7 +23,18 @@ from worldflow.errors import CorruptRecordError
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["BAD_ROW", "corrupt_row", "decode_error", "decode_event_row", "decode_tags"]
+__all__ = [
+    "BAD_ROW",
+    "corrupt_row",
+    "decode_error",
+    "decode_event_row",
+    "decode_hook",
+    "decode_raw",
+    "decode_run",
+    "decode_run_or_placeholder",
+    "decode_step",
+    "decode_tags",
+]
 
 #: what decoding a row that was changed behind worldflow's back can raise
 BAD_ROW = (ValueError, TypeError, AttributeError, msgspec.DecodeError,
@@ -54,15 +65,16 @@ def decode_tags(text: str | None) -> dict[str, str]:
     return {} if text is None else _tags_decoder.decode(text)
 
 
-def _raw(text: str | None) -> Raw | None:
+def decode_raw(text: str | None) -> Raw | None:
+    """A stored JSON value (read as text) as msgspec Raw, byte for byte."""
     return None if text is None else Raw(text.encode())
 
 
-def _run_record(row: asyncpg.Record) -> RunRecord:
+def decode_run(row: asyncpg.Record) -> RunRecord:
     """A run; `CorruptRecordError` naming it if its row cannot be decoded."""
     try:
         return RunRecord(row[0], row[1], RunStatus(row[2]), Raw(row[3].encode()),
-                         _raw(row[4]), decode_error(row[5]), row[6], row[7], row[8], row[9],
+                         decode_raw(row[4]), decode_error(row[5]), row[6], row[7], row[8], row[9],
                          row[10], row[11],
                          tags=decode_tags(row[12]),
                          steps_total=row[13], steps_completed=row[14],
@@ -71,21 +83,23 @@ def _run_record(row: asyncpg.Record) -> RunRecord:
         raise corrupt_row("workflow_runs", row[0], row[0], exc) from None
 
 
-def _run_record_or_placeholder(row: asyncpg.Record) -> RunRecord:
+def decode_run_or_placeholder(row: asyncpg.Record) -> RunRecord:
     """For listings: a corrupt row becomes a placeholder, so it hides no other run."""
     try:
-        return _run_record(row)
+        return decode_run(row)
     except CorruptRecordError as exc:
         return corrupt_run(row[0], row[1], row[6], str(exc))
 
 
-def _step_record(r: asyncpg.Record) -> StepRecord:
+def decode_step(r: asyncpg.Record) -> StepRecord:
+    """A step; `CorruptRecordError` naming it if its row cannot be decoded."""
     try:
-        return StepRecord(r[0], r[1], r[2], r[3], StepStatus(r[4]), r[5], _raw(r[6]),
-                          _raw(r[7]), decode_error(r[8]), r[9], r[10])
+        return StepRecord(r[0], r[1], r[2], r[3], StepStatus(r[4]), r[5], decode_raw(r[6]),
+                          decode_raw(r[7]), decode_error(r[8]), r[9], r[10])
     except BAD_ROW as exc:
         raise corrupt_row("workflow_steps", r[0], r[1], exc) from None
 
 
-def _hook_record(row: asyncpg.Record) -> HookRecord:
-    return HookRecord(row[0], row[1], row[2], row[3], row[4], row[5], _raw(row[6]))
+def decode_hook(row: asyncpg.Record) -> HookRecord:
+    """A hook row as a record."""
+    return HookRecord(row[0], row[1], row[2], row[3], row[4], row[5], decode_raw(row[6]))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from worldflow.core.records import HookRecord, InboxRecord
 from worldflow.errors import HookNotFoundError, RunFinishedError, RunNotFoundError
 from worldflow.worlds.postgres import sql
-from worldflow.worlds.postgres.codec import _hook_record, _raw
+from worldflow.worlds.postgres.codec import decode_hook, decode_raw
 from worldflow.worlds.postgres.connections import PostgresConnections
 from worldflow.worlds.postgres.messages import InboxChanged
 
@@ -98,12 +98,12 @@ class RunInbox(PostgresConnections):
 
     async def read_inbox(self, run_id: str) -> list[InboxRecord]:
         rows = await self._run(lambda c: c.fetch(sql.READ_INBOX, run_id))
-        return [InboxRecord(r[0], r[1], r[2], r[3], _raw(r[4]), r[5]) for r in rows]
+        return [InboxRecord(r[0], r[1], r[2], r[3], decode_raw(r[4]), r[5]) for r in rows]
 
     async def get_hook(self, token: str) -> HookRecord | None:
         row = await self._run(lambda c: c.fetchrow(sql.GET_HOOK, token))
-        return None if row is None else _hook_record(row)
+        return None if row is None else decode_hook(row)
 
     async def list_hooks(self, run_id: str | None = None) -> list[HookRecord]:
         rows = await self._run(lambda c: c.fetch(sql.LIST_HOOKS, run_id))
-        return [_hook_record(r) for r in rows]
+        return [decode_hook(r) for r in rows]

@@ -18,10 +18,10 @@ from worldflow.core.records import Page, RunRecord, RunStatus, StepRecord
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.postgres import sql
 from worldflow.worlds.postgres.codec import (
-    _run_record,
-    _run_record_or_placeholder,
-    _step_record,
     decode_event_row,
+    decode_run,
+    decode_run_or_placeholder,
+    decode_step,
 )
 from worldflow.worlds.postgres.connections import PostgresConnections
 from worldflow.worlds.postgres.messages import (
@@ -75,7 +75,7 @@ class RunLog(PostgresConnections):
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = await self._run(lambda c: c.fetchrow(sql.GET_RUN, run_id))
-        return None if row is None else _run_record(row)
+        return None if row is None else decode_run(row)
 
     async def list_runs(self, *, status: str | None = None, workflow_name: str | None = None,
                         limit: int = 50, cursor: str | None = None,
@@ -95,14 +95,14 @@ class RunLog(PostgresConnections):
             "tag_keys": [key for key, _ in pairs], "tag_values": [v for _, v in pairs]}
         args = [values[name] for name in names]
         rows = await self._run(lambda c: c.fetch(query, *args))
-        items = [_run_record_or_placeholder(r) for r in rows[:limit]]
+        items = [decode_run_or_placeholder(r) for r in rows[:limit]]
         nxt = (encode_cursor(items[-1].created_at, items[-1].run_id)
                if len(rows) > limit and items else None)
         return Page(items, nxt)
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         rows = await self._run(lambda c: c.fetch(sql.LIST_STEPS, run_id))
-        return [_step_record(r) for r in rows]
+        return [decode_step(r) for r in rows]
 
     async def list_events(self, run_id: str, *, after_seq: int = -1,
                           limit: int | None = None) -> list[EventRecord]:

@@ -13,7 +13,7 @@ from msgspec import Raw
 from worldflow.core.records import StreamChunk
 from worldflow.errors import RunNotFoundError
 from worldflow.worlds.postgres import sql
-from worldflow.worlds.postgres.codec import _raw
+from worldflow.worlds.postgres.codec import decode_raw
 from worldflow.worlds.postgres.connections import PostgresConnections
 from worldflow.worlds.postgres.messages import StreamChanged
 
@@ -56,7 +56,7 @@ class RunStreams(PostgresConnections):
         async def read(c: asyncpg.Connection) -> tuple[list[StreamChunk], bool]:
             closed = bool(await c.fetchval(sql.STREAM_CLOSED, run_id, name))
             rows = await c.fetch(sql.READ_STREAM, run_id, name, start, limit)
-            return [StreamChunk(run_id, name, r[0], _raw(r[1]) or Raw(b"null"), r[2])
+            return [StreamChunk(run_id, name, r[0], decode_raw(r[1]) or Raw(b"null"), r[2])
                     for r in rows], closed
 
         return await self._run(read, transaction=True)

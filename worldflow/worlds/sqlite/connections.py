@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from worldflow.worlds.batching import GroupCommitQueue
 
-__all__ = ["SQLiteConnections"]
+__all__ = ["SQLiteConnections", "call_on"]
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ class SQLiteConnections(BaseWorld):
     async def _write(self, fn: Callable[..., T], *args: Any,
                      after: Callable[[T], None] | None = None, fence: str | None = None) -> T:
         """Run `fn(conn, *args)` in the next group commit; return once it is committed."""
-        result: T = await self._require_writer().write(functools.partial(_call, fn, args),
+        result: T = await self._require_writer().write(functools.partial(call_on, fn, args),
                                                        after=after, fence=fence)
         return result
 
@@ -226,7 +226,9 @@ class SQLiteConnections(BaseWorld):
 
 
 
-def _call(fn: Callable[..., T], args: tuple[Any, ...], conn: sqlite3.Connection) -> T:
+def call_on(fn: Callable[..., T], args: tuple[Any, ...], conn: sqlite3.Connection) -> T:
+    """`fn(conn, *args)`: a write function bound to its arguments (with
+    functools.partial) for the writer, which supplies the connection."""
     return fn(conn, *args)
 
 
