@@ -11,7 +11,7 @@ import msgspec
 
 from worldflow.core.actor_children import after_end
 from worldflow.core.actor_state import ActorState
-from worldflow.core.continuation import ContinueAsNew, next_run_id
+from worldflow.core.continuation import ContinueAsNew, continuation_of, next_run_id
 from worldflow.core.events import (
     TERMINAL_EVENTS,
     ChildEnded,
@@ -51,9 +51,10 @@ class RunEnding(ActorState):
         assert instance is not None and instance.root is not None
         root = instance.root
         event: Event
-        if not root.cancelled() and isinstance(root.exception(), ContinueAsNew):
+        signal = continuation_of(root)
+        if signal is not None:
             assert not records and not inbox_ids, "continue-as-new follows a committed log"
-            await self._continue_as_new(root.exception())  # type: ignore[arg-type]
+            await self._continue_as_new(signal)
             return
         if root.cancelled() and self._cancel_requested:
             event = RunCancelled()  # the cancel's CancelledError left the workflow

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from worldflow.core.actor_children import ChildRuns, after_end
 from worldflow.core.actor_end import RunEnding
 from worldflow.core.actor_steps import StepAttempts
-from worldflow.core.continuation import ContinueAsNew
+from worldflow.core.continuation import continuation_of
 from worldflow.core.events import (
     NO_METADATA,
     CancelRequested,
@@ -152,11 +152,8 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         """The workflow ended and left nothing else to record: its end can share the
         append of what it ended on. Not a continue-as-new, which creates the next run
         before the end is recorded (that must follow a committed log)."""
-        root = instance.root
-        if (root is None or not root.done() or instance.new_calls
-                or instance.new_patch_markers):
-            return False
-        return root.cancelled() or not isinstance(root.exception(), ContinueAsNew)
+        return (instance.done and not instance.new_calls and not instance.new_patch_markers
+                and instance.root is not None and continuation_of(instance.root) is None)
 
     def _take_hook_payload(self, cid: str, token: str, payload: msgspec.Raw) -> EventRecord:
         """A payload from the inbox as `hook_received`, or as `hook_rejected` if it does

@@ -10,12 +10,16 @@ The next run's id is derived from the chain's first: ``"{first}~c1"``, ``"{first
 from __future__ import annotations
 
 import re
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from worldflow.core.instance import current_instance
 from worldflow.errors import NotInWorkflowError
 
-__all__ = ["ContinueAsNew", "continue_as_new", "next_run_id", "previous_run_id"]
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["ContinueAsNew", "continuation_of", "continue_as_new", "next_run_id",
+           "previous_run_id"]
 
 _CONTINUED = re.compile(r"^(.*)~c(\d+)$", re.S)
 
@@ -27,6 +31,15 @@ class ContinueAsNew(BaseException):
     def __init__(self, input: Any) -> None:
         super().__init__("continue_as_new")
         self.input = input
+
+
+def continuation_of(root: asyncio.Future[Any]) -> ContinueAsNew | None:
+    """The `ContinueAsNew` a finished workflow task ended with; None if it ended
+    otherwise (returned, raised, or was cancelled)."""
+    if root.cancelled():
+        return None
+    error = root.exception()
+    return error if isinstance(error, ContinueAsNew) else None
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
