@@ -117,6 +117,19 @@ def _pair(run_id: str, seq: int, cid: str, name: str = "s") -> list[EventRecord]
             EventRecord(run_id, seq + 1, StepCompleted(cid, name, 1, msgspec.Raw(b"1")), T1)]
 
 
+@pytest.fixture
+async def opened(own_db: str) -> Any:
+    """An open world (no engine) on the test's database, and a connection to read it."""
+    conn = await asyncpg.connect(own_db)
+    world = pg_world(own_db)
+    await world.open()
+    try:
+        yield world, conn
+    finally:
+        await world.close()
+        await conn.close()
+
+
 async def _counts(conn: asyncpg.Connection, run_id: str) -> tuple[int, int, int]:
     events = await conn.fetchval(
         "SELECT count(*) FROM workflow_events WHERE workflow_run_id = $1", run_id)
@@ -126,68 +139,50 @@ async def _counts(conn: asyncpg.Connection, run_id: str) -> tuple[int, int, int]
     return events, steps, total
 
 
-async def test_an_append_that_does_not_follow_the_log_writes_nothing(own_db: str) -> None:
+async def test_an_append_that_does_not_follow_the_log_writes_nothing(opened: Any) -> None:
     """A gap in seq (an earlier append lost) or a seq already taken (another process
     appended first): the statement writes nothing, and worldflow_apply's answer, a
     lost lease, is the caller's."""
-    conn = await asyncpg.connect(own_db)
-    world = pg_world(own_db)
-    await world.open()
-    try:
-        [committer] = world._writers
-        await _new_run(world, "gap")
-        await world.append_events("gap", [EventRecord("gap", 1, RunStarted(), T0)])
-        with pytest.raises(LeaseLostError, match="does not follow"):
-            await world.append_events("gap", _pair("gap", 5, "1"))
-        assert await _counts(conn, "gap") == (2, 0, 0)
-        await world.append_events("gap", _pair("gap", 2, "1"))
-        with pytest.raises(LeaseLostError):
-            await world.append_events("gap", _pair("gap", 3, "2"))  # seq 3 is taken
-        assert await _counts(conn, "gap") == (4, 1, 1)
-        assert (committer.step_appends, committer.step_append_fallbacks) == (3, 2)
-    finally:
-        await world.close()
-        await conn.close()
+    world, conn = opened
+    [committer] = world._writers
+    await _new_run(world, "gap")
+    await world.append_events("gap", [EventRecord("gap", 1, RunStarted(), T0)])
+    with pytest.raises(LeaseLostError, match="does not follow"):
+        await world.append_events("gap", _pair("gap", 5, "1"))
+    assert await _counts(conn, "gap") == (2, 0, 0)
+    await world.append_events("gap", _pair("gap", 2, "1"))
+    with pytest.raises(LeaseLostError):
+        await world.append_events("gap", _pair("gap", 3, "2"))  # seq 3 is taken
+    assert await _counts(conn, "gap") == (4, 1, 1)
+    assert (committer.step_appends, committer.step_append_fallbacks) == (3, 2)
 
 
-async def test_the_same_append_sent_again_counts_once(own_db: str) -> None:
+async def test_the_same_append_sent_again_counts_once(opened: Any) -> None:
     """A write whose commit was not confirmed is sent again: the second time the events
     are there already (same seq, type and time), and it is done, not doubled."""
-    conn = await asyncpg.connect(own_db)
-    world = pg_world(own_db)
-    await world.open()
-    try:
-        await _new_run(world, "again")
-        records = [EventRecord("again", 1, RunStarted(), T0), *_pair("again", 2, "1")]
-        await world.append_events("again", records)
-        await world.append_events("again", records)
-        assert await _counts(conn, "again") == (4, 1, 1)
-        run = await world.get_run("again")
-        assert run is not None and (run.status, run.steps_completed) == ("running", 1)
-    finally:
-        await world.close()
-        await conn.close()
+    world, conn = opened
+    await _new_run(world, "again")
+    records = [EventRecord("again", 1, RunStarted(), T0), *_pair("again", 2, "1")]
+    await world.append_events("again", records)
+    await world.append_events("again", records)
+    assert await _counts(conn, "again") == (4, 1, 1)
+    run = await world.get_run("again")
+    assert run is not None and (run.status, run.steps_completed) == ("running", 1)
 
 
-async def test_a_value_postgres_refuses_fails_only_its_write(own_db: str) -> None:
+async def test_a_value_postgres_refuses_fails_only_its_write(opened: Any) -> None:
     """A step name with a NUL character: the statement fails on the server, nothing of
     it is stored, and the caller gets worldflow_apply's error, which names the NUL."""
-    conn = await asyncpg.connect(own_db)
-    world = pg_world(own_db)
-    await world.open()
-    try:
-        [committer] = world._writers
-        await _new_run(world, "nul")
-        await world.append_events("nul", [EventRecord("nul", 1, RunStarted(), T0)])
-        with pytest.raises(WorldError, match="NUL"):
-            await world.append_events("nul", _pair("nul", 2, "1", name="bad\x00name"))
-        assert await _counts(conn, "nul") == (2, 0, 0)
-        assert committer.step_append_fallbacks == 1
-        await world.append_events("nul", _pair("nul", 2, "1"))
-        assert await _counts(conn, "nul") == (4, 1, 1)
-    finally:
-        await world.close()
-        await conn.close()
+    world, conn = opened
+    [committer] = world._writers
+    await _new_run(world, "nul")
+    await world.append_events("nul", [EventRecord("nul", 1, RunStarted(), T0)])
+    with pytest.raises(WorldError, match="NUL"):
+        await world.append_events("nul", _pair("nul", 2, "1", name="bad\x00name"))
+    assert await _counts(conn, "nul") == (2, 0, 0)
+    assert committer.step_append_fallbacks == 1
+    await world.append_events("nul", _pair("nul", 2, "1"))
+    assert await _counts(conn, "nul") == (4, 1, 1)
 
 
 async def test_version_6_keys_events_by_run_and_seq_and_keeps_them(own_db: str) -> None:
