@@ -52,7 +52,16 @@ BEGIN
         BEGIN
             write_type := w->>'type';
             IF write_type = 'create_run' THEN
-                existing_id := worldflow_existing_run(w->>'run_id', w->>'dedup_key');
+                -- worldflow_existing_run's query, inline: a SQL function called here is
+                -- planned again on every call (its plan lives only as long as the
+                -- subtransaction), while this statement's plan is kept for the session
+                SELECT coalesce(
+                        (SELECT r.id FROM workflow_runs r WHERE r.id = w->>'run_id'),
+                        (SELECT r.id FROM workflow_runs r
+                          WHERE w->>'dedup_key' IS NOT NULL AND r.dedup_key = w->>'dedup_key'
+                            AND r.status IN ('pending', 'running')
+                          LIMIT 1))
+                  INTO existing_id;
                 IF existing_id IS NOT NULL THEN
                     out := out || json_build_object('ok', true, 'created', false,
                                                     'run_id', existing_id);
