@@ -15,7 +15,13 @@ import pytest
 
 from worldflow import create_world, start, step, workflow
 from worldflow.cli.postgres_setup import postgres_setup
-from worldflow.core.events import EventRecord, RunStarted, StepCompleted, StepStarted
+from worldflow.core.events import (
+    EventRecord,
+    RunCompleted,
+    RunStarted,
+    StepCompleted,
+    StepStarted,
+)
 from worldflow.core.records import NewRun
 from worldflow.errors import LeaseLostError, WorldError
 from worldflow.worlds.postgres import writer as writer_module
@@ -130,13 +136,15 @@ async def opened(own_db: str) -> Any:
         await conn.close()
 
 
-async def _counts(conn: asyncpg.Connection, run_id: str) -> tuple[int, int, int]:
+async def _counts(world: Any, conn: asyncpg.Connection, run_id: str
+                  ) -> tuple[int, int, int]:
+    """The run's events and step rows, and its step count as the world reads it."""
     events = await conn.fetchval(
         "SELECT count(*) FROM workflow_events WHERE workflow_run_id = $1", run_id)
     steps = await conn.fetchval(
         "SELECT count(*) FROM workflow_steps WHERE workflow_run_id = $1", run_id)
-    total = await conn.fetchval("SELECT steps_total FROM workflow_runs WHERE id = $1", run_id)
-    return events, steps, total
+    run = await world.get_run(run_id)
+    return events, steps, run.steps_total
 
 
 async def test_an_append_that_does_not_follow_the_log_writes_nothing(opened: Any) -> None:
@@ -149,12 +157,44 @@ async def test_an_append_that_does_not_follow_the_log_writes_nothing(opened: Any
     await world.append_events("gap", [EventRecord("gap", 1, RunStarted(), T0)])
     with pytest.raises(LeaseLostError, match="does not follow"):
         await world.append_events("gap", _pair("gap", 5, "1"))
-    assert await _counts(conn, "gap") == (2, 0, 0)
+    assert await _counts(world, conn, "gap") == (2, 0, 0)
     await world.append_events("gap", _pair("gap", 2, "1"))
     with pytest.raises(LeaseLostError):
         await world.append_events("gap", _pair("gap", 3, "2"))  # seq 3 is taken
-    assert await _counts(conn, "gap") == (4, 1, 1)
+    assert await _counts(world, conn, "gap") == (4, 1, 1)
     assert (committer.step_appends, committer.step_append_fallbacks) == (3, 2)
+
+
+async def test_a_live_runs_step_counts_are_read_from_its_steps_and_stored_at_its_end(
+        opened: Any) -> None:
+    """A step's commit leaves its run's row alone: while the run is live, its step
+    counts are counted from its step rows as it is read (by id, in a listing, in a
+    tag-filtered listing); its end stores them on the row, where they are read from."""
+    world, conn = opened
+    raw = msgspec.Raw(b'{"args":[],"kwargs":{}}')
+    await world.create_run(NewRun("live", "pg_sa_flow", raw, T0, tags={"k": "v"}),
+                           lease_owner=None, lease_seconds=30)
+    await world.append_events("live", [EventRecord("live", 1, RunStarted(), T0),
+                                       *_pair("live", 2, "1")])
+    await world.append_events("live", [
+        EventRecord("live", 4, StepStarted("2", "s", 1, msgspec.Raw(b"[8]")), T0)])
+
+    async def read() -> list[tuple[int, int, int, int]]:
+        run = await world.get_run("live")
+        listed = (await world.list_runs()).items
+        tagged = (await world.list_runs(tags={"k": "v"})).items
+        return [(r.steps_total, r.steps_completed, r.steps_running, r.steps_failed)
+                for r in (run, *listed, *tagged) if r is not None and r.run_id == "live"]
+
+    stored_counts = ("SELECT steps_total, steps_completed, steps_running, steps_failed "
+                     "FROM workflow_runs WHERE id = 'live'")
+    assert await read() == [(2, 1, 1, 0)] * 3
+    assert tuple(await conn.fetchrow(stored_counts)) == (0, 0, 0, 0)  # not written
+    await world.append_events("live", [
+        EventRecord("live", 5, StepCompleted("2", "s", 1, msgspec.Raw(b"2")), T1),
+        EventRecord("live", 6, RunCompleted(msgspec.Raw(b"2")), T1)])
+    assert tuple(await conn.fetchrow(stored_counts)) == (2, 2, 0, 0)
+    assert await read() == [(2, 2, 0, 0)] * 3
 
 
 async def test_the_same_append_sent_again_counts_once(opened: Any) -> None:
@@ -165,7 +205,7 @@ async def test_the_same_append_sent_again_counts_once(opened: Any) -> None:
     records = [EventRecord("again", 1, RunStarted(), T0), *_pair("again", 2, "1")]
     await world.append_events("again", records)
     await world.append_events("again", records)
-    assert await _counts(conn, "again") == (4, 1, 1)
+    assert await _counts(world, conn, "again") == (4, 1, 1)
     run = await world.get_run("again")
     assert run is not None and (run.status, run.steps_completed) == ("running", 1)
 
@@ -179,10 +219,10 @@ async def test_a_value_postgres_refuses_fails_only_its_write(opened: Any) -> Non
     await world.append_events("nul", [EventRecord("nul", 1, RunStarted(), T0)])
     with pytest.raises(WorldError, match="NUL"):
         await world.append_events("nul", _pair("nul", 2, "1", name="bad\x00name"))
-    assert await _counts(conn, "nul") == (2, 0, 0)
+    assert await _counts(world, conn, "nul") == (2, 0, 0)
     assert committer.step_append_fallbacks == 1
     await world.append_events("nul", _pair("nul", 2, "1"))
-    assert await _counts(conn, "nul") == (4, 1, 1)
+    assert await _counts(world, conn, "nul") == (4, 1, 1)
 
 
 async def test_version_6_keys_events_by_run_and_seq_and_keeps_them(own_db: str) -> None:

@@ -77,8 +77,8 @@ def decode_run(row: asyncpg.Record) -> RunRecord:
                          decode_raw(row[4]), decode_error(row[5]), row[6], row[7], row[8], row[9],
                          row[10], row[11],
                          tags=decode_tags(row[12]),
-                         steps_total=row[13], steps_completed=row[14],
-                         steps_failed=row[15], steps_running=row[16])
+                         steps_total=row[13][0], steps_completed=row[13][1],
+                         steps_failed=row[13][2], steps_running=row[13][3])
     except BAD_ROW as exc:
         raise corrupt_row("workflow_runs", row[0], row[0], exc) from None
 

@@ -39,14 +39,6 @@ DECLARE
     i integer;
     holder text;
     existing_id text;
-    -- step counters (projection.step_count_changes): a step's status before its op,
-    -- and the append's changes to its run's counters, applied once at its end
-    old_status text;
-    new_status text;
-    d_total integer;
-    d_completed integer;
-    d_failed integer;
-    d_running integer;
 BEGIN
     FOR w IN SELECT * FROM jsonb_array_elements(writes) LOOP
         BEGIN
@@ -128,7 +120,6 @@ BEGIN
                 SELECT run, (e->>0)::integer, e->>1, e->>2, blobs[(e->>3)::int]::json,
                        (e->>4)::timestamptz
                   FROM jsonb_array_elements(events) AS e;
-                d_total := 0; d_completed := 0; d_failed := 0; d_running := 0;
                 ops := w->'ops';
                 n_ops := coalesce(jsonb_array_length(ops), 0);
                 i := 0;
@@ -153,32 +144,7 @@ BEGIN
                         ON CONFLICT (id) DO NOTHING;
                         IF FOUND THEN
                             i := i + 1;
-                            d_total := d_total + 1;
-                            d_completed := d_completed + 1;
                             CONTINUE;
-                        END IF;
-                    END IF;
-                    new_status := CASE op->>'type' WHEN 'step_started' THEN 'running'
-                                      WHEN 'step_completed' THEN 'completed'
-                                      WHEN 'step_retrying' THEN 'pending'
-                                      WHEN 'step_failed' THEN 'failed' END;
-                    IF new_status IS NOT NULL THEN
-                        SELECT status INTO old_status FROM workflow_steps
-                         WHERE id = op->>'step_id';
-                        IF NOT FOUND THEN
-                            old_status := NULL;
-                        END IF;
-                        -- only a start creates a step; the other ops change an existing one
-                        IF old_status IS NULL AND new_status = 'running' THEN
-                            d_total := d_total + 1;
-                        END IF;
-                        IF old_status IS NOT NULL OR new_status = 'running' THEN
-                            d_completed := d_completed + (new_status = 'completed')::int
-                                           - (old_status IS NOT DISTINCT FROM 'completed')::int;
-                            d_failed := d_failed + (new_status = 'failed')::int
-                                        - (old_status IS NOT DISTINCT FROM 'failed')::int;
-                            d_running := d_running + (new_status = 'running')::int
-                                         - (old_status IS NOT DISTINCT FROM 'running')::int;
                         END IF;
                     END IF;
                     CASE op->>'type'
@@ -188,11 +154,21 @@ BEGIN
                                updated_at = (op->>'at')::timestamptz
                          WHERE id = op->>'run_id';
                     WHEN 'run_finished' THEN
+                        -- an ended run's step counts are stored (a live run's are
+                        -- counted as it is read: sql.run_columns); its steps' ops come
+                        -- before this one, in this append or earlier
                         UPDATE workflow_runs SET status = op->>'status',
                                output = blobs[(op->>'output')::int]::json,
                                error = blobs[(op->>'error')::int]::json,
                                completed_at = (op->>'at')::timestamptz,
-                               updated_at = (op->>'at')::timestamptz
+                               updated_at = (op->>'at')::timestamptz,
+                               (steps_total, steps_completed, steps_failed, steps_running) = (
+                                   SELECT count(*),
+                                          count(*) FILTER (WHERE s.status = 'completed'),
+                                          count(*) FILTER (WHERE s.status = 'failed'),
+                                          count(*) FILTER (WHERE s.status = 'running')
+                                     FROM workflow_steps s
+                                    WHERE s.workflow_run_id = op->>'run_id')
                          WHERE id = op->>'run_id';
                     WHEN 'step_started' THEN
                         INSERT INTO workflow_steps (id, workflow_run_id, correlation_id,
@@ -245,13 +221,6 @@ BEGIN
                          WHERE token = op->>'token' AND status = 'active';
                     END CASE;
                 END LOOP;
-                IF d_total <> 0 OR d_completed <> 0 OR d_failed <> 0 OR d_running <> 0 THEN
-                    UPDATE workflow_runs SET steps_total = steps_total + d_total,
-                           steps_completed = steps_completed + d_completed,
-                           steps_failed = steps_failed + d_failed,
-                           steps_running = steps_running + d_running
-                     WHERE id = run;
-                END IF;
                 IF w->>'finished_at' IS NOT NULL THEN
                     -- end of run (projection.plan_append): job, inbox and live hooks go
                     DELETE FROM workflow_jobs WHERE run_id = run;

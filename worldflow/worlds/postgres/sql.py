@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import itertools
 
-RUN_COLUMNS = ("id, workflow_name, status, input::text, output::text, error::text, "
-               "created_at, started_at, completed_at, updated_at, queue, parent_run_id, "
-               "tags::text, steps_total, steps_completed, steps_failed, steps_running")
+
+def run_columns(prefix: str = "") -> str:
+    """A run's columns (`prefix`: its table's alias and a dot). The step counts of a
+    live run (pending or running) are counted from its step rows as it is read: a step's
+    commit does not touch its run's row. A run's end stores them (`worldflow_apply`),
+    and an ended run's are read as stored."""
+    p = prefix
+    run_id = f"{prefix or 'workflow_runs.'}id"  # not the step row's own id
+    counts = ("SELECT ARRAY[count(*), count(*) FILTER (WHERE s.status = 'completed'), "
+              "count(*) FILTER (WHERE s.status = 'failed'), "
+              "count(*) FILTER (WHERE s.status = 'running')] "
+              f"FROM workflow_steps s WHERE s.workflow_run_id = {run_id}")
+    return (f"{p}id, {p}workflow_name, {p}status, {p}input::text, {p}output::text, "
+            f"{p}error::text, {p}created_at, {p}started_at, {p}completed_at, {p}updated_at, "
+            f"{p}queue, {p}parent_run_id, {p}tags::text, "
+            f"CASE WHEN {p}status IN ('pending', 'running') THEN ({counts}) "
+            f"ELSE ARRAY[{p}steps_total, {p}steps_completed, {p}steps_failed, "
+            f"{p}steps_running]::bigint[] END")
+
+
+RUN_COLUMNS = run_columns()
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1"
 
 
@@ -48,7 +66,7 @@ def _list_runs_query(status: bool, name: bool, after: bool, since: bool, *,
     if since:
         conditions.append(f"{order_at} >= {param('since')}")
     where = " WHERE " + " AND ".join(conditions) if conditions else ""
-    columns = ", ".join(prefix + column.strip() for column in RUN_COLUMNS.split(","))
+    columns = run_columns(prefix)
     query = (f"SELECT {columns} FROM {table}{where} "
              f"ORDER BY {order_at} DESC, {order_id} DESC LIMIT {param('limit')}")
     return query, tuple(names)
@@ -227,7 +245,8 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 # with its run's start (the run's first step): one statement, without worldflow_apply's
 # plpgsql, jsonb skeleton and subtransaction. It does what worldflow_apply does for such
 # an append when the step has no row yet and the events continue the run's log: the
-# step row inserted completed, the events, the run's counters (and its start). In any
+# step row inserted completed, the events (and the run's start: the run's row is not
+# touched otherwise, sql.run_columns counts a live run's steps as it reads). In any
 # other case (a row from an earlier attempt, a fence that does not hold, no such run)
 # it writes nothing and returns 0, and the write goes through worldflow_apply, which
 # says why. Parameters: writer.step_append_args; $17: the append's first seq, $18-$20
@@ -252,14 +271,9 @@ events AS (
                           $16::timestamptz))
            AS e(seq, event_type, correlation_id, payload, created_at)
      WHERE e.payload IS NOT NULL),
-counters AS (
-    UPDATE workflow_runs SET steps_total = steps_total + 1,
-                             steps_completed = steps_completed + 1,
-                             status = CASE WHEN $18 IS NULL THEN status ELSE 'running' END,
-                             started_at = CASE WHEN $18 IS NULL THEN started_at
-                                               ELSE coalesce(started_at, $20) END,
-                             updated_at = CASE WHEN $18 IS NULL THEN updated_at
-                                               ELSE $20 END
-     WHERE id = $2 AND EXISTS (SELECT 1 FROM step))
+started AS (
+    UPDATE workflow_runs SET status = 'running', started_at = coalesce(started_at, $20),
+                             updated_at = $20
+     WHERE $18::text IS NOT NULL AND id = $2 AND EXISTS (SELECT 1 FROM step))
 SELECT count(*) FROM step
 """
