@@ -267,3 +267,224 @@ BEGIN
     RETURN array_to_json(out);
 END
 $fn$;
+
+-- A batch of plain writes applied set-wise: each statement below takes every write of
+-- the batch at once, where worldflow_apply takes them one by one (a subtransaction and
+-- four to ten statements each). Plain: created runs, and appends of runs that appear
+-- once in the batch, whose ops are run starts and ends and step starts and completions,
+-- with no inbox to consume (writer.plain_batch decides; each rule is checked again
+-- here). It applies the batch only if every write goes as planned: every run is new,
+-- every append continues its run's log, every started step is new and every completed
+-- one is found. Anything else (a run that exists, a lost lease, a retried step, a unique
+-- violation from a racing writer) undoes all of it, and worldflow_apply takes the batch
+-- and reports each write's own outcome.
+CREATE OR REPLACE FUNCTION worldflow_apply_plain(writes jsonb, blobs text[], channel text)
+RETURNS json
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    n_creates integer;
+    n_appends integer;
+    n_runs integer;
+    n_ops integer;
+    n_plain integer;
+    n integer;
+BEGIN
+    SELECT count(*) FILTER (WHERE w->>'type' = 'create_run'),
+           count(*) FILTER (WHERE w->>'type' = 'append'),
+           count(DISTINCT w->>'run_id'),
+           count(*) FILTER (WHERE w->>'type' = 'append'
+                              AND jsonb_array_length(w->'inbox_ids') = 0)
+      INTO n_creates, n_appends, n_runs, n_plain
+      FROM jsonb_array_elements(writes) AS w;
+    IF n_runs <> n_creates + n_appends OR n_plain <> n_appends THEN
+        RETURN worldflow_apply(writes, blobs, channel);
+    END IF;
+    SELECT count(*), count(*) FILTER (WHERE op->>'type' IN ('run_started', 'run_finished',
+                                                          'step_started', 'step_completed'))
+      INTO n_ops, n_plain
+      FROM jsonb_array_elements(writes) AS w, jsonb_array_elements(w->'ops') AS op
+     WHERE w->>'type' = 'append';
+    IF n_plain <> n_ops THEN
+        RETURN worldflow_apply(writes, blobs, channel);
+    END IF;
+    BEGIN
+        -- created runs: all of them new
+        IF n_creates > 0 THEN
+            WITH c AS (SELECT w FROM jsonb_array_elements(writes) AS w
+                        WHERE w->>'type' = 'create_run'),
+            created AS (
+                INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
+                                           updated_at, queue, dedup_key, parent_run_id, tags)
+                SELECT w->>'run_id', w->>'workflow_name', 'pending',
+                       blobs[(w->>'input')::int]::json, (w->>'created_at')::timestamptz,
+                       (w->>'created_at')::timestamptz, w->>'queue', w->>'dedup_key',
+                       w->>'parent_run_id', blobs[(w->>'tags')::int]::json
+                  FROM c
+                ON CONFLICT DO NOTHING
+                RETURNING 1)
+            SELECT count(*) INTO n FROM created;
+            IF n <> n_creates THEN
+                RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a run exists';
+            END IF;
+            INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at)
+            SELECT w->>'run_id', t.key, t.value, (w->>'created_at')::timestamptz
+              FROM jsonb_array_elements(writes) AS w,
+                   json_each_text(blobs[(w->>'tags')::int]::json) AS t
+             WHERE w->>'type' = 'create_run' AND w->>'tags' IS NOT NULL;
+            INSERT INTO workflow_jobs (run_id, job_prefix, queue, workflow_name,
+                                       available_at, lease_owner, lease_expires_at,
+                                       created_at)
+            SELECT w->>'run_id', w->>'job_prefix', w->>'queue', w->>'workflow_name',
+                   (w->>'now')::timestamptz, w->>'lease_owner',
+                   (w->>'lease_expires_at')::timestamptz, (w->>'now')::timestamptz
+              FROM jsonb_array_elements(writes) AS w
+             WHERE w->>'type' = 'create_run';
+            IF EXISTS (SELECT 1 FROM jsonb_array_elements(writes) AS w
+                        WHERE w->>'type' = 'create_run' AND w->>'lease_owner' IS NULL) THEN
+                PERFORM pg_notify(channel, '{"type":"work"}');
+            END IF;
+        END IF;
+        IF n_appends > 0 THEN
+            -- seq fencing (projection.check_fence): each append continues its run's log
+            SELECT count(*) INTO n
+              FROM jsonb_array_elements(writes) AS w
+             WHERE w->>'type' = 'append'
+               AND (SELECT max(e.seq) FROM workflow_events e
+                     WHERE e.workflow_run_id = w->>'run_id')
+                   = (w->'events'->0->>0)::integer - 1;
+            IF n <> n_appends THEN
+                RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a fence does not hold';
+            END IF;
+        END IF;
+        -- the events: the created runs' run_created, the appends' events
+        INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
+                                     payload, created_at)
+        SELECT w->>'run_id', 0, 'run_created', NULL, blobs[(w->>'payload')::int]::json,
+               (w->>'created_at')::timestamptz
+          FROM jsonb_array_elements(writes) AS w
+         WHERE w->>'type' = 'create_run'
+        UNION ALL
+        SELECT w->>'run_id', (e->>0)::integer, e->>1, e->>2, blobs[(e->>3)::int]::json,
+               (e->>4)::timestamptz
+          FROM jsonb_array_elements(writes) AS w, jsonb_array_elements(w->'events') AS e
+         WHERE w->>'type' = 'append';
+        IF n_appends = 0 THEN
+            RETURN (SELECT json_agg(json_build_object('ok', true, 'created', true,
+                                                      'run_id', w->>'run_id') ORDER BY i)
+                      FROM jsonb_array_elements(writes) WITH ORDINALITY AS x(w, i));
+        END IF;
+        -- step ops: a start followed by its completion is one row inserted completed;
+        -- a start alone, a row inserted running; a completion alone, its row updated
+        WITH ops AS (
+            SELECT op, w->'ops'->(i::integer) AS next
+              FROM jsonb_array_elements(writes) AS w,
+                   jsonb_array_elements(w->'ops') WITH ORDINALITY AS o(op, i)
+             WHERE w->>'type' = 'append'),
+        started AS (
+            SELECT op, CASE WHEN next->>'type' = 'step_completed'
+                             AND next->>'step_id' = op->>'step_id' THEN next END AS done
+              FROM ops WHERE op->>'type' = 'step_started'),
+        inserted AS (
+            INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name,
+                                        status, attempt, input, output, started_at,
+                                        completed_at)
+            SELECT op->>'step_id', op->>'run_id', op->>'correlation_id', op->>'step_name',
+                   CASE WHEN done IS NULL THEN 'running' ELSE 'completed' END,
+                   coalesce(done->>'attempt', op->>'attempt')::integer,
+                   blobs[(op->>'input')::int]::json, blobs[(done->>'output')::int]::json,
+                   (op->>'at')::timestamptz, (done->>'at')::timestamptz
+              FROM started
+            ON CONFLICT (id) DO NOTHING
+            RETURNING 1)
+        SELECT (SELECT count(*) FROM inserted) - (SELECT count(*) FROM started) INTO n;
+        IF n <> 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a started step has a row';
+        END IF;
+        WITH ops AS (
+            -- (a negative index counts from the end: the first op has no previous)
+            SELECT op, CASE WHEN i > 1 THEN w->'ops'->(i::integer - 2) END AS prev
+              FROM jsonb_array_elements(writes) AS w,
+                   jsonb_array_elements(w->'ops') WITH ORDINALITY AS o(op, i)
+             WHERE w->>'type' = 'append' AND op->>'type' = 'step_completed'),
+        alone AS (
+            SELECT op FROM ops
+             WHERE prev IS NULL OR prev->>'type' <> 'step_started'
+                OR prev->>'step_id' <> op->>'step_id'),
+        updated AS (
+            UPDATE workflow_steps s SET status = 'completed',
+                   attempt = (op->>'attempt')::integer,
+                   output = blobs[(op->>'output')::int]::json, error = NULL,
+                   completed_at = (op->>'at')::timestamptz
+              FROM alone WHERE s.id = op->>'step_id'
+            RETURNING 1)
+        SELECT (SELECT count(*) FROM updated) - (SELECT count(*) FROM alone) INTO n;
+        IF n <> 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a completed step is missing';
+        END IF;
+        -- runs started and ended: one update each (an ended run's step counts stored)
+        UPDATE workflow_runs r
+           SET status = coalesce(u.ended->>'status', 'running'),
+               started_at = CASE WHEN u.started IS NULL THEN r.started_at
+                                 ELSE coalesce(r.started_at, (u.started->>'at')::timestamptz)
+                            END,
+               updated_at = coalesce(u.ended->>'at', u.started->>'at')::timestamptz,
+               output = CASE WHEN u.ended IS NULL THEN r.output
+                             ELSE blobs[(u.ended->>'output')::int]::json END,
+               error = CASE WHEN u.ended IS NULL THEN r.error
+                            ELSE blobs[(u.ended->>'error')::int]::json END,
+               completed_at = CASE WHEN u.ended IS NULL THEN r.completed_at
+                                   ELSE (u.ended->>'at')::timestamptz END,
+               steps_total = coalesce(c.total, r.steps_total),
+               steps_completed = coalesce(c.completed, r.steps_completed),
+               steps_failed = coalesce(c.failed, r.steps_failed),
+               steps_running = coalesce(c.running, r.steps_running)
+          FROM (SELECT w->>'run_id' AS id, o.started, o.ended
+                  FROM jsonb_array_elements(writes) AS w,
+                       LATERAL (SELECT (array_agg(op) FILTER (
+                                           WHERE op->>'type' = 'run_started'))[1] AS started,
+                                       (array_agg(op) FILTER (
+                                           WHERE op->>'type' = 'run_finished'))[1] AS ended
+                                  FROM jsonb_array_elements(w->'ops') AS op) AS o
+                 WHERE w->>'type' = 'append'
+                   AND (o.started IS NOT NULL OR o.ended IS NOT NULL)) AS u
+               LEFT JOIN LATERAL (
+                   SELECT count(*) AS total,
+                          count(*) FILTER (WHERE s.status = 'completed') AS completed,
+                          count(*) FILTER (WHERE s.status = 'failed') AS failed,
+                          count(*) FILTER (WHERE s.status = 'running') AS running
+                     FROM workflow_steps s
+                    WHERE u.ended IS NOT NULL AND s.workflow_run_id = u.id
+                   HAVING u.ended IS NOT NULL) AS c ON true
+         WHERE r.id = u.id;
+        -- ended runs (projection.plan_append): job, inbox and live hooks go
+        IF EXISTS (SELECT 1 FROM jsonb_array_elements(writes) AS w
+                    WHERE w->>'type' = 'append' AND w->>'finished_at' IS NOT NULL) THEN
+            DELETE FROM workflow_jobs j USING jsonb_array_elements(writes) AS w
+             WHERE w->>'type' = 'append' AND w->>'finished_at' IS NOT NULL
+               AND j.run_id = w->>'run_id';
+            DELETE FROM workflow_inbox i USING jsonb_array_elements(writes) AS w
+             WHERE w->>'type' = 'append' AND w->>'finished_at' IS NOT NULL
+               AND i.workflow_run_id = w->>'run_id';
+            UPDATE workflow_hooks h
+               SET status = 'disposed', disposed_at = (w->>'finished_at')::timestamptz
+              FROM jsonb_array_elements(writes) AS w
+             WHERE w->>'type' = 'append' AND w->>'finished_at' IS NOT NULL
+               AND h.workflow_run_id = w->>'run_id' AND h.status = 'active';
+            PERFORM pg_notify(channel, json_build_object('type', 'run_ended',
+                                                         'run_id', w->>'run_id')::text)
+               FROM jsonb_array_elements(writes) AS w
+              WHERE w->>'type' = 'append' AND w->>'finished_at' IS NOT NULL;
+        END IF;
+        RETURN (SELECT json_agg(CASE WHEN w->>'type' = 'create_run'
+                                     THEN json_build_object('ok', true, 'created', true,
+                                                            'run_id', w->>'run_id')
+                                     ELSE json_build_object('ok', true) END ORDER BY i)
+                  FROM jsonb_array_elements(writes) WITH ORDINALITY AS x(w, i));
+    EXCEPTION
+        WHEN SQLSTATE 'WF002' OR unique_violation OR not_null_violation
+             OR foreign_key_violation OR check_violation THEN
+            -- undone; each write on its own, with its own outcome
+            RETURN worldflow_apply(writes, blobs, channel);
+    END;
+END
+$fn$;

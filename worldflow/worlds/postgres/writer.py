@@ -14,6 +14,14 @@ one subtransaction on the server instead of two. Their outcome is shared, which 
 nothing: had the first failed, the second would have failed its fence. Appends with hook
 operations are never merged (a hook token conflict fails only the write that hit it).
 
+A batch of at least PLAIN_MIN plain writes (created runs, and appends of distinct runs
+with run and step ops only: what runs write under load) goes to `worldflow_apply_plain`,
+which applies it set-wise: one statement per table for the whole batch rather than a
+subtransaction and several statements per write; a fifth less time on the server. If a
+write of it is not plain after all (a run that exists, a lost lease, a step with a row),
+that attempt is undone on the server and `worldflow_apply` takes the batch in the same
+call, so each write still gets its own outcome.
+
 A batch that is a single append of one step's start and completion (possibly after the
 run's start) is what a run writes per step when it is alone: the low-load case, where
 latency is all. It goes as one plain statement (sql.STEP_APPEND): no plpgsql, no
@@ -56,6 +64,7 @@ from worldflow.worlds.postgres.sql import STEP_APPEND
 from worldflow.worlds.projection import (
     HookCreated,
     HookDisposed,
+    RunFinished,
     RunStarted,
     StepCompleted,
     StepStarted,
@@ -67,11 +76,16 @@ if TYPE_CHECKING:
     from worldflow.worlds.batching import Fences, QueuedWrite
     from worldflow.worlds.postgres.messages import Write
 
-__all__ = ["CONNECTION_ERRORS", "PostgresCommitter", "step_append_args"]
+__all__ = ["CONNECTION_ERRORS", "PostgresCommitter", "plain_batch", "step_append_args"]
 
 logger = logging.getLogger("worldflow.world.postgres")
 
 APPLY = "SELECT worldflow_apply($1::jsonb, $2::text[], $3)"
+APPLY_PLAIN = "SELECT worldflow_apply_plain($1::jsonb, $2::text[], $3)"
+#: a batch of at least this many plain writes goes set-wise (`plain_batch`)
+PLAIN_MIN = 4
+#: the projection ops a plain append may carry
+_PLAIN_OPS = (RunStarted, RunFinished, StepStarted, StepCompleted)
 #: a batch aborted as a whole by a conflict with another transaction: retried
 TRANSIENT_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,
                     asyncpg.exceptions.SerializationError)
@@ -102,6 +116,8 @@ class PostgresCommitter:
         #: batches sent as sql.STEP_APPEND, and those of them it did not take
         self.step_appends = 0
         self.step_append_fallbacks = 0
+        #: batches sent set-wise (worldflow_apply_plain)
+        self.plain_batches = 0
         self.queue: GroupCommitQueue[Write] = GroupCommitQueue(
             self._commit, name="worldflow-postgres-writer", max_batch=MAX_BATCH,
             linger=LINGER, close_timeout=10.0,
@@ -142,7 +158,10 @@ class PostgresCommitter:
                     if NUL in encoded[0]:
                         return await self._commit_without_nul(batch, fences)
                 skeleton, blobs = encoded
-                result = await self._conn.fetchval(APPLY, skeleton, blobs, self._channel)
+                plain = plain_batch(writes)
+                result = await self._conn.fetchval(APPLY_PLAIN if plain else APPLY,
+                                                   skeleton, blobs, self._channel)
+                self.plain_batches += plain
                 outcomes = [_outcome(o) for o in decode_outcomes(result)]
                 return BatchResult([outcomes[i] for i in sent_as], committed=True)
             except CONNECTION_ERRORS as exc:
@@ -257,6 +276,22 @@ def step_append_args(write: Write) -> tuple[object, ...] | None:
             None if opening is None else str(opening.payload, "utf-8"),
             None if opening is None else opening.created_at,
             None if run_started is None else run_started.at)
+
+
+def plain_batch(writes: list[Write]) -> bool:
+    """The batch may go set-wise (`worldflow_apply_plain`, functions.sql): enough writes,
+    each of another run, the appends without inbox items and with run and step ops
+    only. The server checks this again, and what else a plain batch needs, and takes
+    the batch write by write if it does not hold."""
+    if len(writes) < PLAIN_MIN:
+        return False
+    runs = set()
+    for write in writes:
+        runs.add(write.run_id)
+        if isinstance(write, AppendWrite) and (
+                write.inbox_ids or not all(type(op) in _PLAIN_OPS for op in write.ops)):
+            return False
+    return len(runs) == len(writes)
 
 
 def _mergeable(earlier: AppendWrite, later: AppendWrite) -> bool:
