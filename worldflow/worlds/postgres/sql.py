@@ -256,7 +256,10 @@ WITH step AS (
     INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
                                 attempt, input, output, started_at, completed_at)
     SELECT $1, $2, $3, $4, 'completed', $5, $6::json, $7::json, $8, $9
-     WHERE (SELECT max(seq) FROM workflow_events WHERE workflow_run_id = $2) = $17 - 1
+     -- the fence: the event before the first is there (and the first is not: the
+     -- events' key), so the events continue the log, which never has a gap
+     WHERE EXISTS (SELECT 1 FROM workflow_events WHERE workflow_run_id = $2
+                                                 AND seq = $17 - 1)
     ON CONFLICT (id) DO NOTHING
     RETURNING 1),
 events AS (
