@@ -40,15 +40,6 @@ async def flow(x: int) -> int:
     return await add(x, 10)
 
 
-@pytest.fixture
-async def own_db(postgres_url: str) -> Any:
-    from tests.postgres.test_processes import drop_db, fresh_db
-
-    url = await fresh_db(postgres_url)
-    yield url
-    await drop_db(url)
-
-
 def pg_world(url: str) -> Any:
     return create_world("postgres", connection_string=url, queue_concurrency=50,
                         job_prefix="pb" + uuid.uuid4().hex[:8])
@@ -90,18 +81,6 @@ async def test_runs_written_set_wise_store_what_written_one_by_one_store(
         "run_created", "run_started", "step_started", "step_completed", "step_started",
         "step_completed", "run_completed"]
     assert jobs == 0  # every ended run's job is gone
-
-
-@pytest.fixture
-async def opened(own_db: str) -> Any:
-    conn = await asyncpg.connect(own_db)
-    world = pg_world(own_db)
-    await world.open()
-    try:
-        yield world, conn
-    finally:
-        await world.close()
-        await conn.close()
 
 
 def _new(run_id: str) -> NewRun:

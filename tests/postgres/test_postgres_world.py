@@ -43,16 +43,6 @@ def pg_world(url: str, **options: Any) -> Any:
     return create_world("postgres", connection_string=url, **options)
 
 
-@pytest.fixture
-async def own_db(postgres_url: str) -> Any:
-    """A database of this test's own (the session's is shared with other tests)."""
-    from tests.postgres.test_processes import drop_db, fresh_db
-
-    url = await fresh_db(postgres_url)
-    yield url
-    await drop_db(url)
-
-
 async def test_setup_is_idempotent_and_reports_the_version(own_db: str) -> None:
     postgres_url = own_db
     first = await postgres_setup(postgres_url)

@@ -43,15 +43,6 @@ async def flow(x: int) -> int:
     return x
 
 
-@pytest.fixture
-async def own_db(postgres_url: str) -> Any:
-    from tests.postgres.test_processes import drop_db, fresh_db
-
-    url = await fresh_db(postgres_url)
-    yield url
-    await drop_db(url)
-
-
 def pg_world(url: str) -> Any:
     return create_world("postgres", connection_string=url,
                         job_prefix="sa" + uuid.uuid4().hex[:8])
@@ -121,19 +112,6 @@ async def _new_run(world: Any, run_id: str) -> None:
 def _pair(run_id: str, seq: int, cid: str, name: str = "s") -> list[EventRecord]:
     return [EventRecord(run_id, seq, StepStarted(cid, name, 1, msgspec.Raw(b"[7]")), T0),
             EventRecord(run_id, seq + 1, StepCompleted(cid, name, 1, msgspec.Raw(b"1")), T1)]
-
-
-@pytest.fixture
-async def opened(own_db: str) -> Any:
-    """An open world (no engine) on the test's database, and a connection to read it."""
-    conn = await asyncpg.connect(own_db)
-    world = pg_world(own_db)
-    await world.open()
-    try:
-        yield world, conn
-    finally:
-        await world.close()
-        await conn.close()
 
 
 async def _counts(world: Any, conn: asyncpg.Connection, run_id: str
