@@ -3,7 +3,8 @@
 
 throughput: N workflows with at most C in flight; steps/s, and CPU per step: this
             process (client) and, on Postgres, the server processes that served it.
-latency:    workflows one after another; median ms, and per-step ms.
+latency:    workflows one after another; median ms, and per-step ms, with this
+            process's CPU per step (client_cpu_ms_per_step: the worker's own part).
 floor:      (Postgres) one INSERT + COMMIT into a WAL-logged table through asyncpg,
             serially, in the same run (as ../shared/peers/pg_limit.py does): the latency
             a durable step cannot beat; per_step_ms / floor = the engine's latency
@@ -150,6 +151,7 @@ class FloorProbe:
     def __init__(self, conn: Any, name: str) -> None:
         self.conn, self.name = conn, name
         self.insert = FLOOR_INSERT.format(name=name)
+        self.cpu_seconds = 0.0  # this process's CPU over all samples
 
     @classmethod
     async def open(cls, url: str) -> FloorProbe:
@@ -163,10 +165,12 @@ class FloorProbe:
     async def sample(self, k: int) -> list[float]:
         payload = b"x" * 100
         times = []
+        cpu = time.process_time()
         for _ in range(k):
             t0 = time.perf_counter()
             await self.conn.execute(self.insert, "r", "step_completed", payload)
             times.append((time.perf_counter() - t0) * 1000)
+        self.cpu_seconds += time.process_time() - cpu
         return times
 
     async def close(self) -> None:
@@ -196,12 +200,17 @@ async def latency_phase(world: Any, n: int, m: int, floor_url: str | None
     lat_m: list[float] = []
     lat_0: list[float] = []
     floor: list[float] = []
+    cpu_m = cpu_0 = 0.0  # this process's CPU over the full and the empty workflows
     probe = await FloorProbe.open(floor_url) if floor_url else None
     try:
         for r in range(rounds):
             share = n // rounds + (1 if r < n % rounds else 0)
+            cpu = time.process_time()
             lat_m += await latency(world, share, m)
+            cpu_m += time.process_time() - cpu
+            cpu = time.process_time()
             lat_0 += await latency(world, share, 0)
+            cpu_0 += time.process_time() - cpu
             if probe is not None:
                 floor += await probe.sample(50)
     finally:
@@ -210,9 +219,15 @@ async def latency_phase(world: Any, n: int, m: int, floor_url: str | None
     med_m, med_0 = statistics.median(lat_m), statistics.median(lat_0)
     per_step = (med_m - med_0) / max(1, m)
     out: dict[str, Any] = {"median_ms": round(med_m, 3), "empty_wf_median_ms": round(med_0, 3),
-                           "per_step_ms": round(per_step, 3)}
+                           "per_step_ms": round(per_step, 3),
+                           # the worker's own part of per_step_ms: its CPU per step, run
+                           # alone (the same subtraction of the empty workflows)
+                           "client_cpu_ms_per_step": round(
+                               (cpu_m - cpu_0) * 1000 / max(1, len(lat_m)) / max(1, m), 3)}
     if floor:
         out["insert_commit_floor_ms"] = round(statistics.median(floor), 3)
+        assert probe is not None
+        out["floor_client_cpu_ms"] = round(probe.cpu_seconds * 1000 / len(floor), 3)
         out["per_step_over_floor"] = round(per_step / statistics.median(floor), 2)
     return out
 
