@@ -10,9 +10,10 @@
   another worker wrote the run (or an earlier append of ours was lost), so the whole
   append is refused with `LeaseLostError`.
 - **Step counts.** `step_count_changes(old, new)` says how a step's status change moves
-  its run's counters (`RunRecord.steps_*`). The SQL worlds apply the same rule: SQLite
-  in triggers on its steps table, Postgres in `worldflow_apply`, which adds up an
-  append's changes and updates the run row once (a trigger would update it per step).
+  its run's counters (`RunRecord.steps_*`): the memory world applies it, SQLite in
+  triggers on its steps table. Postgres counts the same thing another way: a live run's
+  counts from its step rows as it is read (`sql.run_columns`), stored on the run's row
+  when it ends, so that a step's commit never touches the run's row.
 - **End of run.** `plan_append(records)` tells a world what else an append changes: a
   terminal event (`run_completed/failed/cancelled`) removes the run's queue job and
   inbox and disposes its active hooks, as of the terminal event's time.
