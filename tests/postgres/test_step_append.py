@@ -16,10 +16,12 @@ import pytest
 from worldflow import create_world, start, step, workflow
 from worldflow.cli.postgres_setup import postgres_setup
 from worldflow.core.events import (
+    ErrorInfo,
     EventRecord,
     RunCompleted,
     RunStarted,
     StepCompleted,
+    StepRetrying,
     StepStarted,
 )
 from worldflow.core.records import NewRun
@@ -173,6 +175,28 @@ async def test_a_live_runs_step_counts_are_read_from_its_steps_and_stored_at_its
         EventRecord("live", 6, RunCompleted(msgspec.Raw(b"2")), T1)])
     assert tuple(await conn.fetchrow(stored_counts)) == (2, 2, 0, 0)
     assert await read() == [(2, 2, 0, 0)] * 3
+
+
+async def test_a_later_attempt_is_not_sent_as_the_statement(opened: Any) -> None:
+    """A step's second attempt (its row is there from the first) goes through
+    worldflow_apply, not the statement: the row becomes attempt 2, completed, and the
+    statement is not tried (its insert would only fail on the row)."""
+    world, conn = opened
+    [committer] = world._writers
+    await _new_run(world, "retry")
+    await world.append_events("retry", [
+        EventRecord("retry", 1, RunStarted(), T0),
+        EventRecord("retry", 2, StepStarted("1", "s", 1, msgspec.Raw(b"[7]")), T0),
+        EventRecord("retry", 3, StepRetrying("1", "s", 1, ErrorInfo("E", "no"), T1), T0)])
+    tried = committer.step_appends
+    await world.append_events("retry", [
+        EventRecord("retry", 4, StepStarted("1", "s", 2, msgspec.Raw(b"[7]")), T1),
+        EventRecord("retry", 5, StepCompleted("1", "s", 2, msgspec.Raw(b"1")), T1)])
+    assert committer.step_appends == tried
+    row = await conn.fetchrow("SELECT status, attempt, output::text, error FROM "
+                              "workflow_steps WHERE workflow_run_id = 'retry'")
+    assert tuple(row) == ("completed", 2, "1", None)
+    assert await _counts(world, conn, "retry") == (6, 1, 1)
 
 
 async def test_the_same_append_sent_again_counts_once(opened: Any) -> None:

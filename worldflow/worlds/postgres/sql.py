@@ -241,42 +241,49 @@ RENEW_SLOTS = ("UPDATE workflow_queue_slots SET expires_at = $1 "
                "WHERE starts_with(holder, $2) AND starts_with(queue, $3)")
 NOTIFY = "SELECT pg_notify($1, $2)"
 
-# A step started and completed, sent alone (the usual write of a run at low load), and
-# with its run's start (the run's first step): one statement, without worldflow_apply's
-# plpgsql, jsonb skeleton and subtransaction. It does what worldflow_apply does for such
-# an append when the step has no row yet and the events continue the run's log: the
-# step row inserted completed, the events (and the run's start: the run's row is not
-# touched otherwise, sql.run_columns counts a live run's steps as it reads). In any
-# other case (a row from an earlier attempt, a fence that does not hold, no such run)
-# it writes nothing and returns 0, and the write goes through worldflow_apply, which
-# says why. Parameters: writer.step_append_args; $17: the append's first seq, $18-$20
-# the run_started event's payload and time and its op's time (NULL: none).
-STEP_APPEND = """
-WITH step AS (
+# A step started and completed in its first attempt, sent alone (the usual write of a
+# run at low load): one statement, without worldflow_apply's plpgsql, jsonb skeleton
+# and subtransaction. It does what worldflow_apply does for such an append when the
+# events continue the run's log: the step row inserted completed, and the events. The
+# run's row is not touched (sql.run_columns counts a live run's steps as it reads).
+# In any other case it writes nothing, and the write goes through worldflow_apply,
+# which says why: a fence that does not hold returns 0; a row or event already there
+# (a write sent again, another process's step) is a unique violation, which fails the
+# whole statement (cheaper than ON CONFLICT's speculative insertion on every step).
+# Parameters (writer.step_append_args): $1 step id, $2 run id, $3 correlation id,
+# $4 step name, $5 input, $6 output, $7 started at, $8 completed at, $9 step_started's
+# seq, $10 and $11 the two events' payloads.
+_STEP_ROW = """
     INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
                                 attempt, input, output, started_at, completed_at)
-    SELECT $1, $2, $3, $4, 'completed', $5, $6::json, $7::json, $8, $9
+    SELECT $1, $2, $3, $4, 'completed', 1, $5::json, $6::json, $7, $8
      -- the fence: the event before the first is there (and the first is not: the
      -- events' key), so the events continue the log, which never has a gap
      WHERE EXISTS (SELECT 1 FROM workflow_events WHERE workflow_run_id = $2
-                                                 AND seq = $17 - 1)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING 1),
-events AS (
+                                                 AND seq = $9::integer - {before})
+    RETURNING 1"""
+_STEP_EVENTS = """
+    SELECT $2, $9::integer, 'step_started', $3, $10::json, $7 FROM step
+    UNION ALL
+    SELECT $2, $9 + 1, 'step_completed', $3, $11::json, $8 FROM step"""
+_INSERT_EVENTS = """
     INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
-                                 payload, created_at)
-    SELECT $2, e.seq, e.event_type, e.correlation_id, e.payload::json, e.created_at
-      FROM step, (VALUES ($17::integer, 'run_started', NULL::text, $18::text,
-                          $19::timestamptz),
-                         ($10::integer, 'step_started', $11::text, $12::text,
-                          $13::timestamptz),
-                         ($10::integer + 1, 'step_completed', $14::text, $15::text,
-                          $16::timestamptz))
-           AS e(seq, event_type, correlation_id, payload, created_at)
-     WHERE e.payload IS NOT NULL),
+                                 payload, created_at)"""
+STEP_APPEND = f"""
+WITH step AS ({_STEP_ROW.format(before=1)}),
+events AS ({_INSERT_EVENTS}{_STEP_EVENTS})
+SELECT count(*) FROM step
+"""
+# The same with the run's start before the step (the run's first step): $12 the
+# run_started event's payload, $13 its time; the run's row becomes running.
+STEP_APPEND_OPENING = f"""
+WITH step AS ({_STEP_ROW.format(before=2)}),
+events AS ({_INSERT_EVENTS}
+    SELECT $2, $9 - 1, 'run_started', NULL, $12::json, $13 FROM step
+    UNION ALL{_STEP_EVENTS}),
 started AS (
-    UPDATE workflow_runs SET status = 'running', started_at = coalesce(started_at, $20),
-                             updated_at = $20
-     WHERE $18::text IS NOT NULL AND id = $2 AND EXISTS (SELECT 1 FROM step))
+    UPDATE workflow_runs SET status = 'running', started_at = coalesce(started_at, $13),
+                             updated_at = $13
+     WHERE id = $2 AND EXISTS (SELECT 1 FROM step))
 SELECT count(*) FROM step
 """

@@ -22,12 +22,13 @@ write of it is not plain after all (a run that exists, a lost lease, a step with
 that attempt is undone on the server and `worldflow_apply` takes the batch in the same
 call, so each write still gets its own outcome.
 
-A batch that is a single append of one step's start and completion (possibly after the
-run's start) is what a run writes per step when it is alone: the low-load case, where
-latency is all. It goes as one plain statement (sql.STEP_APPEND): no plpgsql, no
-subtransaction, no skeleton to parse, a fifth less time on the server. The statement
-writes only in the plain case (a new step, a fence that holds); in any other, down to
-an error of the statement, it leaves the database as it was, and the batch goes through
+A batch that is a single append of one step's start and completion in its first
+attempt (possibly after the run's start) is what a run writes per step when it is
+alone: the low-load case, where latency is all. It goes as one plain statement
+(sql.STEP_APPEND): no plpgsql, no subtransaction, no skeleton to parse, a fifth less
+time on the server. The statement writes only in the plain case (a new step, a fence
+that holds); in any other (a fence that fails, a row or event already there, a value
+the server refuses) it leaves the database as it was, and the batch goes through
 `worldflow_apply`, which handles every case and says what went wrong.
 
 If the connection breaks, the writer reconnects and sends the same batch again. That
@@ -60,7 +61,7 @@ from worldflow.worlds.postgres.messages import (
     encode_batch,
     encode_write,
 )
-from worldflow.worlds.postgres.sql import STEP_APPEND
+from worldflow.worlds.postgres.sql import STEP_APPEND, STEP_APPEND_OPENING
 from worldflow.worlds.projection import (
     HookCreated,
     HookDisposed,
@@ -184,12 +185,14 @@ class PostgresCommitter:
                 error = WorldError(f"Postgres world: {type(exc).__name__}: {exc}")
                 return BatchResult([Failed(error) for _ in batch], committed=False)
 
-    async def _step_append(self, conn: asyncpg.Connection, args: tuple[object, ...]) -> bool:
+    async def _step_append(self, conn: asyncpg.Connection,
+                           statement: tuple[str, tuple[object, ...]]) -> bool:
         """Send a step's append as sql.STEP_APPEND; False: it wrote nothing (the case is
         not the plain one, or the statement failed), and worldflow_apply must take it."""
         self.step_appends += 1
+        query, args = statement
         try:
-            if await conn.fetchval(STEP_APPEND, *args):
+            if await conn.fetchval(query, *args):
                 return True
         except CONNECTION_ERRORS:
             raise
@@ -242,40 +245,39 @@ def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:
     return out, sent_as
 
 
-def step_append_args(write: Write) -> tuple[object, ...] | None:
-    """sql.STEP_APPEND's parameters for `write` if it is a step's start and completion
-    alone, or with its run's start before them (those events, their ops, nothing
-    else); None otherwise."""
+def step_append_args(write: Write) -> tuple[str, tuple[object, ...]] | None:
+    """sql.STEP_APPEND (or STEP_APPEND_OPENING) and its parameters if `write` is a
+    step's start and completion in its first attempt, alone or with its run's start
+    before them (those events, their ops, nothing else); None otherwise."""
     if (not isinstance(write, AppendWrite) or write.finished_at is not None
             or write.inbox_ids or len(write.events) != len(write.ops)
             or not 2 <= len(write.events) <= 3):
         return None
-    run_started: RunStarted | None = None
     opening: EventRow | None = None
     if len(write.ops) == 3:
         first_op, started, completed = write.ops
         opening, first, second = write.events
-        if type(first_op) is not RunStarted or opening.event_type != "run_started":
+        if (type(first_op) is not RunStarted or opening.event_type != "run_started"
+                or first_op.at != opening.created_at or first.seq != opening.seq + 1):
             return None
-        run_started = first_op
     else:
         started, completed = write.ops
         first, second = write.events
     if (type(started) is not StepStarted or type(completed) is not StepCompleted
+            or started.attempt != 1 or completed.attempt != 1
             or started.step_id != completed.step_id or started.run_id != write.run_id
             or first.event_type != "step_started" or second.event_type != "step_completed"
             or second.seq != first.seq + 1
-            or (opening is not None and first.seq != opening.seq + 1)):
+            or not started.correlation_id == first.correlation_id == second.correlation_id
+            or started.at != first.created_at or completed.at != second.created_at):
         return None
-    return (started.step_id, write.run_id, started.correlation_id, started.step_name,
-            completed.attempt, str(started.input, "utf-8"), str(completed.output, "utf-8"),
-            started.at, completed.at, first.seq,
-            first.correlation_id, str(first.payload, "utf-8"), first.created_at,
-            second.correlation_id, str(second.payload, "utf-8"), second.created_at,
-            first.seq if opening is None else opening.seq,
-            None if opening is None else str(opening.payload, "utf-8"),
-            None if opening is None else opening.created_at,
-            None if run_started is None else run_started.at)
+    args = (started.step_id, write.run_id, started.correlation_id, started.step_name,
+            str(started.input, "utf-8"), str(completed.output, "utf-8"), started.at,
+            completed.at, first.seq, str(first.payload, "utf-8"),
+            str(second.payload, "utf-8"))
+    if opening is None:
+        return STEP_APPEND, args
+    return STEP_APPEND_OPENING, (*args, str(opening.payload, "utf-8"), opening.created_at)
 
 
 def plain_batch(writes: list[Write]) -> bool:
