@@ -247,43 +247,43 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 # events continue the run's log: the step row inserted completed, and the events. The
 # run's row is not touched (sql.run_columns counts a live run's steps as it reads).
 # In any other case it writes nothing, and the write goes through worldflow_apply,
-# which says why: a fence that does not hold returns 0; a row or event already there
+# which says why: a fence that does not hold returns no row; a row or event already there
 # (a write sent again, another process's step) is a unique violation, which fails the
 # whole statement (cheaper than ON CONFLICT's speculative insertion on every step).
+
 # Parameters (writer.step_append_args): $1 step id, $2 run id, $3 correlation id,
 # $4 step name, $5 input, $6 output, $7 started at, $8 completed at, $9 step_started's
 # seq, $10 and $11 the two events' payloads.
-_STEP_ROW = """
-    INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
-                                attempt, input, output, started_at, completed_at)
-    SELECT $1, $2, $3, $4, 'completed', 1, $5::json, $6::json, $7, $8
-     -- the fence: the event before the first is there (and the first is not: the
-     -- events' key), so the events continue the log, which never has a gap
-     WHERE EXISTS (SELECT 1 FROM workflow_events WHERE workflow_run_id = $2
-                                                 AND seq = $9::integer - {before})
-    RETURNING 1"""
-_STEP_EVENTS = """
-    SELECT $2, $9::integer, 'step_started', $3, $10::json, $7 FROM step
-    UNION ALL
-    SELECT $2, $9 + 1, 'step_completed', $3, $11::json, $8 FROM step"""
-_INSERT_EVENTS = """
+# The fence (the event before the first is there, and the first is not: the events'
+# key) is checked by each insert on its own, so that neither waits for the other's
+# rows; both see the statement's snapshot, so both write or neither does.
+_FENCE = ("EXISTS (SELECT 1 FROM workflow_events\n"
+          "                   WHERE workflow_run_id = $2 AND seq = $9::integer - {before})")
+_STEP_EVENTS = """($9::integer, 'step_started', $3, $10::text, $7::timestamptz),
+                  ($9::integer + 1, 'step_completed', $3, $11::text, $8::timestamptz)"""
+_APPEND = """
+WITH events AS (
     INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
-                                 payload, created_at)"""
-STEP_APPEND = f"""
-WITH step AS ({_STEP_ROW.format(before=1)}),
-events AS ({_INSERT_EVENTS}{_STEP_EVENTS})
-SELECT count(*) FROM step
+                                 payload, created_at)
+    SELECT $2, e.seq, e.event_type, e.correlation_id, e.payload::json, e.created_at
+      FROM (VALUES {events})
+           AS e(seq, event_type, correlation_id, payload, created_at)
+     WHERE {fence}){started}
+INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
+                            attempt, input, output, started_at, completed_at)
+SELECT $1, $2, $3, $4, 'completed', 1, $5::json, $6::json, $7, $8
+ WHERE {fence}
+RETURNING 1
 """
+STEP_APPEND = _APPEND.format(events=_STEP_EVENTS, fence=_FENCE.format(before=1), started="")
 # The same with the run's start before the step (the run's first step): $12 the
 # run_started event's payload, $13 its time; the run's row becomes running.
-STEP_APPEND_OPENING = f"""
-WITH step AS ({_STEP_ROW.format(before=2)}),
-events AS ({_INSERT_EVENTS}
-    SELECT $2, $9 - 1, 'run_started', NULL, $12::json, $13 FROM step
-    UNION ALL{_STEP_EVENTS}),
+_OPENING_FENCE = _FENCE.format(before=2)
+STEP_APPEND_OPENING = _APPEND.format(
+    events=("($9::integer - 1, 'run_started', NULL, $12::text, $13::timestamptz),\n"
+            "                  " + _STEP_EVENTS),
+    fence=_OPENING_FENCE, started=f""",
 started AS (
     UPDATE workflow_runs SET status = 'running', started_at = coalesce(started_at, $13),
                              updated_at = $13
-     WHERE id = $2 AND EXISTS (SELECT 1 FROM step))
-SELECT count(*) FROM step
-"""
+     WHERE id = $2 AND {_OPENING_FENCE})""")
