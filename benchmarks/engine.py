@@ -3,12 +3,14 @@
 
 throughput: N workflows with at most C in flight; steps/s, and CPU per step: this
             process (client) and, on Postgres, the server processes that served it.
-latency:    workflows one after another; median ms, and per-step ms, with this
-            process's CPU per step (client_cpu_ms_per_step: the worker's own part).
+latency:    workflows one after another, each of M steps followed by an empty one;
+            median ms, and per-step ms (the median of each pair's difference over M),
+            with this process's CPU per step (client_cpu_ms_per_step: the worker's
+            own part).
 floor:      (Postgres) one INSERT + COMMIT into a WAL-logged table through asyncpg,
             serially, in the same run (as ../shared/peers/pg_limit.py does): the latency
             a durable step cannot beat; per_step_ms / floor = the engine's latency
-            overhead factor. Workflows and floor inserts take turns in ten rounds, so
+            overhead factor. Workflows and floor inserts take turns one by one, so
             that both are timed on the same machine (its speed drifts).
 scaling:    per-step time at M=--scale-steps against M=--steps (should stay flat).
 
@@ -152,6 +154,7 @@ class FloorProbe:
         self.conn, self.name = conn, name
         self.insert = FLOOR_INSERT.format(name=name)
         self.cpu_seconds = 0.0  # this process's CPU over all samples
+        self.samples = 0
 
     @classmethod
     async def open(cls, url: str) -> FloorProbe:
@@ -171,6 +174,7 @@ class FloorProbe:
             await self.conn.execute(self.insert, "r", "step_completed", payload)
             times.append((time.perf_counter() - t0) * 1000)
         self.cpu_seconds += time.process_time() - cpu
+        self.samples += k
         return times
 
     async def close(self) -> None:
@@ -192,33 +196,34 @@ async def latency(world: Any, n: int, m: int) -> list[float]:
 
 async def latency_phase(world: Any, n: int, m: int, floor_url: str | None
                         ) -> dict[str, Any]:
-    """n workflows of m steps, n empty ones and (floor_url) 500 floor inserts, in ten
-    interleaved rounds: this machine's speed drifts by a fifth within a minute, so a
-    floor taken after the workflows, or empty workflows after the full ones, compare
-    two different moments."""
-    rounds = 10
+    """n workflows of m steps and n empty ones, taking turns one by one, and (floor_url)
+    a burst of floor inserts after every ten pairs. This machine's speed drifts within
+    seconds, so the per-step time is taken from each pair run back to back (the median
+    of their differences), and the floor from the same moments. The first inserts of a
+    burst are not counted: their server process was idle, and the floor is what
+    back-to-back commits cost (as ../shared/peers/pg_limit.py measures it)."""
     lat_m: list[float] = []
     lat_0: list[float] = []
     floor: list[float] = []
     cpu_m = cpu_0 = 0.0  # this process's CPU over the full and the empty workflows
+    burst, warm = 50, 5  # floor inserts after every ten pairs; the first few not counted
     probe = await FloorProbe.open(floor_url) if floor_url else None
     try:
-        for r in range(rounds):
-            share = n // rounds + (1 if r < n % rounds else 0)
+        for i in range(n):
             cpu = time.process_time()
-            lat_m += await latency(world, share, m)
+            lat_m += await latency(world, 1, m)
             cpu_m += time.process_time() - cpu
             cpu = time.process_time()
-            lat_0 += await latency(world, share, 0)
+            lat_0 += await latency(world, 1, 0)
             cpu_0 += time.process_time() - cpu
-            if probe is not None:
-                floor += await probe.sample(50)
+            if probe is not None and (i % 10 == 9 or i == n - 1):
+                floor += (await probe.sample(warm + burst))[warm:]
     finally:
         if probe is not None:
             await probe.close()
-    med_m, med_0 = statistics.median(lat_m), statistics.median(lat_0)
-    per_step = (med_m - med_0) / max(1, m)
-    out: dict[str, Any] = {"median_ms": round(med_m, 3), "empty_wf_median_ms": round(med_0, 3),
+    per_step = statistics.median(a - b for a, b in zip(lat_m, lat_0, strict=True)) / max(1, m)
+    out: dict[str, Any] = {"median_ms": round(statistics.median(lat_m), 3),
+                           "empty_wf_median_ms": round(statistics.median(lat_0), 3),
                            "per_step_ms": round(per_step, 3),
                            # the worker's own part of per_step_ms: its CPU per step, run
                            # alone (the same subtraction of the empty workflows)
@@ -227,7 +232,7 @@ async def latency_phase(world: Any, n: int, m: int, floor_url: str | None
     if floor:
         out["insert_commit_floor_ms"] = round(statistics.median(floor), 3)
         assert probe is not None
-        out["floor_client_cpu_ms"] = round(probe.cpu_seconds * 1000 / len(floor), 3)
+        out["floor_client_cpu_ms"] = round(probe.cpu_seconds * 1000 / probe.samples, 3)
         out["per_step_over_floor"] = round(per_step / statistics.median(floor), 2)
     return out
 
