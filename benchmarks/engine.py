@@ -231,6 +231,10 @@ async def latency_phase(world: Any, n: int, m: int, floor_url: str | None
     out: dict[str, Any] = {"median_ms": round(statistics.median(lat_m), 3),
                            "empty_wf_median_ms": round(statistics.median(lat_0), 3),
                            "per_step_ms": round(per_step, 3),
+                           # as the peer's benchmark takes it: the medians' difference
+                           "per_step_ms_from_medians": round(
+                               (statistics.median(lat_m) - statistics.median(lat_0))
+                               / max(1, m), 3),
                            # the worker's own part of per_step_ms: its CPU per step, run
                            # alone (the same subtraction of the empty workflows)
                            "client_cpu_ms_per_step": round(
