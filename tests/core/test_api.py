@@ -231,3 +231,23 @@ async def test_workflow_metadata_inside_workflow_and_step(memory_world: Any) -> 
     run = await start(meta_wf, world=memory_world, run_id="meta-run")
     assert await run.result(timeout=10) == ["meta-run", "meta-run", "u_meta_wf",
                                             "u_meta_step", "1"]
+
+
+async def test_run_ids_made_in_turn_sort_in_turn(memory_world: Any) -> None:
+    """A run id start() makes is `run_` and 32 hex digits, the first 12 the world's time
+    in milliseconds: ids made later sort later (rows keyed by them go to the end of
+    each index), and ids made in the same millisecond still differ."""
+    import re
+
+    from worldflow.core.api import new_run_id
+
+    ids = [(await start(pipeline, i, world=memory_world)).run_id for i in range(20)]
+    assert all(re.fullmatch(r"run_[0-9a-f]{32}", run_id) for run_id in ids)
+    assert len(set(ids)) == 20
+    times = [run_id[4:16] for run_id in ids]
+    assert times == sorted(times)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    same = {new_run_id(t0) for _ in range(1000)}
+    assert len(same) == 1000 and all(run_id.startswith("run_019b76daa800") for run_id in same)
+    later = new_run_id(t0 + dt.timedelta(milliseconds=1))
+    assert later[4:16] == "019b76daa801" and all(later > run_id for run_id in same)

@@ -4,8 +4,10 @@ the process default world."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import inspect
+import os
 import re
 import uuid
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -158,9 +160,7 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
         return ChildRun(start_child(instance, defn, args, kwargs, run_id,
                                     {} if tags is None else check_tags(tags)))
     checked_tags = {} if tags is None else check_tags(tags)
-    if run_id is None:
-        run_id = f"run_{uuid.uuid4().hex}"
-    else:
+    if run_id is not None:
         check_run_id(run_id)
     if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key
                                   or len(dedup_key) > 500):
@@ -170,6 +170,8 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
     check_arguments(defn.fn, defn.name, args, kwargs)
     encoded = defn.codec.encode(args, kwargs, kind="workflow")
     the_world = await get_world(world)
+    if run_id is None:
+        run_id = new_run_id(the_world.now())
     engine = engine_for(the_world)
     local = engine is not None and engine.has_capacity
     trace_context = telemetry.current_carrier() if telemetry.load() else {}
@@ -231,6 +233,14 @@ def start_child(instance: WorkflowInstance, defn: WorkflowDef, args: tuple[Any, 
         check_run_id(run_id)
     check_arguments(defn.fn, defn.name, args, kwargs)
     return instance.call_child(defn, args, kwargs, run_id, tags or {})
+
+
+def new_run_id(now: dt.datetime) -> str:
+    """A new run's id: `run_` and 32 hex digits, the first 12 the time in milliseconds
+    and the other 20 random (80 bits). Ids made one after another sort one after
+    another, so a new run's rows go to the right-hand end of every index keyed by its
+    id, pages that are in memory already, rather than to a random page of each."""
+    return f"run_{int(now.timestamp() * 1000):012x}{os.urandom(10).hex()}"
 
 
 def check_run_id(run_id: object) -> None:
