@@ -132,8 +132,15 @@ def test_an_open_child_names_the_child_run() -> None:
 
 
 def test_nothing_open_in_a_started_run_is_a_message_wait() -> None:
-    assert _kind() == "message"
     assert _kind(MessageReceived("orders", RAW)) == "message"
+
+
+def test_a_log_that_ends_at_the_runs_start_is_a_run_beginning() -> None:
+    """A run created started holds run_started before its workflow has run: until
+    something follows it, the run is beginning, not waiting for a message."""
+    waiting = waiting_for(_run(), _log())
+    assert waiting is not None
+    assert (waiting["kind"], waiting["label"]) == ("running", "running")
 
 
 def test_a_noted_receive_names_its_topics_until_a_message_comes() -> None:

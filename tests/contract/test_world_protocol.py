@@ -126,6 +126,36 @@ async def test_create_run_is_idempotent_by_run_id(storage: Any) -> None:
     assert await storage.claim_runs(uid("owner"), 10, 30.0) == [run.run_id]
 
 
+async def test_a_run_created_started_is_running_with_its_start_in_the_log(
+        storage: Any) -> None:
+    """`NewRun.started` (its creator runs it at once): the run is stored running,
+    started when created, its log run_created and run_started at its creation time;
+    its next append goes on from seq 2. One alone, then six at once (which a batching
+    world may take in one batch)."""
+    wf, owner = uid("wf"), uid("owner")
+    runs = [NewRun(uid("run"), wf, Raw(b'{"n":1}'), storage.now(), started=True)
+            for _ in range(7)]
+    results = [await storage.create_run(runs[0], lease_owner=owner, lease_seconds=30.0)]
+    results += await asyncio.gather(*(
+        storage.create_run(run, lease_owner=owner, lease_seconds=30.0) for run in runs[1:]))
+    for (record, created), run in zip(results, runs, strict=True):
+        assert created
+        stored = await storage.get_run(run.run_id)
+        for seen in (record, stored):
+            assert (seen.status, seen.started_at) == (RunStatus.RUNNING, run.created_at)
+        events = await storage.list_events(run.run_id)
+        assert [(e.seq, type(e.event).__name__, e.created_at) for e in events] == [
+            (0, "RunCreated", run.created_at), (1, "RunStarted", run.created_at)]
+    listed = await storage.list_runs(workflow_name=wf, status="running", limit=10)
+    assert {r.run_id for r in listed.items} == {run.run_id for run in runs}
+    log = Log(storage, runs[0].run_id, seq=2)
+    await log.append(StepStarted("1", "s", 1, Raw(b"[]")), StepCompleted("1", "s", 1, Raw(b"1")))
+    await log.append(RunCompleted(Raw(b"1")))
+    ended = await storage.get_run(runs[0].run_id)
+    assert (ended.status, ended.started_at, ended.steps_completed) == (
+        RunStatus.COMPLETED, runs[0].created_at, 1)
+
+
 async def test_dedup_key_returns_the_live_run_and_is_free_after_it_ends(storage: Any) -> None:
     wf, key = uid("wf"), uid("key")
     first = await create(storage, wf, dedup_key=key)

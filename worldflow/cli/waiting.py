@@ -135,9 +135,9 @@ def waiting_for(run: RunRecord, events: list[EventRecord]) -> dict[str, Any] | N
                 kind = "hook-received"
             return _RANK[kind], -item["seq"]
         chosen = min(open_items.values(), key=rank)
-    elif started:
+    elif started and not isinstance(events[-1].event, RunStarted):
         chosen = _item("message", 0)
-    else:  # claimed, but its workflow has not begun
+    else:  # claimed (or created started), but its workflow has not begun
         chosen = _item("running", 0)
     if noted is not None and (chosen["kind"] == "message" or (
             chosen["kind"] == "sleep" and noted[0] > chosen["seq"])):

@@ -101,6 +101,10 @@ class RunActor(RunStart, LiveRun, StepAttempts, ChildRuns, RunEnding, ActorState
             events = [EventRecord(run.run_id, 0, RunCreated(
                 run.workflow_name, run.input, trace_context=self._trace_context),
                 run.created_at)]
+            if run.started_at is not None:  # created started (NewRun.started)
+                events.append(EventRecord(run.run_id, 1, RunStarted(), run.started_at))
+                if self.engine.log_events:
+                    self.engine.log_event(events[-1])
         else:
             try:
                 events = await world.list_events(self.run_id)
@@ -117,6 +121,7 @@ class RunActor(RunStart, LiveRun, StepAttempts, ChildRuns, RunEnding, ActorState
         if started is None:
             started = self._record(RunStarted())
             first.append(started)
+        if first or self._fresh is not None:
             logger.info("run %s: started workflow %s", self.run_id, defn.name)
         self._meta = WorkflowMetadata(self.run_id, defn.name, started.created_at,
                                       run.parent_run_id)

@@ -177,7 +177,10 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
     trace_context = telemetry.current_carrier() if telemetry.load() else {}
     record, created = await the_world.create_run(
         NewRun(run_id, defn.name, encoded, the_world.now(), queue=queue_name,
-               dedup_key=dedup_key, trace_context=trace_context, tags=checked_tags),
+               dedup_key=dedup_key, trace_context=trace_context, tags=checked_tags,
+               # this engine runs it at once: stored started (a named queue's run
+               # starts once it holds a slot)
+               started=local and queue_name == "default"),
         lease_owner=engine.worker_id if engine is not None and local else None,
         lease_seconds=the_world.lease_seconds)
     if created and engine is not None and local:

@@ -65,6 +65,10 @@ class NewRun(msgspec.Struct, frozen=True, gc=False):
     trace_context: dict[str, str] = {}
     #: searchable string tags (checked by `worldflow.core.listing.check_tags`)
     tags: dict[str, str] = {}
+    #: the creating process runs it at once (it takes the lease, on the default queue):
+    #: the run is stored running, its log holding `run_started` (seq 1, at
+    #: `created_at`) after `run_created`, so that its start costs no write of its own
+    started: bool = False
 
 
 class RunRecord(msgspec.Struct, frozen=True, gc=False):
@@ -95,6 +99,14 @@ class RunRecord(msgspec.Struct, frozen=True, gc=False):
     steps_completed: int = 0
     steps_failed: int = 0
     steps_running: int = 0
+
+
+def created_run(run: NewRun) -> RunRecord:
+    """The record of a run `World.create_run` has just created from `run`."""
+    status = RunStatus.RUNNING if run.started else RunStatus.PENDING
+    return RunRecord(run.run_id, run.workflow_name, status, run.input, None, None,
+                     run.created_at, run.created_at if run.started else None, None,
+                     run.created_at, run.queue, run.parent_run_id, tags=dict(run.tags))
 
 
 def corrupt_run(run_id: str, workflow_name: object, created_at: dt.datetime | None,

@@ -78,7 +78,10 @@ class World(Protocol):
     # -- runs and the event log ----------------------------------------------------
     async def create_run(self, run: NewRun, *, lease_owner: str | None,
                          lease_seconds: float) -> tuple[RunRecord, bool]:
-        """Create a run, its `run_created` event (seq 0) and its queue job, atomically.
+        """Create a run, its `run_created` event (seq 0) and its queue job, atomically;
+        with `run.started`, the run is created running (`started_at` = `created_at`)
+        and its log holds `run_started` (seq 1, at `created_at`) too
+        (`records.created_run` is the record to return).
 
         Idempotent by `run.run_id`: if the run exists, return `(existing, False)` and
         change nothing. With `lease_owner` the job is created already leased to that

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import RunCreated
+from worldflow.core.events import RunCreated, RunStarted
 from worldflow.core.records import (
     HookRecord,
     InboxRecord,
@@ -27,6 +27,7 @@ from worldflow.core.records import (
     StepRecord,
     StepStatus,
     StreamChunk,
+    created_run,
 )
 from worldflow.core.world import BaseWorld
 from worldflow.errors import (
@@ -85,13 +86,14 @@ class MemoryWorld(MemoryQueue, BaseWorld):
             return self._runs[self._dedup[run.dedup_key]], False
         from worldflow.core.events import EventRecord
 
-        record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
-                           None, run.created_at, None, None, run.created_at, run.queue,
-                           run.parent_run_id, tags=dict(run.tags))
+        record = created_run(run)
         self._runs[run.run_id] = record
         self._events[run.run_id] = [EventRecord(
             run.run_id, 0, RunCreated(run.workflow_name, run.input,
                                       trace_context=run.trace_context), run.created_at)]
+        if run.started:
+            self._events[run.run_id].append(
+                EventRecord(run.run_id, 1, RunStarted(), run.created_at))
         self._steps[run.run_id] = {}
         now = self.now()
         job = _Job(run.workflow_name, now, now)

@@ -59,14 +59,19 @@ BEGIN
                                                     'run_id', existing_id);
                     CONTINUE;
                 END IF;
+                -- created started (a run its creator runs at once): running, with its
+                -- run_started event, so that its start is not a write of its own
                 INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
                                            updated_at, queue, dedup_key, parent_run_id,
-                                           tags)
-                VALUES (w->>'run_id', w->>'workflow_name', 'pending',
+                                           tags, started_at)
+                VALUES (w->>'run_id', w->>'workflow_name',
+                        CASE WHEN w->>'started' IS NULL THEN 'pending' ELSE 'running' END,
                         blobs[(w->>'input')::int]::json,
                         (w->>'created_at')::timestamptz, (w->>'created_at')::timestamptz,
                         w->>'queue', w->>'dedup_key', w->>'parent_run_id',
-                        blobs[(w->>'tags')::int]::json);
+                        blobs[(w->>'tags')::int]::json,
+                        CASE WHEN w->>'started' IS NOT NULL
+                             THEN (w->>'created_at')::timestamptz END);
                 IF w->>'tags' IS NOT NULL THEN
                     INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at)
                     SELECT w->>'run_id', t.key, t.value, (w->>'created_at')::timestamptz
@@ -76,6 +81,13 @@ BEGIN
                                              payload, created_at)
                 VALUES (w->>'run_id', 0, 'run_created', NULL, blobs[(w->>'payload')::int]::json,
                         (w->>'created_at')::timestamptz);
+                IF w->>'started' IS NOT NULL THEN
+                    INSERT INTO workflow_events (workflow_run_id, seq, event_type,
+                                                 correlation_id, payload, created_at)
+                    VALUES (w->>'run_id', 1, 'run_started', NULL,
+                            blobs[(w->>'started')::int]::json,
+                            (w->>'created_at')::timestamptz);
+                END IF;
                 INSERT INTO workflow_jobs (run_id, job_prefix, queue, workflow_name,
                                            available_at, lease_owner, lease_expires_at,
                                            created_at)
@@ -314,11 +326,15 @@ BEGIN
                         WHERE w->>'type' = 'create_run'),
             created AS (
                 INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
-                                           updated_at, queue, dedup_key, parent_run_id, tags)
-                SELECT w->>'run_id', w->>'workflow_name', 'pending',
+                                           updated_at, queue, dedup_key, parent_run_id, tags,
+                                           started_at)
+                SELECT w->>'run_id', w->>'workflow_name',
+                       CASE WHEN w->>'started' IS NULL THEN 'pending' ELSE 'running' END,
                        blobs[(w->>'input')::int]::json, (w->>'created_at')::timestamptz,
                        (w->>'created_at')::timestamptz, w->>'queue', w->>'dedup_key',
-                       w->>'parent_run_id', blobs[(w->>'tags')::int]::json
+                       w->>'parent_run_id', blobs[(w->>'tags')::int]::json,
+                       CASE WHEN w->>'started' IS NOT NULL
+                            THEN (w->>'created_at')::timestamptz END
                   FROM c
                 ON CONFLICT DO NOTHING
                 RETURNING 1)
@@ -356,13 +372,19 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a fence does not hold';
             END IF;
         END IF;
-        -- the events: the created runs' run_created, the appends' events
+        -- the events: the created runs' run_created (and run_started, created started),
+        -- the appends' events
         INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
                                      payload, created_at)
         SELECT w->>'run_id', 0, 'run_created', NULL, blobs[(w->>'payload')::int]::json,
                (w->>'created_at')::timestamptz
           FROM jsonb_array_elements(writes) AS w
          WHERE w->>'type' = 'create_run'
+        UNION ALL
+        SELECT w->>'run_id', 1, 'run_started', NULL, blobs[(w->>'started')::int]::json,
+               (w->>'created_at')::timestamptz
+          FROM jsonb_array_elements(writes) AS w
+         WHERE w->>'type' = 'create_run' AND w->>'started' IS NOT NULL
         UNION ALL
         SELECT w->>'run_id', (e->>0)::integer, e->>1, e->>2, blobs[(e->>3)::int]::json,
                (e->>4)::timestamptz

@@ -72,6 +72,8 @@ class CreateRunWrite(msgspec.Struct, frozen=True, gc=False, tag="create_run"):
     parent_run_id: str | None = None
     #: searchable tags: stored on the run and, one row each, in workflow_run_tags
     tags: dict[str, str] | None = None
+    #: the run is created started (`NewRun.started`): its run_started event, stored as is
+    started: Raw | None = None
 
 
 class EventRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -124,6 +126,8 @@ class _CreateRunRow(msgspec.Struct, frozen=True, gc=False, tag="create_run"):
     parent_run_id: str | None
     #: the run's tags as a JSON object (kept as given, key order too); None: no tags
     tags: int | None = None
+    #: the run_started event of a run created started; None: created pending
+    started: int | None = None
 
 
 class _EventRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -221,7 +225,8 @@ def _row(write: Write, blobs: _Blobs) -> _CreateRunRow | _AppendRow:
         write.run_id, write.workflow_name, blobs.add(write.input), write.created_at,
         write.queue, write.dedup_key, write.job_prefix, blobs.add(write.payload),
         write.lease_owner, write.now, write.lease_expires_at, write.parent_run_id,
-        None if not write.tags else blobs.add(Raw(_skeleton_encoder.encode(write.tags))))
+        None if not write.tags else blobs.add(Raw(_skeleton_encoder.encode(write.tags))),
+        None if write.started is None else blobs.add(write.started))
 
 
 def encode_batch(writes: list[Write]) -> tuple[str, list[str]]:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from msgspec import Raw
 
-from worldflow.core.events import EventRecord, RunCreated, encode_event
-from worldflow.core.records import Page, RunRecord, RunStatus, StepRecord
+from worldflow.core.events import EventRecord, RunCreated, RunStarted, encode_event
+from worldflow.core.records import Page, RunRecord, StepRecord, created_run
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.postgres import sql
 from worldflow.worlds.postgres.codec import (
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["RunLog"]
 
 
+#: the run_started event of a run created started
+_RUN_STARTED = Raw(encode_event(RunStarted()))
+
 class RunLog(PostgresConnections):
     """Create runs and append to their logs through the writers; read them back."""
 
@@ -55,7 +58,8 @@ class RunLog(PostgresConnections):
                                                 trace_context=run.trace_context))),
             lease_owner=lease_owner, now=now,
             lease_expires_at=(None if lease_owner is None
-                              else now + dt.timedelta(seconds=lease_seconds)))
+                              else now + dt.timedelta(seconds=lease_seconds)),
+            started=_RUN_STARTED if run.started else None)
 
         def after(outcome: ApplyOutcome) -> None:
             if outcome.created and lease_owner is None:
@@ -64,10 +68,7 @@ class RunLog(PostgresConnections):
         queue = self._require_writer(run.run_id).queue
         outcome: ApplyOutcome = await queue.write(write, after=after)
         if outcome.created:
-            record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input,
-                               None, None, run.created_at, None, None, run.created_at,
-                               run.queue, run.parent_run_id, tags=dict(run.tags))
-            return record, True
+            return created_run(run), True
         assert outcome.run_id is not None
         existing = await self.get_run(outcome.run_id)
         assert existing is not None

@@ -10,8 +10,8 @@ import datetime as dt
 import sqlite3
 from typing import TYPE_CHECKING
 
-from worldflow.core.events import RunCreated, encode_event
-from worldflow.core.records import RunRecord, RunStatus
+from worldflow.core.events import RunCreated, RunStarted, encode_event
+from worldflow.core.records import RunRecord, created_run
 from worldflow.errors import HookConflictError, LeaseLostError, RunNotFoundError
 from worldflow.worlds import projection
 from worldflow.worlds.projection import check_fence, plan_append
@@ -37,8 +37,8 @@ SELECT_RUN = "SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE id = ?"
 SELECT_LIVE_DEDUP = ("SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE dedup_key = ? "
                      "AND dedup_key IS NOT NULL AND status IN ('pending', 'running')")
 INSERT_RUN = ("INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
-              "updated_at, queue, dedup_key, parent_run_id, tags) "
-              "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)")
+              "updated_at, queue, dedup_key, parent_run_id, tags, started_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_TAG = ("INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at) "
               "VALUES (?, ?, ?, ?)")
 INSERT_EVENT = ("INSERT INTO workflow_events (workflow_run_id, seq, event_type, "
@@ -91,24 +91,26 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
         row = conn.execute(SELECT_LIVE_DEDUP, (run.dedup_key,)).fetchone()
     if row is not None:
         return decode_run(row), False
+    record = created_run(run)
     created_at = encode_time(run.created_at)
-    conn.execute(INSERT_RUN, (run.run_id, run.workflow_name, encode_json(run.input),
-                              created_at, created_at, run.queue, run.dedup_key,
-                              run.parent_run_id, encode_tags(run.tags)))
+    conn.execute(INSERT_RUN, (run.run_id, run.workflow_name, record.status.value,
+                              encode_json(run.input), created_at, created_at, run.queue,
+                              run.dedup_key, run.parent_run_id, encode_tags(run.tags),
+                              created_at if run.started else None))
     if run.tags:
         conn.executemany(INSERT_TAG, [(run.run_id, key, value, created_at)
                                       for key, value in run.tags.items()])
     event = RunCreated(run.workflow_name, run.input, trace_context=run.trace_context)
     conn.execute(INSERT_EVENT, (run.run_id, 0, "run_created", None,
                                 encode_event(event).decode(), created_at))
+    if run.started:
+        conn.execute(INSERT_EVENT, (run.run_id, 1, "run_started", None,
+                                    encode_event(RunStarted()).decode(), created_at))
     at = encode_time(now)
     expires = (None if lease_owner is None
                else encode_time(now + dt.timedelta(seconds=lease_seconds)))
     conn.execute(INSERT_JOB, (run.run_id, run.queue, at, lease_owner, expires, at,
                               run.workflow_name))
-    record = RunRecord(run.run_id, run.workflow_name, RunStatus.PENDING, run.input, None,
-                       None, run.created_at, None, None, run.created_at, run.queue,
-                       run.parent_run_id, tags=dict(run.tags))
     return record, True
 
 
