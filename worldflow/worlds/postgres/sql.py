@@ -287,3 +287,46 @@ started AS (
     UPDATE workflow_runs SET status = 'running', started_at = coalesce(started_at, $13),
                              updated_at = $13
      WHERE id = $2 AND {_OPENING_FENCE})""")
+
+# A run created alone and leased to its creator (start() with this process's engine, at
+# low load): one statement, as STEP_APPEND is for a step, instead of worldflow_apply's
+# plpgsql, jsonb skeleton and subtransaction. It creates only a run that is new: if one
+# of that id, or a live one with the same dedup key, exists, it returns no row, and the
+# write goes through worldflow_apply, which returns that run; a run created meanwhile by
+# another process is a unique violation, which fails the statement (nothing written)
+# and goes the same way. A leased run needs no wake-up of other workers.
+# Parameters (writer.create_run_args): $1 run id, $2 workflow name, $3 input,
+# $4 created at, $5 queue, $6 the run_created event, $7 dedup key, $8 parent run id,
+# $9 tags (a JSON object, or NULL), $10 job prefix, $11 now, $12 lease owner, $13 the
+# run_started event (created started), or NULL, $14 the lease's expiry.
+CREATE_RUN = """
+WITH fresh AS (
+    SELECT 1 AS ok
+     WHERE NOT EXISTS (SELECT 1 FROM workflow_runs WHERE id = $1)
+       AND ($7::text IS NULL
+            OR NOT EXISTS (SELECT 1 FROM workflow_runs
+                            WHERE dedup_key = $7 AND status IN ('pending', 'running')))),
+run AS (
+    INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, updated_at,
+                               queue, dedup_key, parent_run_id, tags, started_at)
+    SELECT $1, $2, CASE WHEN $13::text IS NULL THEN 'pending' ELSE 'running' END,
+           $3::json, $4, $4, $5, $7, $8, $9::json,
+           CASE WHEN $13::text IS NOT NULL THEN $4::timestamptz END
+      FROM fresh
+    RETURNING 1),
+tags AS (
+    INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at)
+    SELECT $1, t.key, t.value, $4 FROM fresh, json_each_text($9::json) AS t),
+events AS (
+    INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
+                                 payload, created_at)
+    SELECT $1, e.seq, e.event_type, NULL, e.payload::json, $4
+      FROM fresh, (VALUES (0, 'run_created', $6::text),
+                          (1, 'run_started', $13::text)) AS e(seq, event_type, payload)
+     WHERE e.payload IS NOT NULL),
+job AS (
+    INSERT INTO workflow_jobs (run_id, job_prefix, queue, workflow_name, available_at,
+                               lease_owner, lease_expires_at, created_at)
+    SELECT $1, $10, $5, $2, $11, $12, $14, $11 FROM fresh)
+SELECT ok FROM fresh
+"""

@@ -31,6 +31,11 @@ that holds); in any other (a fence that fails, a row or event already there, a v
 the server refuses) it leaves the database as it was, and the batch goes through
 `worldflow_apply`, which handles every case and says what went wrong.
 
+A batch that is a single run created leased to its creator (start() with this
+process's engine, at low load) goes as one plain statement too (sql.CREATE_RUN), which
+creates only a run that is new; a run that exists, a race with another process or a
+value the server refuses leaves it without effect, and worldflow_apply answers.
+
 If the connection breaks, the writer reconnects and sends the same batch again. That
 is safe when the first attempt's commit is unknown: a created run is found by its id,
 and an append whose first event is already stored (same seq, type and time) counts as
@@ -44,6 +49,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import asyncpg
+import msgspec
 
 from worldflow.errors import HookConflictError, LeaseLostError, RunNotFoundError, WorldError
 from worldflow.worlds.batching import (
@@ -56,12 +62,13 @@ from worldflow.worlds.batching import (
 from worldflow.worlds.postgres.messages import (
     AppendWrite,
     ApplyOutcome,
+    CreateRunWrite,
     EventRow,
     decode_outcomes,
     encode_batch,
     encode_write,
 )
-from worldflow.worlds.postgres.sql import STEP_APPEND, STEP_APPEND_OPENING
+from worldflow.worlds.postgres.sql import CREATE_RUN, STEP_APPEND, STEP_APPEND_OPENING
 from worldflow.worlds.projection import (
     HookCreated,
     HookDisposed,
@@ -77,7 +84,8 @@ if TYPE_CHECKING:
     from worldflow.worlds.batching import Fences, QueuedWrite
     from worldflow.worlds.postgres.messages import Write
 
-__all__ = ["CONNECTION_ERRORS", "PostgresCommitter", "plain_batch", "step_append_args"]
+__all__ = ["CONNECTION_ERRORS", "PostgresCommitter", "create_run_args", "plain_batch",
+           "step_append_args"]
 
 logger = logging.getLogger("worldflow.world.postgres")
 
@@ -119,6 +127,9 @@ class PostgresCommitter:
         self.step_append_fallbacks = 0
         #: batches sent set-wise (worldflow_apply_plain)
         self.plain_batches = 0
+        #: lone leased creates sent as sql.CREATE_RUN, and those it did not take
+        self.lone_creates = 0
+        self.lone_create_fallbacks = 0
         self.queue: GroupCommitQueue[Write] = GroupCommitQueue(
             self._commit, name="worldflow-postgres-writer", max_batch=MAX_BATCH,
             linger=LINGER, close_timeout=10.0,
@@ -141,6 +152,7 @@ class PostgresCommitter:
     async def _commit(self, batch: list[QueuedWrite[Write]], fences: Fences) -> BatchResult:
         writes, sent_as = merge_appends([w.request for w in batch])
         step_args = step_append_args(writes[0]) if len(writes) == 1 else None
+        create_args = create_run_args(writes[0]) if len(writes) == 1 else None
         encoded: tuple[str, list[str]] | None = None
         delay = 0.05
         while True:
@@ -154,6 +166,12 @@ class PostgresCommitter:
                     if await self._step_append(self._conn, step_args):
                         return BatchResult([_APPENDED] * len(batch), committed=True)
                     step_args = None  # not taken: worldflow_apply handles it
+                if create_args is not None:
+                    if await self._create_run(self._conn, create_args):
+                        outcome = Committed(ApplyOutcome(ok=True, created=True,
+                                                         run_id=writes[0].run_id))
+                        return BatchResult([outcome], committed=True)
+                    create_args = None  # not taken: worldflow_apply handles it
                 if encoded is None:
                     encoded = encode_batch(writes)
                     if NUL in encoded[0]:
@@ -201,6 +219,20 @@ class PostgresCommitter:
             # server refuses: the statement wrote nothing; worldflow_apply reports it
             logger.debug("step append not taken as is (%s)", exc)
         self.step_append_fallbacks += 1
+        return False
+
+    async def _create_run(self, conn: asyncpg.Connection, args: tuple[object, ...]) -> bool:
+        """Send a lone leased create as sql.CREATE_RUN; False: it created nothing (the
+        run exists, or the statement failed), and worldflow_apply must take it."""
+        self.lone_creates += 1
+        try:
+            if await conn.fetchval(CREATE_RUN, *args):
+                return True
+        except CONNECTION_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:
+            logger.debug("create not taken as is (%s)", exc)
+        self.lone_create_fallbacks += 1
         return False
 
     async def _commit_without_nul(self, batch: list[QueuedWrite[Write]],
@@ -278,6 +310,19 @@ def step_append_args(write: Write) -> tuple[str, tuple[object, ...]] | None:
     if opening is None:
         return STEP_APPEND, args
     return STEP_APPEND_OPENING, (*args, str(opening.payload, "utf-8"), opening.created_at)
+
+
+def create_run_args(write: Write) -> tuple[object, ...] | None:
+    """sql.CREATE_RUN's parameters if `write` creates a run leased to its creator;
+    None otherwise (an unleased run also wakes other workers: worldflow_apply)."""
+    if not isinstance(write, CreateRunWrite) or write.lease_owner is None:
+        return None
+    return (write.run_id, write.workflow_name, str(write.input, "utf-8"), write.created_at,
+            write.queue, str(write.payload, "utf-8"), write.dedup_key, write.parent_run_id,
+            None if not write.tags else str(msgspec.json.encode(write.tags), "utf-8"),
+            write.job_prefix, write.now, write.lease_owner,
+            None if write.started is None else str(write.started, "utf-8"),
+            write.lease_expires_at)
 
 
 def plain_batch(writes: list[Write]) -> bool:
