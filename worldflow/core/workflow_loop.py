@@ -119,8 +119,8 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
 
     It holds its instance weakly (the instance, its actor's, holds it): the tasks and
     futures of a run all point at their loop, so a strong reference back would make
-    every ended run a reference cycle, freed only by the garbage collector, which then
-    runs several times as often (a fifth of the CPU of a step on the memory world)."""
+    every ended run a reference cycle (18 objects) that only the garbage collector's
+    next pass frees, instead of reference counting as soon as the actor lets go."""
 
     def __init__(self, instance: WorkflowInstance) -> None:
         self._instance_ref = weakref.ref(instance)

@@ -43,6 +43,7 @@ __all__ = ["RunLog"]
 #: the run_started event of a run created started
 _RUN_STARTED = Raw(encode_event(RunStarted()))
 
+
 class RunLog(PostgresConnections):
     """Create runs and append to their logs through the writers; read them back."""
 
