@@ -208,16 +208,8 @@ class PostgresCommitter:
         """Send a step's append as sql.STEP_APPEND; False: it wrote nothing (the case is
         not the plain one, or the statement failed), and worldflow_apply must take it."""
         self.step_appends += 1
-        query, args = statement
-        try:
-            if await conn.fetchval(query, *args):
-                return True
-        except CONNECTION_ERRORS:
-            raise
-        except asyncpg.PostgresError as exc:
-            # e.g. a unique violation (another process appended first) or a value the
-            # server refuses: the statement wrote nothing; worldflow_apply reports it
-            logger.debug("step append not taken as is (%s)", exc)
+        if await _lone_statement(conn, *statement):
+            return True
         self.step_append_fallbacks += 1
         return False
 
@@ -225,13 +217,8 @@ class PostgresCommitter:
         """Send a lone leased create as sql.CREATE_RUN; False: it created nothing (the
         run exists, or the statement failed), and worldflow_apply must take it."""
         self.lone_creates += 1
-        try:
-            if await conn.fetchval(CREATE_RUN, *args):
-                return True
-        except CONNECTION_ERRORS:
-            raise
-        except asyncpg.PostgresError as exc:
-            logger.debug("create not taken as is (%s)", exc)
+        if await _lone_statement(conn, CREATE_RUN, args):
+            return True
         self.lone_create_fallbacks += 1
         return False
 
@@ -248,6 +235,21 @@ class PostgresCommitter:
                            "(\\x00), which Postgres cannot store; the write was refused")
         return BatchResult([Failed(error) if is_bad else next(outcomes) for is_bad in bad],
                            committed=result.committed)
+
+
+async def _lone_statement(conn: asyncpg.Connection, query: str,
+                          args: tuple[object, ...]) -> bool:
+    """Run one of the plain statements of a lone write; False: it wrote nothing, either
+    by its own checks or because the server refused it (e.g. a unique violation: another
+    process wrote first), and worldflow_apply must take the write and say what happened.
+    A broken connection is raised, for the writer to reconnect and send again."""
+    try:
+        return bool(await conn.fetchval(query, *args))
+    except CONNECTION_ERRORS:
+        raise
+    except asyncpg.PostgresError as exc:
+        logger.debug("a lone write's statement was not taken as is (%s)", exc)
+        return False
 
 
 def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:
