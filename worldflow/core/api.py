@@ -170,13 +170,14 @@ async def start(fn: Callable[..., Awaitable[T]], *args: Any, world: World | None
     check_arguments(defn.fn, defn.name, args, kwargs)
     encoded = defn.codec.encode(args, kwargs, kind="workflow")
     the_world = await get_world(world)
+    now = the_world.now()
     if run_id is None:
-        run_id = new_run_id(the_world.now())
+        run_id = new_run_id(now)
     engine = engine_for(the_world)
     local = engine is not None and engine.has_capacity
     trace_context = telemetry.current_carrier() if telemetry.load() else {}
     record, created = await the_world.create_run(
-        NewRun(run_id, defn.name, encoded, the_world.now(), queue=queue_name,
+        NewRun(run_id, defn.name, encoded, now, queue=queue_name,
                dedup_key=dedup_key, trace_context=trace_context, tags=checked_tags,
                # this engine runs it at once: stored started (a named queue's run
                # starts once it holds a slot)

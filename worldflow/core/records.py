@@ -8,7 +8,7 @@ import enum
 import msgspec
 from msgspec import Raw
 
-from worldflow.core.events import ErrorInfo
+from worldflow.core.events import ErrorInfo, EventRecord, RunCreated, RunStarted
 
 __all__ = [
     "HookRecord",
@@ -107,6 +107,17 @@ def created_run(run: NewRun) -> RunRecord:
     return RunRecord(run.run_id, run.workflow_name, status, run.input, None, None,
                      run.created_at, run.created_at if run.started else None, None,
                      run.created_at, run.queue, run.parent_run_id, tags=dict(run.tags))
+
+
+def created_events(run: NewRun) -> list[EventRecord]:
+    """The log of a run `World.create_run` has just created from `run`: `run_created`
+    (seq 0), and `run_started` (seq 1) if it is created started, both at `created_at`."""
+    events = [EventRecord(run.run_id, 0, RunCreated(run.workflow_name, run.input,
+                                                    trace_context=run.trace_context),
+                          run.created_at)]
+    if run.started:
+        events.append(EventRecord(run.run_id, 1, RunStarted(), run.created_at))
+    return events
 
 
 def corrupt_run(run_id: str, workflow_name: object, created_at: dt.datetime | None,

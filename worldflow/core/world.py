@@ -81,7 +81,8 @@ class World(Protocol):
         """Create a run, its `run_created` event (seq 0) and its queue job, atomically;
         with `run.started`, the run is created running (`started_at` = `created_at`)
         and its log holds `run_started` (seq 1, at `created_at`) too
-        (`records.created_run` is the record to return).
+        (`records.created_run` is the record to return, `records.created_events` the
+        log to store).
 
         Idempotent by `run.run_id`: if the run exists, return `(existing, False)` and
         change nothing. With `lease_owner` the job is created already leased to that

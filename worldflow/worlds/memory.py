@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from worldflow.core.events import RunCreated, RunStarted
 from worldflow.core.records import (
     HookRecord,
     InboxRecord,
@@ -27,6 +26,7 @@ from worldflow.core.records import (
     StepRecord,
     StepStatus,
     StreamChunk,
+    created_events,
     created_run,
 )
 from worldflow.core.world import BaseWorld
@@ -84,16 +84,9 @@ class MemoryWorld(MemoryQueue, BaseWorld):
             return existing, False
         if run.dedup_key is not None and run.dedup_key in self._dedup:
             return self._runs[self._dedup[run.dedup_key]], False
-        from worldflow.core.events import EventRecord
-
         record = created_run(run)
         self._runs[run.run_id] = record
-        self._events[run.run_id] = [EventRecord(
-            run.run_id, 0, RunCreated(run.workflow_name, run.input,
-                                      trace_context=run.trace_context), run.created_at)]
-        if run.started:
-            self._events[run.run_id].append(
-                EventRecord(run.run_id, 1, RunStarted(), run.created_at))
+        self._events[run.run_id] = created_events(run)
         self._steps[run.run_id] = {}
         now = self.now()
         job = _Job(run.workflow_name, now, now)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from msgspec import Raw
 
-from worldflow.core.events import EventRecord, RunCreated, RunStarted, encode_event
-from worldflow.core.records import Page, RunRecord, StepRecord, created_run
+from worldflow.core.events import EventRecord, encode_event
+from worldflow.core.records import Page, RunRecord, StepRecord, created_events, created_run
 from worldflow.worlds.cursor import decode_cursor, encode_cursor
 from worldflow.worlds.postgres import sql
 from worldflow.worlds.postgres.codec import (
@@ -40,27 +40,23 @@ if TYPE_CHECKING:
 __all__ = ["RunLog"]
 
 
-#: the run_started event of a run created started
-_RUN_STARTED = Raw(encode_event(RunStarted()))
-
-
 class RunLog(PostgresConnections):
     """Create runs and append to their logs through the writers; read them back."""
 
     async def create_run(self, run: NewRun, *, lease_owner: str | None,
                          lease_seconds: float) -> tuple[RunRecord, bool]:
         now = self.now()
+        created, *started = created_events(run)
         write = CreateRunWrite(
             run_id=run.run_id, workflow_name=run.workflow_name, input=run.input,
             created_at=run.created_at, queue=run.queue, dedup_key=run.dedup_key,
             parent_run_id=run.parent_run_id, tags=dict(run.tags) or None,
             job_prefix=self.job_prefix,
-            payload=Raw(encode_event(RunCreated(run.workflow_name, run.input,
-                                                trace_context=run.trace_context))),
+            payload=Raw(encode_event(created.event)),
             lease_owner=lease_owner, now=now,
             lease_expires_at=(None if lease_owner is None
                               else now + dt.timedelta(seconds=lease_seconds)),
-            started=_RUN_STARTED if run.started else None)
+            started=Raw(encode_event(started[0].event)) if started else None)
 
         def after(outcome: ApplyOutcome) -> None:
             if outcome.created and lease_owner is None:

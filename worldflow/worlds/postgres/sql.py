@@ -250,7 +250,6 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 # which says why: a fence that does not hold returns no row; a row or event already there
 # (a write sent again, another process's step) is a unique violation, which fails the
 # whole statement (cheaper than ON CONFLICT's speculative insertion on every step).
-
 # Parameters (writer.step_append_args): $1 step id, $2 run id, $3 correlation id,
 # $4 step name, $5 input, $6 output, $7 started at, $8 completed at, $9 step_started's
 # seq, $10 and $11 the two events' payloads.

@@ -10,8 +10,8 @@ import datetime as dt
 import sqlite3
 from typing import TYPE_CHECKING
 
-from worldflow.core.events import RunCreated, RunStarted, encode_event
-from worldflow.core.records import RunRecord, created_run
+from worldflow.core.events import encode_event
+from worldflow.core.records import RunRecord, created_events, created_run
 from worldflow.errors import HookConflictError, LeaseLostError, RunNotFoundError
 from worldflow.worlds import projection
 from worldflow.worlds.projection import check_fence, plan_append
@@ -100,12 +100,9 @@ def create_run(conn: sqlite3.Connection, run: NewRun, lease_owner: str | None,
     if run.tags:
         conn.executemany(INSERT_TAG, [(run.run_id, key, value, created_at)
                                       for key, value in run.tags.items()])
-    event = RunCreated(run.workflow_name, run.input, trace_context=run.trace_context)
-    conn.execute(INSERT_EVENT, (run.run_id, 0, "run_created", None,
-                                encode_event(event).decode(), created_at))
-    if run.started:
-        conn.execute(INSERT_EVENT, (run.run_id, 1, "run_started", None,
-                                    encode_event(RunStarted()).decode(), created_at))
+    conn.executemany(INSERT_EVENT, [
+        (run.run_id, rec.seq, rec.event_type, None, encode_event(rec.event).decode(),
+         created_at) for rec in created_events(run)])
     at = encode_time(now)
     expires = (None if lease_owner is None
                else encode_time(now + dt.timedelta(seconds=lease_seconds)))
