@@ -106,6 +106,27 @@ async def test_a_run_that_exists_sends_the_batch_write_by_write(opened: Any) -> 
         "SELECT count(*) FROM workflow_events WHERE workflow_run_id = 'old'") == 1
 
 
+async def test_a_live_dedup_key_in_a_batch_returns_the_live_run(opened: Any) -> None:
+    """A new run whose dedup key a live run holds: the set-wise insert meets the unique
+    index, and one by one the write returns the live run, the others are created."""
+    world, conn = opened
+    [committer] = world._writers
+    await world.create_run(msgspec.structs.replace(_new("live"), dedup_key="k"),
+                           lease_owner=None, lease_seconds=30)
+    sent = committer.plain_batches
+    outcomes = await asyncio.gather(
+        world.create_run(_new("n1"), lease_owner=None, lease_seconds=30),
+        world.create_run(msgspec.structs.replace(_new("dup"), dedup_key="k"),
+                         lease_owner=None, lease_seconds=30),
+        *(world.create_run(_new(r), lease_owner=None, lease_seconds=30)
+          for r in ("n2", "n3")))
+    assert committer.plain_batches == sent + 1
+    assert [(record.run_id, created) for record, created in outcomes] == [
+        ("n1", True), ("live", False), ("n2", True), ("n3", True)]
+    assert await conn.fetchval("SELECT count(*) FROM workflow_runs WHERE id = 'dup'") == 0
+    assert await conn.fetchval("SELECT count(*) FROM workflow_runs") == 4
+
+
 async def test_a_lost_lease_in_a_batch_fails_only_its_write(opened: Any) -> None:
     world, conn = opened
     await _create(world, "a", "b", "c", "d")

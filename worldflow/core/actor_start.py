@@ -201,8 +201,10 @@ class RunStart(LiveRun):
         if self._children_open:
             self._schedule_child_recheck()
         # published values whose stream write a crash may have lost (rewrites are no-ops)
-        await self._write_published([c for c in instance.calls.values()
-                                     if isinstance(c, PublishCall) and c.cid in self._recorded])
+        published = [c for c in instance.calls.values()
+                     if isinstance(c, PublishCall) and c.cid in self._recorded]
+        if published:
+            await self._write_published(published)
         instance.new_calls = new_calls
         if self._deadline is not None:
             delay = (self._deadline - self.world.now()).total_seconds()

@@ -322,26 +322,19 @@ BEGIN
     BEGIN
         -- created runs: all of them new
         IF n_creates > 0 THEN
-            WITH c AS (SELECT w FROM jsonb_array_elements(writes) AS w
-                        WHERE w->>'type' = 'create_run'),
-            created AS (
-                INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
-                                           updated_at, queue, dedup_key, parent_run_id, tags,
-                                           started_at)
-                SELECT w->>'run_id', w->>'workflow_name',
-                       CASE WHEN w->>'started' IS NULL THEN 'pending' ELSE 'running' END,
-                       blobs[(w->>'input')::int]::json, (w->>'created_at')::timestamptz,
-                       (w->>'created_at')::timestamptz, w->>'queue', w->>'dedup_key',
-                       w->>'parent_run_id', blobs[(w->>'tags')::int]::json,
-                       CASE WHEN w->>'started' IS NOT NULL
-                            THEN (w->>'created_at')::timestamptz END
-                  FROM c
-                ON CONFLICT DO NOTHING
-                RETURNING 1)
-            SELECT count(*) INTO n FROM created;
-            IF n <> n_creates THEN
-                RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a run exists';
-            END IF;
+            -- a run of that id, or a live one of that dedup key, is a unique violation
+            INSERT INTO workflow_runs (id, workflow_name, status, input, created_at,
+                                       updated_at, queue, dedup_key, parent_run_id, tags,
+                                       started_at)
+            SELECT w->>'run_id', w->>'workflow_name',
+                   CASE WHEN w->>'started' IS NULL THEN 'pending' ELSE 'running' END,
+                   blobs[(w->>'input')::int]::json, (w->>'created_at')::timestamptz,
+                   (w->>'created_at')::timestamptz, w->>'queue', w->>'dedup_key',
+                   w->>'parent_run_id', blobs[(w->>'tags')::int]::json,
+                   CASE WHEN w->>'started' IS NOT NULL
+                        THEN (w->>'created_at')::timestamptz END
+              FROM jsonb_array_elements(writes) AS w
+             WHERE w->>'type' = 'create_run';
             INSERT INTO workflow_run_tags (workflow_run_id, key, value, created_at)
             SELECT w->>'run_id', t.key, t.value, (w->>'created_at')::timestamptz
               FROM jsonb_array_elements(writes) AS w,
@@ -396,32 +389,25 @@ BEGIN
                       FROM jsonb_array_elements(writes) WITH ORDINALITY AS x(w, i));
         END IF;
         -- step ops: a start followed by its completion is one row inserted completed;
-        -- a start alone, a row inserted running; a completion alone, its row updated
-        WITH ops AS (
-            SELECT op, w->'ops'->(i::integer) AS next
-              FROM jsonb_array_elements(writes) AS w,
-                   jsonb_array_elements(w->'ops') WITH ORDINALITY AS o(op, i)
-             WHERE w->>'type' = 'append'),
-        started AS (
-            SELECT op, CASE WHEN next->>'type' = 'step_completed'
-                             AND next->>'step_id' = op->>'step_id' THEN next END AS done
-              FROM ops WHERE op->>'type' = 'step_started'),
-        inserted AS (
-            INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name,
-                                        status, attempt, input, output, started_at,
-                                        completed_at)
-            SELECT op->>'step_id', op->>'run_id', op->>'correlation_id', op->>'step_name',
-                   CASE WHEN done IS NULL THEN 'running' ELSE 'completed' END,
-                   coalesce(done->>'attempt', op->>'attempt')::integer,
-                   blobs[(op->>'input')::int]::json, blobs[(done->>'output')::int]::json,
-                   (op->>'at')::timestamptz, (done->>'at')::timestamptz
-              FROM started
-            ON CONFLICT (id) DO NOTHING
-            RETURNING 1)
-        SELECT (SELECT count(*) FROM inserted) - (SELECT count(*) FROM started) INTO n;
-        IF n <> 0 THEN
-            RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a started step has a row';
-        END IF;
+        -- a start alone, a row inserted running; a completion alone, its row updated.
+        -- A started step that has a row already (a later attempt, a write sent again)
+        -- is a unique violation: the batch is undone and goes through worldflow_apply
+        -- (cheaper than ON CONFLICT's speculative insertion of every row)
+        INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name,
+                                    status, attempt, input, output, started_at,
+                                    completed_at)
+        SELECT op->>'step_id', op->>'run_id', op->>'correlation_id', op->>'step_name',
+               CASE WHEN done IS NULL THEN 'running' ELSE 'completed' END,
+               coalesce(done->>'attempt', op->>'attempt')::integer,
+               blobs[(op->>'input')::int]::json, blobs[(done->>'output')::int]::json,
+               (op->>'at')::timestamptz, (done->>'at')::timestamptz
+          FROM (SELECT op, CASE WHEN next->>'type' = 'step_completed'
+                                 AND next->>'step_id' = op->>'step_id' THEN next END AS done
+                  FROM jsonb_array_elements(writes) AS w,
+                       LATERAL (SELECT op, w->'ops'->(i::integer) AS next
+                                  FROM jsonb_array_elements(w->'ops')
+                                       WITH ORDINALITY AS o(op, i)) AS o
+                 WHERE w->>'type' = 'append' AND op->>'type' = 'step_started') AS started;
         WITH ops AS (
             -- (a negative index counts from the end: the first op has no previous)
             SELECT op, CASE WHEN i > 1 THEN w->'ops'->(i::integer - 2) END AS prev
