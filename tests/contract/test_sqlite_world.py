@@ -19,6 +19,7 @@ from worldflow.core.events import (
     RunFailed,
     RunStarted,
     StepCompleted,
+    StepRetrying,
     StepStarted,
 )
 from worldflow.core.records import NewRun, RunStatus
@@ -88,6 +89,62 @@ async def test_one_callers_error_in_a_batch_leaves_the_others_committed(
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], LeaseLostError)
     assert [len(await world.list_events(r)) for r in ("a", "b", "c")] == [2, 2, 2]
+
+
+async def test_a_steps_start_and_completion_in_one_batch_are_one_append(
+        world: SQLiteWorld) -> None:
+    """A step's start (not awaited) and its completion, queued apart with other runs'
+    writes between them, commit in one transaction as one append of the run: the step
+    row is inserted completed with both times, and the run's counters are right."""
+    for run_id in ("r", "other"):
+        await create(world, run_id)
+    await world.append_events("r", started(world, "r"))
+    with sqlite3.connect(world.path) as db:  # counts the updates of step rows
+        db.executescript("CREATE TABLE step_updates (id TEXT); "
+                         "CREATE TRIGGER step_updated AFTER UPDATE ON workflow_steps "
+                         "BEGIN INSERT INTO step_updates VALUES (NEW.id); END;")
+    t0 = world.now()
+    t1 = t0.replace(microsecond=(t0.microsecond + 1) % 1_000_000)
+    before = world.commits
+    await world.append_events("r", [
+        EventRecord("r", 2, StepStarted("a", "s", 1, Raw(b"[1]")), t0),
+        EventRecord("r", 3, StepStarted("b", "s", 1, Raw(b"[2]")), t0)], wait=False)
+    await asyncio.gather(
+        world.append_events("other", started(world, "other")),
+        world.append_events("r", [
+            EventRecord("r", 4, StepCompleted("a", "s", 1, Raw(b"10")), t1)]))
+    assert world.commits - before == 1
+    assert [e.seq for e in await world.list_events("r")] == [0, 1, 2, 3, 4]
+    steps = {s.correlation_id: s for s in await world.list_steps("r")}
+    assert (steps["a"].status, steps["a"].attempt, bytes(steps["a"].output or b"")) == (
+        "completed", 1, b"10")
+    assert (steps["a"].started_at, steps["a"].completed_at) == (t0, t1)
+    assert (steps["b"].status, steps["b"].completed_at) == ("running", None)
+    run = await world.get_run("r")
+    assert run is not None
+    assert (run.steps_total, run.steps_completed, run.steps_running) == (2, 1, 1)
+    with sqlite3.connect(world.path) as db:  # inserted completed, never updated
+        assert db.execute("SELECT count(*) FROM step_updates").fetchone() == (0,)
+
+
+async def test_a_later_attempt_in_one_append_updates_the_steps_row(
+        world: SQLiteWorld) -> None:
+    """A retried step's start and completion in one append: its row (from the first
+    attempt) becomes completed at attempt 2, counted once."""
+    await create(world, "r")
+    now = world.now()
+    await world.append_events("r", [
+        *started(world, "r"), EventRecord("r", 2, StepStarted("a", "s", 1, Raw(b"[]")), now),
+        EventRecord("r", 3, StepRetrying("a", "s", 1, ErrorInfo("E", "boom"), now), now)])
+    await world.append_events("r", [
+        EventRecord("r", 4, StepStarted("a", "s", 2, Raw(b"[]")), now),
+        EventRecord("r", 5, StepCompleted("a", "s", 2, Raw(b"7")), now)])
+    [step] = await world.list_steps("r")
+    assert (step.status, step.attempt, bytes(step.output or b""), step.error) == (
+        "completed", 2, b"7", None)
+    run = await world.get_run("r")
+    assert run is not None
+    assert (run.steps_total, run.steps_completed, run.steps_running) == (1, 1, 0)
 
 
 async def test_a_lost_unawaited_append_fails_the_runs_next_append(world: SQLiteWorld) -> None:

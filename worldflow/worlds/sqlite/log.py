@@ -10,7 +10,7 @@ import datetime as dt
 import sqlite3
 from typing import TYPE_CHECKING
 
-from worldflow.core.events import encode_event
+from worldflow.core.events import RunStarted, StepStarted, encode_event
 from worldflow.core.records import RunRecord, created_events, created_run
 from worldflow.errors import HookConflictError, LeaseLostError, RunNotFoundError
 from worldflow.worlds import projection
@@ -25,13 +25,13 @@ from worldflow.worlds.sqlite.codec import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from worldflow.core.events import EventRecord
     from worldflow.core.records import NewRun
     from worldflow.worlds.projection import ProjectionOp
 
-__all__ = ["append_events", "create_run"]
+__all__ = ["Append", "append_events", "create_run", "merge_appends"]
 
 SELECT_RUN = "SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE id = ?"
 SELECT_LIVE_DEDUP = ("SELECT " + RUN_COLUMNS + " FROM workflow_runs WHERE dedup_key = ? "
@@ -63,6 +63,15 @@ STEP_STARTED = ("INSERT INTO workflow_steps (id, workflow_run_id, correlation_id
                 "VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7) "
                 "ON CONFLICT (id) DO UPDATE SET status = 'running', "
                 "attempt = excluded.attempt, error = NULL")
+# a step started and completed in one append (the usual case: the start waits for the
+# completion to share its commit): one row inserted completed, so that the step counts'
+# triggers run once; a later attempt's row is updated as start and completion would
+STEP_DONE = ("INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, "
+             "step_name, status, attempt, input, output, started_at, completed_at) "
+             "VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?6, ?7, ?8, ?9) "
+             "ON CONFLICT (id) DO UPDATE SET status = 'completed', "
+             "attempt = excluded.attempt, output = excluded.output, error = NULL, "
+             "completed_at = excluded.completed_at")
 STEP_COMPLETED = ("UPDATE workflow_steps SET status = 'completed', attempt = ?2, "
                   "output = ?3, error = NULL, completed_at = ?4 WHERE id = ?1")
 STEP_RETRYING = ("UPDATE workflow_steps SET status = 'pending', attempt = ?2, "
@@ -124,14 +133,32 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventReco
         if holder is not None:
             raise HookConflictError(f"hook token {token!r} is already in use "
                                     f"by run {holder[0]}")
+    # each time as text once: a step's row takes the same times as its events
+    times = {id(rec.created_at): encode_time(rec.created_at) for rec in records}
     try:
         conn.executemany(INSERT_EVENT, [
             (run_id, rec.seq, rec.event_type, rec.correlation_id,
-             encode_event(rec.event).decode(), encode_time(rec.created_at))
+             encode_event(rec.event).decode(), times[id(rec.created_at)])
             for rec in records])
     except sqlite3.IntegrityError as exc:  # UNIQUE (run, seq): the same fence, enforced
         raise LeaseLostError(f"run {run_id}: event seq already recorded") from exc
-    for op in plan.ops:
+    ops = plan.ops
+    done_by = _completions(ops)
+    with_start = set(done_by.values())
+    for i, op in enumerate(ops):
+        if i in with_start:
+            continue  # written with its start
+        done = done_by.get(i)
+        if done is not None:
+            completed = ops[done]
+            assert type(op) is projection.StepStarted
+            assert type(completed) is projection.StepCompleted
+            conn.execute(STEP_DONE, (
+                op.step_id, op.run_id, op.correlation_id, op.step_name, completed.attempt,
+                encode_json(op.input), encode_json(completed.output),
+                times.get(id(op.at)) or encode_time(op.at),
+                times.get(id(completed.at)) or encode_time(completed.at)))
+            continue
         statement, params = _statement(op)
         conn.execute(statement, params)
     if plan.finished_at is not None:
@@ -143,6 +170,77 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventReco
         conn.executemany(DELETE_INBOX_MESSAGE, [(i, run_id) for i in inbox_ids])
         conn.execute(SET_CANCEL_PENDING, (run_id,))
     return plan.finishes
+
+
+def _completions(ops: list[ProjectionOp]) -> dict[int, int]:
+    """For each step start in `ops` whose completion follows it in `ops` (no other op
+    of that step between them), the index of that completion, by the start's index."""
+    last: dict[str, int] = {}  # step id -> index of its latest op so far
+    pairs: dict[int, int] = {}
+    for j, op in enumerate(ops):
+        step_id = getattr(op, "step_id", None)
+        if step_id is None:
+            continue
+        i = last.get(step_id)
+        if (type(op) is projection.StepCompleted and i is not None
+                and type(ops[i]) is projection.StepStarted):
+            pairs[i] = j
+        last[step_id] = j
+    return pairs
+
+
+class Append:
+    """An append as the writer's request: applied by calling it on the connection, and
+    open to the writer, which merges a run's appends that continue each other within a
+    batch (`merge_appends`)."""
+
+    __slots__ = ("inbox_ids", "records", "run_id")
+
+    def __init__(self, run_id: str, records: list[EventRecord],
+                 inbox_ids: list[int]) -> None:
+        self.run_id = run_id
+        self.records = records
+        self.inbox_ids = inbox_ids
+
+    def __call__(self, conn: sqlite3.Connection) -> bool:
+        return append_events(conn, self.run_id, self.records, self.inbox_ids)
+
+
+#: events of an append that may take the run's next append into it: a step's start,
+#: which waits for the step's completion to share its commit (and the run's start)
+_OPENING = (StepStarted, RunStarted)
+
+
+def merge_appends(requests: list[Callable[[sqlite3.Connection], object]]
+                  ) -> tuple[list[Callable[[sqlite3.Connection], object]], list[int]]:
+    """The requests to apply, each append of a step's start (and its run's start) taking
+    in the next append of its run when that continues it: one fence check, one insert
+    of the events, and the step's row inserted completed. For each given request, the
+    index of the applied one that carries it."""
+    out: list[Callable[[sqlite3.Connection], object]] = []
+    carried_by: list[int] = []
+    opening: dict[str, int] = {}  # run id -> index in `out` of its open append
+    for request in requests:
+        if type(request) is not Append or not request.records:
+            carried_by.append(len(out))
+            out.append(request)
+            continue
+        index = opening.pop(request.run_id, None)
+        earlier = out[index] if index is not None else None
+        if (type(earlier) is Append
+                and request.records[0].seq == earlier.records[-1].seq + 1):
+            request = Append(request.run_id, earlier.records + request.records,
+                             request.inbox_ids)
+            assert index is not None
+            out[index] = request
+        else:
+            index = len(out)
+            out.append(request)
+        carried_by.append(index)
+        if not request.inbox_ids and all(type(r.event) in _OPENING
+                                         for r in request.records):
+            opening[request.run_id] = index
+    return out, carried_by
 
 
 def _statement(op: ProjectionOp) -> tuple[str, tuple[object, ...]]:

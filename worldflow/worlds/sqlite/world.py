@@ -9,12 +9,11 @@ worldflow.worlds.sqlite.connections, which `SQLiteWorld` builds on.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 from worldflow.worlds.sqlite import log, reads, schedules, streams
 from worldflow.worlds.sqlite import queue as _queue
-from worldflow.worlds.sqlite.connections import SQLiteConnections, call_on
+from worldflow.worlds.sqlite.connections import SQLiteConnections
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -86,7 +85,7 @@ class SQLiteWorld(SQLiteConnections):
             if finished:
                 self._signal_finished(run_id)
 
-        apply = functools.partial(call_on, log.append_events, (run_id, records, inbox_ids))
+        apply = log.Append(run_id, records, inbox_ids)
         # fenced by run: if a queued append fails, the run's next append fails too, so
         # a later append never commits past a lost one
         if wait:

@@ -3,9 +3,9 @@
 SQLite allows one writer at a time, and the cost of a write is its commit (an fsync)
 plus the hop into aiosqlite's thread. So callers queue their write (a plain function
 of a `sqlite3.Connection`) on the shared group-commit queue (worlds/batching.py); each
-batch runs in one transaction, in one hop into the connection's thread. Each write runs
-under its own SAVEPOINT, so one caller's error rolls back only that caller's changes
-and is raised only to that caller.
+batch runs in one transaction, in one hop into the connection's thread. A batch in
+which a write fails is applied again with each write under its own SAVEPOINT, so one
+caller's error rolls back only that caller's changes and is raised only to that caller.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from worldflow.worlds.batching import (
     Outcome,
     QueuedWrite,
 )
+from worldflow.worlds.sqlite.log import merge_appends
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -83,10 +84,29 @@ class SQLiteCommitter:
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[QueuedWrite[Apply]],
                       fences: Fences) -> BatchResult:
-        """One transaction for the whole batch (runs in the connection's thread)."""
+        """One transaction for the whole batch (runs in the connection's thread).
+
+        The writes are applied one after another as they are, which is what nearly
+        every batch needs; if one raises, the transaction is rolled back and the batch
+        applied again write by write, each under its own savepoint, so that only the
+        failing write's changes are undone and only its caller gets the error."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            outcomes = [self._apply_one(conn, write, fences) for write in batch]
+            try:
+                requests, carried_by = merge_appends([write.request for write in batch])
+                results = [request(conn) for request in requests]
+                # a write carried by a later one's request: an append of a step's start,
+                # whose own result (the run did not end) is False
+                last = {index: k for k, index in enumerate(carried_by)}
+                outcomes: list[Outcome] = [
+                    Committed(results[index] if last[index] == k else False)
+                    for k, index in enumerate(carried_by)]
+            except Exception:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back (disk full, I/O)
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [self._apply_one(conn, write, fences) for write in batch]
             conn.execute("COMMIT")
         except Exception as exc:
             return self._fail_all(conn, batch, exc)
