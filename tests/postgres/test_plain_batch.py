@@ -192,3 +192,37 @@ async def test_a_batch_of_step_starts_and_completions_alone(opened: Any) -> None
     rows = await conn.fetch("SELECT status, attempt, output::text, completed_at "
                             "FROM workflow_steps ORDER BY id")
     assert [tuple(r) for r in rows] == [("completed", 1, "2", T1)] * 4
+
+
+@pytest.mark.parametrize("others", [0, 3], ids=["write-by-write", "set-wise"])
+async def test_parallel_steps_started_and_completed_in_one_batch_are_single_rows(
+        opened: Any, others: int) -> None:
+    """Parallel steps: their starts are one append, their completions (in another order)
+    a second; both in one batch, each step is one row inserted completed, never updated,
+    whether the batch goes write by write (`worldflow_apply`) or set-wise."""
+    world, conn = opened
+    [committer] = world._writers
+    await conn.execute(
+        "CREATE TABLE step_updates (id text); CREATE FUNCTION note_update() RETURNS "
+        "trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO step_updates VALUES (NEW.id); "
+        "RETURN NEW; END $$; CREATE TRIGGER step_updated AFTER UPDATE ON workflow_steps "
+        "FOR EACH ROW EXECUTE FUNCTION note_update()")
+    runs = ["r", *(f"o{i}" for i in range(others))]
+    await _create(world, *runs)
+    await world.append_events("r", [EventRecord("r", 1, RunStarted(), T0)])
+    sent = committer.plain_batches
+    await world.append_events("r", [
+        EventRecord("r", 2, StepStarted("a", "s", 1, msgspec.Raw(b"[1]")), T0),
+        EventRecord("r", 3, StepStarted("b", "s", 1, msgspec.Raw(b"[2]")), T0)], wait=False)
+    await asyncio.gather(
+        world.append_events("r", [
+            EventRecord("r", 4, StepCompleted("b", "s", 1, msgspec.Raw(b"20")), T1),
+            EventRecord("r", 5, StepCompleted("a", "s", 1, msgspec.Raw(b"10")), T1)]),
+        *(world.append_events(o, [EventRecord(o, 1, RunStarted(), T0)]) for o in runs[1:]))
+    assert committer.plain_batches == sent + (1 if others else 0)
+    rows = await conn.fetch("SELECT correlation_id, status, output::text, started_at, "
+                            "completed_at FROM workflow_steps ORDER BY position")
+    assert [tuple(r) for r in rows] == [("a", "completed", "10", T0, T1),
+                                        ("b", "completed", "20", T0, T1)]
+    assert await conn.fetchval("SELECT count(*) FROM step_updates") == 0
+    assert [e.seq for e in await world.list_events("r")] == [0, 1, 2, 3, 4, 5]

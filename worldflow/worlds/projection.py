@@ -43,8 +43,10 @@ __all__ = [
     "StepRetrying",
     "StepStarted",
     "check_fence",
+    "completions_after_starts",
     "plan_append",
     "project",
+    "step_completions",
     "step_count_changes",
 ]
 
@@ -187,6 +189,43 @@ def plan_append(records: list[EventRecord]) -> AppendPlan:
         elif isinstance(rec.event, ev.HookCreated):
             tokens.append(rec.event.token)
     return AppendPlan(ops, finished_at, tokens)
+
+
+def step_completions(ops: list[ProjectionOp]) -> dict[int, int]:
+    """For each step start in `ops` whose completion follows it in `ops` with no other
+    op of that step between them, the completion's index, by the start's index: such a
+    step can be written as one row inserted completed."""
+    last: dict[str, int] = {}  # step id -> index of its latest op so far
+    pairs: dict[int, int] = {}
+    for j, op in enumerate(ops):
+        if type(op) is StepCompleted:
+            i = last.get(op.step_id)
+            if i is not None and type(ops[i]) is StepStarted:
+                pairs[i] = j
+            last[op.step_id] = j
+        elif isinstance(op, StepStarted | StepRetrying | StepFailed):
+            last[op.step_id] = j
+    return pairs
+
+
+def completions_after_starts(ops: list[ProjectionOp]) -> list[ProjectionOp]:
+    """`ops` with each completion of `step_completions` moved up to right after its
+    step's start (ops of other steps and of the run keep their order; a completion only
+    moves up, so it stays before the run's end). Parallel steps whose starts share an
+    append come out as start-completion pairs, which a world writes as single rows."""
+    pairs = step_completions(ops)
+    if all(j == i + 1 for i, j in pairs.items()):
+        return ops
+    moved = set(pairs.values())
+    out: list[ProjectionOp] = []
+    for i, op in enumerate(ops):
+        if i in moved:
+            continue
+        out.append(op)
+        j = pairs.get(i)
+        if j is not None:
+            out.append(ops[j])
+    return out
 
 
 #: the run's counter of each step status kept on the run row (pending: the rest)

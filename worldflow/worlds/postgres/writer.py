@@ -76,6 +76,7 @@ from worldflow.worlds.projection import (
     RunStarted,
     StepCompleted,
     StepStarted,
+    completions_after_starts,
 )
 
 if TYPE_CHECKING:
@@ -254,8 +255,9 @@ async def _lone_statement(conn: asyncpg.Connection, query: str,
 
 def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:
     """The writes to send, with each append merged into the previous append of its run
-    when that one continues it exactly; and for each given write, the index of the sent
-    write that carries it (its outcome)."""
+    when that one continues it exactly (a step's completion then follows its start, so
+    that the step is one row inserted completed); and for each given write, the index of
+    the sent write that carries it (its outcome)."""
     out: list[Write] = []
     sent_as: list[int] = []
     last_of_run: dict[str, int] = {}  # run id -> index in `out` of its latest append
@@ -268,7 +270,7 @@ def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:
                 if _mergeable(earlier, write):
                     out[index] = AppendWrite(
                         run_id=write.run_id, events=earlier.events + write.events,
-                        ops=earlier.ops + write.ops,
+                        ops=completions_after_starts(earlier.ops + write.ops),
                         inbox_ids=earlier.inbox_ids + write.inbox_ids,
                         finished_at=write.finished_at)
                     sent_as.append(index)

@@ -143,7 +143,7 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventReco
     except sqlite3.IntegrityError as exc:  # UNIQUE (run, seq): the same fence, enforced
         raise LeaseLostError(f"run {run_id}: event seq already recorded") from exc
     ops = plan.ops
-    done_by = _completions(ops)
+    done_by = projection.step_completions(ops)
     with_start = set(done_by.values())
     for i, op in enumerate(ops):
         if i in with_start:
@@ -170,23 +170,6 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventReco
         conn.executemany(DELETE_INBOX_MESSAGE, [(i, run_id) for i in inbox_ids])
         conn.execute(SET_CANCEL_PENDING, (run_id,))
     return plan.finishes
-
-
-def _completions(ops: list[ProjectionOp]) -> dict[int, int]:
-    """For each step start in `ops` whose completion follows it in `ops` (no other op
-    of that step between them), the index of that completion, by the start's index."""
-    last: dict[str, int] = {}  # step id -> index of its latest op so far
-    pairs: dict[int, int] = {}
-    for j, op in enumerate(ops):
-        step_id = getattr(op, "step_id", None)
-        if step_id is None:
-            continue
-        i = last.get(step_id)
-        if (type(op) is projection.StepCompleted and i is not None
-                and type(ops[i]) is projection.StepStarted):
-            pairs[i] = j
-        last[step_id] = j
-    return pairs
 
 
 class Append:
