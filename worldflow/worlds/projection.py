@@ -213,6 +213,8 @@ def completions_after_starts(ops: list[ProjectionOp]) -> list[ProjectionOp]:
     step's start (ops of other steps and of the run keep their order; a completion only
     moves up, so it stays before the run's end). Parallel steps whose starts share an
     append come out as start-completion pairs, which a world writes as single rows."""
+    if len(ops) < 3:  # nothing to move (the usual merge: one step's start, completion)
+        return ops
     pairs = step_completions(ops)
     if all(j == i + 1 for i, j in pairs.items()):
         return ops
