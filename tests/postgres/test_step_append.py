@@ -75,8 +75,8 @@ async def test_a_lone_step_append_stores_what_worldflow_apply_stores(
         own_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run alone, a run of three steps is four commits: its creation, its start with
     the first step (one STEP_APPEND), the second step (another), and the last step
-    with the run's end (through worldflow_apply). With the statement turned off,
-    worldflow_apply stores the same rows."""
+    with the run's end (RUN_END_AFTER_STEP, tests/postgres/test_run_end.py). With the
+    statement turned off, worldflow_apply stores the same rows."""
     async with pg_world(own_db) as world:
         [committer] = world._writers
         commits = committer.queue.commits

@@ -329,3 +329,62 @@ job AS (
     SELECT $1, $10, $5, $2, $11, $12, $14, $11 FROM fresh)
 SELECT ok FROM fresh
 """
+
+# A run's end written alone (the usual last write of a run at low load): its end event,
+# after its last step's start and completion (RUN_END_AFTER_STEP) or after nothing else
+# (RUN_END), as one statement instead of a call of worldflow_apply. It does what
+# worldflow_apply does for such an append when the events continue the run's log: the
+# events, the step row inserted completed, the run's row ended with its step counts
+# (counted from its step rows, plus the step inserted here, which the statement's own
+# snapshot does not show), its job and inbox deleted, its live hooks disposed, and
+# `run_ended` notified. In any other case it writes nothing and the write goes through
+# worldflow_apply (as for STEP_APPEND: a fence that does not hold returns 0; a row or
+# event already there is a unique violation, which fails the whole statement).
+# Parameters (writer.run_end_args): $1 run id, $2 the append's first seq, $3 the end
+# event's type, $4 its payload, $5 its time (the run's end), $6 the run's status, $7 its
+# output, $8 its error (JSON text or NULL), $9 the NOTIFY channel; after a step: $10 the
+# step's id, $11 its correlation id, $12 its name, $13 its input, $14 its output, $15 its
+# start, $16 its completion, $17 and $18 the payloads of its two events.
+_END_FENCE = ("EXISTS (SELECT 1 FROM workflow_events\n"
+              "                   WHERE workflow_run_id = $1 AND seq = $2::integer - 1)")
+_END = """
+WITH events AS (
+    INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
+                                 payload, created_at)
+    SELECT $1, e.seq, e.event_type, e.correlation_id, e.payload::json, e.created_at
+      FROM (VALUES {events}) AS e(seq, event_type, correlation_id, payload, created_at)
+     WHERE {fence}),{step}
+ended AS (
+    UPDATE workflow_runs r
+       SET status = $6, output = $7::json, error = $8::json, completed_at = $5,
+           updated_at = $5,
+           (steps_total, steps_completed, steps_failed, steps_running) = (
+               SELECT count(*) + {added}, count(*) FILTER (WHERE s.status = 'completed')
+                      + {added}, count(*) FILTER (WHERE s.status = 'failed'),
+                      count(*) FILTER (WHERE s.status = 'running')
+                 FROM workflow_steps s WHERE s.workflow_run_id = $1)
+     WHERE r.id = $1 AND {fence}
+    RETURNING 1),
+job AS (DELETE FROM workflow_jobs WHERE run_id = $1 AND {fence}),
+inbox AS (DELETE FROM workflow_inbox WHERE workflow_run_id = $1 AND {fence}),
+hooks AS (
+    UPDATE workflow_hooks SET status = 'disposed', disposed_at = $5
+     WHERE workflow_run_id = $1 AND status = 'active' AND {fence}),
+notified AS (
+    SELECT pg_notify($9, json_build_object('type', 'run_ended', 'run_id', $1)::text)
+      FROM ended)
+SELECT count(*) FROM notified
+"""
+_END_EVENT = "($2::integer + {offset}, $3::text, NULL::text, $4::text, $5::timestamptz)"
+RUN_END = _END.format(events=_END_EVENT.format(offset=0), fence=_END_FENCE, step="",
+                      added=0)
+RUN_END_AFTER_STEP = _END.format(
+    events="""($2::integer, 'step_started', $11::text, $17::text, $15::timestamptz),
+                  ($2::integer + 1, 'step_completed', $11, $18::text, $16::timestamptz),
+                  """ + _END_EVENT.format(offset=2),
+    fence=_END_FENCE, added=1, step="""
+step AS (
+    INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
+                                attempt, input, output, started_at, completed_at)
+    SELECT $10, $1, $11, $12, 'completed', 1, $13::json, $14::json, $15, $16
+     WHERE """ + _END_FENCE + "),")

@@ -68,7 +68,13 @@ from worldflow.worlds.postgres.messages import (
     encode_batch,
     encode_write,
 )
-from worldflow.worlds.postgres.sql import CREATE_RUN, STEP_APPEND, STEP_APPEND_OPENING
+from worldflow.worlds.postgres.sql import (
+    CREATE_RUN,
+    RUN_END,
+    RUN_END_AFTER_STEP,
+    STEP_APPEND,
+    STEP_APPEND_OPENING,
+)
 from worldflow.worlds.projection import (
     HookCreated,
     HookDisposed,
@@ -94,6 +100,9 @@ APPLY = "SELECT worldflow_apply($1::jsonb, $2::text[], $3)"
 APPLY_PLAIN = "SELECT worldflow_apply_plain($1::jsonb, $2::text[], $3)"
 #: a batch of at least this many plain writes goes set-wise (`plain_batch`)
 PLAIN_MIN = 4
+#: an ended run's error as stored (JSON), as messages encodes it for worldflow_apply
+_ERROR_JSON = msgspec.json.Encoder()
+
 #: the projection ops a plain append may carry
 _PLAIN_OPS = (RunStarted, RunFinished, StepStarted, StepCompleted)
 #: a batch aborted as a whole by a conflict with another transaction: retried
@@ -126,6 +135,9 @@ class PostgresCommitter:
         #: batches sent as sql.STEP_APPEND, and those of them it did not take
         self.step_appends = 0
         self.step_append_fallbacks = 0
+        #: lone run ends sent as sql.RUN_END(_AFTER_STEP), and those it did not take
+        self.run_ends = 0
+        self.run_end_fallbacks = 0
         #: batches sent set-wise (worldflow_apply_plain)
         self.plain_batches = 0
         #: lone leased creates sent as sql.CREATE_RUN, and those it did not take
@@ -152,8 +164,12 @@ class PostgresCommitter:
 
     async def _commit(self, batch: list[QueuedWrite[Write]], fences: Fences) -> BatchResult:
         writes, sent_as = merge_appends([w.request for w in batch])
-        step_args = step_append_args(writes[0]) if len(writes) == 1 else None
-        create_args = create_run_args(writes[0]) if len(writes) == 1 else None
+        step_args = end_args = create_args = None
+        if len(writes) == 1:
+            step_args = step_append_args(writes[0])
+            if step_args is None:
+                end_args = run_end_args(writes[0], self._channel)
+                create_args = create_run_args(writes[0])
         encoded: tuple[str, list[str]] | None = None
         delay = 0.05
         while True:
@@ -167,6 +183,10 @@ class PostgresCommitter:
                     if await self._step_append(self._conn, step_args):
                         return BatchResult([_APPENDED] * len(batch), committed=True)
                     step_args = None  # not taken: worldflow_apply handles it
+                if end_args is not None:
+                    if await self._run_end(self._conn, end_args):
+                        return BatchResult([_APPENDED] * len(batch), committed=True)
+                    end_args = None  # not taken: worldflow_apply handles it
                 if create_args is not None:
                     if await self._create_run(self._conn, create_args):
                         outcome = Committed(ApplyOutcome(ok=True, created=True,
@@ -212,6 +232,16 @@ class PostgresCommitter:
         if await _lone_statement(conn, *statement):
             return True
         self.step_append_fallbacks += 1
+        return False
+
+    async def _run_end(self, conn: asyncpg.Connection,
+                       statement: tuple[str, tuple[object, ...]]) -> bool:
+        """Send a run's end as sql.RUN_END(_AFTER_STEP); False: it wrote nothing, and
+        worldflow_apply must take it."""
+        self.run_ends += 1
+        if await _lone_statement(conn, *statement):
+            return True
+        self.run_end_fallbacks += 1
         return False
 
     async def _create_run(self, conn: asyncpg.Connection, args: tuple[object, ...]) -> bool:
@@ -314,6 +344,43 @@ def step_append_args(write: Write) -> tuple[str, tuple[object, ...]] | None:
     if opening is None:
         return STEP_APPEND, args
     return STEP_APPEND_OPENING, (*args, str(opening.payload, "utf-8"), opening.created_at)
+
+
+def run_end_args(write: Write, channel: str) -> tuple[str, tuple[object, ...]] | None:
+    """sql.RUN_END and its parameters if `write` is a run's end alone (its terminal
+    event and op, nothing else), or sql.RUN_END_AFTER_STEP if the end follows a step's
+    start and completion in its first attempt; None otherwise."""
+    if (not isinstance(write, AppendWrite) or write.finished_at is None
+            or write.inbox_ids or len(write.events) != len(write.ops)
+            or len(write.events) not in (1, 3)):
+        return None
+    end, finished = write.events[-1], write.ops[-1]
+    if (type(finished) is not RunFinished or finished.run_id != write.run_id
+            or finished.at != end.created_at or end.created_at != write.finished_at
+            or end.correlation_id is not None):
+        return None
+    args: tuple[object, ...] = (
+        write.run_id, write.events[0].seq, end.event_type, str(end.payload, "utf-8"),
+        end.created_at, finished.status,
+        None if finished.output is None else str(finished.output, "utf-8"),
+        None if finished.error is None else str(_ERROR_JSON.encode(finished.error), "utf-8"),
+        channel)
+    if len(write.events) == 1:
+        return RUN_END, args
+    started, completed, _ = write.ops
+    first, second, _ = write.events
+    if (type(started) is not StepStarted or type(completed) is not StepCompleted
+            or started.attempt != 1 or completed.attempt != 1
+            or started.step_id != completed.step_id or started.run_id != write.run_id
+            or first.event_type != "step_started" or second.event_type != "step_completed"
+            or second.seq != first.seq + 1 or end.seq != second.seq + 1
+            or not started.correlation_id == first.correlation_id == second.correlation_id
+            or started.at != first.created_at or completed.at != second.created_at):
+        return None
+    return RUN_END_AFTER_STEP, (
+        *args, started.step_id, started.correlation_id, started.step_name,
+        str(started.input, "utf-8"), str(completed.output, "utf-8"), started.at,
+        completed.at, str(first.payload, "utf-8"), str(second.payload, "utf-8"))
 
 
 def create_run_args(write: Write) -> tuple[object, ...] | None:
