@@ -4,6 +4,7 @@ read, survival across restarts, and refusing files that are not worldflow databa
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import re
 import sqlite3
@@ -368,3 +369,34 @@ async def test_a_version_1_database_is_upgraded_with_its_queue_intact(tmp_path: 
         assert rows == [(SCHEMA_VERSION,)]
     finally:
         conn.close()
+
+
+def test_merge_appends_takes_a_runs_next_append_into_its_opening_one() -> None:
+    """`log.merge_appends`: an append of step starts takes in its run's next append when
+    that continues it (whatever lies between), and says which applied request carries
+    each given one; an append that does not continue, another run's, or a write of
+    another kind stays as it is."""
+    from worldflow.worlds.sqlite.log import Append, merge_appends
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def start(run_id: str, seq: int) -> Append:
+        return Append(run_id, [EventRecord(run_id, seq, StepStarted(
+            str(seq), "s", 1, Raw(b"[]")), now)], [])
+
+    def done(run_id: str, seq: int, inbox: list[int] | None = None) -> Append:
+        return Append(run_id, [EventRecord(run_id, seq, StepCompleted(
+            str(seq - 1), "s", 1, Raw(b"1")), now)], inbox or [])
+
+    def other(conn: sqlite3.Connection) -> None:
+        return None
+
+    requests = [start("a", 2), start("b", 2), other, done("a", 3, [7]), done("b", 9),
+                start("a", 4)]
+    out, carried_by = merge_appends(requests)
+    assert carried_by == [0, 1, 2, 0, 3, 4]
+    merged = out[0]
+    assert isinstance(merged, Append)
+    assert [r.seq for r in merged.records] == [2, 3] and merged.inbox_ids == [7]
+    assert out[1] is requests[1] and out[2] is other and out[3] is requests[4]
+    assert out[4] is requests[5]  # "a" has an end-of-step append now: not opening
