@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from worldflow import gather, start, step, workflow
+from worldflow import FatalError, gather, start, step, workflow
+from worldflow.core.actor import RunActor
 from worldflow.core.instance import WorkflowInstance, WorkflowLoop
+from worldflow.errors import FatalStepError, RunFailedError
 
 from ..conftest import make_world
 
@@ -61,4 +63,55 @@ async def test_ended_runs_leave_no_cycles(world_name: str, tmp_path: Path,
         await asyncio.sleep(0.05)  # the actors finish their last turn
         gc.collect()
     left = [o for o in saved_garbage if isinstance(o, WorkflowInstance | WorkflowLoop)]
+    assert left == []
+
+
+@step(name="g_refuse")
+async def refuse(x: int) -> int:
+    raise FatalError(f"no {x}")
+
+
+@workflow(name="g_fails_on_a_step")
+async def fails_on_a_step(x: int) -> int:
+    return await refuse(x)
+
+
+@workflow(name="g_catches_a_step")
+async def catches_a_step(x: int) -> int:
+    try:
+        return await refuse(x)
+    except FatalError:
+        return -x
+
+
+@workflow(name="g_raises")
+async def raises(x: int) -> int:
+    await add(x, 1)
+    raise ValueError(f"workflow {x} gives up")
+
+
+@pytest.mark.parametrize("world_name", ["memory", "sqlite"])
+async def test_failed_runs_leave_no_cycles(world_name: str, tmp_path: Path,
+                                           request: pytest.FixtureRequest,
+                                           saved_garbage: list[Any]) -> None:
+    """A failure's traceback holds the frames it went through, and through them the
+    frames of the actor that called into the workflow: once the run is over they are
+    let go, so that a failed run, or one that caught a step's failure, is freed at once
+    like any other (a stream of failing runs would otherwise keep the collector busy)."""
+    world = make_world(world_name, tmp_path, request)
+    async with world:
+        failing = [await start(fails_on_a_step, i, world=world) for i in range(3)]
+        giving_up = [await start(raises, i, world=world) for i in range(3)]
+        catching = [await start(catches_a_step, i, world=world) for i in range(1, 4)]
+        for run in failing:
+            with pytest.raises(FatalStepError, match="no"):
+                await run.result(timeout=10)
+        for run in giving_up:
+            with pytest.raises(RunFailedError, match="gives up"):
+                await run.result(timeout=10)
+        assert [await run.result(timeout=10) for run in catching] == [-1, -2, -3]
+        await asyncio.sleep(0.05)  # the actors finish their last turn
+        gc.collect()
+    left = [type(o).__name__ for o in saved_garbage
+            if isinstance(o, WorkflowInstance | WorkflowLoop | RunActor | BaseException)]
     assert left == []

@@ -36,7 +36,7 @@ from worldflow.core.events import (
     RunFailed,
     RunStarted,
 )
-from worldflow.core.instance import AWAITABLE_THINGS
+from worldflow.core.instance import AWAITABLE_THINGS, WorkflowInstance
 from worldflow.core.mailbox import ChildCheck
 from worldflow.core.registry import get_workflow
 from worldflow.core.steps import error_info
@@ -77,6 +77,12 @@ class RunActor(RunStart, LiveRun, StepAttempts, ChildRuns, RunEnding, ActorState
                 await asyncio.gather(*self._steps.values(), return_exceptions=True)
             if self._instance is not None and not self._instance.done:
                 self._instance.discard()
+
+    def ended_instance(self) -> WorkflowInstance | None:
+        """The workflow instance of a run that ended here (None: it did not end, e.g.
+        evicted or stopped), once `run` has returned."""
+        instance = self._instance
+        return instance if instance is not None and instance.done else None
 
     async def _run(self) -> None:
         world = self.world

@@ -55,6 +55,13 @@ def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...
     return tuple(items)
 
 
+def _call_step(defn: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The running workflow's call of step `defn` (what its wrapper awaits)."""
+    instance = current_instance()
+    assert instance is not None
+    return instance.call_step(defn, args, kwargs)
+
+
 @overload
 def step(fn: F, /) -> F: ...
 @overload
@@ -99,9 +106,11 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
         if is_async:
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                instance = current_instance()
-                if instance is not None:
-                    return await instance.call_step(defn, args, kwargs)
+                if current_instance() is not None:
+                    # the call is not held in a local: a step failure the workflow
+                    # catches keeps this frame in its traceback, which must not hold
+                    # the run's instance (a reference cycle the collector would free)
+                    return await _call_step(defn, args, kwargs)
                 return await func(*args, **kwargs)
             wrapper: Any = async_wrapper
         else:

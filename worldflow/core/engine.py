@@ -164,6 +164,9 @@ class Engine:
             await asyncio.shield(self._after_crash(run_id, delay))
         else:
             self._crashes.pop(run_id, None)
+            instance = actor.ended_instance()
+            if instance is not None:
+                instance.release_failure()
         finally:
             self.actors.pop(run_id, None)
             if self._was_full:

@@ -22,6 +22,7 @@ import logging
 import os
 import random as _random
 import secrets
+import traceback
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from worldflow.core.events import (
@@ -159,6 +160,32 @@ class WorkflowInstance:
     def start(self) -> None:
         self.root = self.loop.create_task(self.defn.fn(*self._args, **self._kwargs))
         self.loop.run_ready()
+
+    def release_failure(self) -> None:
+        """Once its run is over, let the workflow's failure go: the traceback of the
+        exception that ended it holds the frames it went through and, through theirs,
+        the frames that had called into the workflow (its actor's, holding the actor
+        and this instance): a reference cycle, which only the garbage collector's full
+        passes would free, growing with every failed run. The frames are finished (the
+        actor has returned); their locals are cleared, up to the first frame still
+        running (the caller's). Only for a run whose actor is done."""
+        root = self.root
+        if root is None or not root.done() or root.cancelled():
+            return
+        error = root.exception()
+        tb = None if error is None else error.__traceback__
+        if tb is None:
+            return
+        traceback.clear_frames(tb)
+        frame = tb.tb_frame.f_back
+        while frame is not None:
+            try:
+                frame.clear()
+            except RuntimeError:  # still running: the caller, and all above it
+                break
+            frame = frame.f_back
+        self.root = None
+        self.calls.clear()
 
     def discard(self) -> None:
         """Drop an unfinished workflow (its run was evicted or stopped): close the

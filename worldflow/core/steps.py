@@ -41,9 +41,52 @@ def _text(exc: BaseException) -> str:
         return f"<{type(exc).__name__}: its message cannot be shown>"
 
 
+class _RecurringStack(_traceback.StackSummary):
+    """A stack that formats each frame through a cache: a failing step or workflow fails
+    at the same lines run after run, and formatting a frame (on Python 3.11+, parsing
+    its source line to place the carets under the failing expression) is most of what
+    recording a failure costs."""
+
+    def format_frame_summary(self, frame_summary: _traceback.FrameSummary) -> str:
+        if frame_summary.locals:  # not cached: the values differ
+            return super().format_frame_summary(frame_summary)
+        key = (frame_summary.filename, frame_summary.lineno, frame_summary.name,
+               frame_summary.line, getattr(frame_summary, "end_lineno", None),
+               getattr(frame_summary, "colno", None),
+               getattr(frame_summary, "end_colno", None))
+        text = _FORMATTED_FRAMES.get(key)
+        if text is None:
+            text = super().format_frame_summary(frame_summary)
+            if len(_FORMATTED_FRAMES) >= _MAX_FORMATTED_FRAMES:
+                _FORMATTED_FRAMES.clear()
+            _FORMATTED_FRAMES[key] = text
+        return text
+
+
+#: formatted frames by where they are (file, line, function, source, positions)
+_FORMATTED_FRAMES: dict[tuple[object, ...], str] = {}
+_MAX_FORMATTED_FRAMES = 4096
+
+
+def _recurring_stacks(te: _traceback.TracebackException) -> None:
+    """Give `te` and the exceptions chained to it (cause, context, group members) the
+    cached frame formatting."""
+    todo, seen = [te], set()
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.stack = _RecurringStack(current.stack)
+        todo.extend(t for t in (current.__cause__, current.__context__) if t is not None)
+        todo.extend(getattr(current, "exceptions", None) or ())
+
+
 def _traceback_text(exc: BaseException) -> str | None:
     try:
-        return "".join(_traceback.format_exception(exc))
+        te = _traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+        _recurring_stacks(te)
+        return "".join(te.format())
     except Exception:
         return None
 
