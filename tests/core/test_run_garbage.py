@@ -14,7 +14,12 @@ import pytest
 from worldflow import FatalError, gather, start, step, workflow
 from worldflow.core.actor import RunActor
 from worldflow.core.instance import WorkflowInstance, WorkflowLoop
-from worldflow.errors import FatalStepError, RunFailedError
+from worldflow.errors import (
+    FatalStepError,
+    RunCancelledError,
+    RunFailedError,
+    WorkflowTimeoutError,
+)
 
 from ..conftest import make_world
 
@@ -90,6 +95,22 @@ async def raises(x: int) -> int:
     raise ValueError(f"workflow {x} gives up")
 
 
+@step(name="g_slow")
+async def slow(x: int) -> int:
+    await asyncio.sleep(30)
+    return x
+
+
+@workflow(name="g_waits")
+async def waits(x: int) -> int:
+    return await slow(x)
+
+
+@workflow(name="g_times_out", timeout=0.05)
+async def times_out(x: int) -> int:
+    return await slow(x)
+
+
 @pytest.mark.parametrize("world_name", ["memory", "sqlite"])
 async def test_failed_runs_leave_no_cycles(world_name: str, tmp_path: Path,
                                            request: pytest.FixtureRequest,
@@ -97,7 +118,8 @@ async def test_failed_runs_leave_no_cycles(world_name: str, tmp_path: Path,
     """A failure's traceback holds the frames it went through, and through them the
     frames of the actor that called into the workflow: once the run is over they are
     let go, so that a failed run, or one that caught a step's failure, is freed at once
-    like any other (a stream of failing runs would otherwise keep the collector busy)."""
+    like any other (a stream of failing runs would otherwise keep the collector busy);
+    so is a run that timed out or was cancelled while a step ran."""
     world = make_world(world_name, tmp_path, request)
     async with world:
         failing = [await start(fails_on_a_step, i, world=world) for i in range(3)]
@@ -110,6 +132,17 @@ async def test_failed_runs_leave_no_cycles(world_name: str, tmp_path: Path,
             with pytest.raises(RunFailedError, match="gives up"):
                 await run.result(timeout=10)
         assert [await run.result(timeout=10) for run in catching] == [-1, -2, -3]
+        timing_out = [await start(times_out, i, world=world) for i in range(3)]
+        cancelled = [await start(waits, i, world=world) for i in range(3)]
+        await asyncio.sleep(0.1)  # their steps are running
+        for run in cancelled:
+            await run.cancel()
+        for run in timing_out:
+            with pytest.raises(WorkflowTimeoutError):
+                await run.result(timeout=10)
+        for run in cancelled:
+            with pytest.raises(RunCancelledError):
+                await run.result(timeout=10)
         await asyncio.sleep(0.05)  # the actors finish their last turn
         gc.collect()
     left = [type(o).__name__ for o in saved_garbage

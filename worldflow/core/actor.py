@@ -75,6 +75,7 @@ class RunActor(RunStart, LiveRun, StepAttempts, ChildRuns, RunEnding, ActorState
                 handle.cancel()
             if self._steps:
                 await asyncio.gather(*self._steps.values(), return_exceptions=True)
+                self._steps.clear()  # stopped attempts: their errors hold this actor
             if self._instance is not None and not self._instance.done:
                 self._instance.discard()
 

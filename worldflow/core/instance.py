@@ -22,7 +22,6 @@ import logging
 import os
 import random as _random
 import secrets
-import traceback
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from worldflow.core.events import (
@@ -51,6 +50,7 @@ from worldflow.errors import (
 if TYPE_CHECKING:
     import contextvars
     import datetime as dt
+    import types
     from collections.abc import Callable
 
     from msgspec import Raw
@@ -162,28 +162,24 @@ class WorkflowInstance:
         self.loop.run_ready()
 
     def release_failure(self) -> None:
-        """Once its run is over, let the workflow's failure go: the traceback of the
-        exception that ended it holds the frames it went through and, through theirs,
-        the frames that had called into the workflow (its actor's, holding the actor
-        and this instance): a reference cycle, which only the garbage collector's full
-        passes would free, growing with every failed run. The frames are finished (the
-        actor has returned); their locals are cleared, up to the first frame still
-        running (the caller's). Only for a run whose actor is done."""
+        """Once its run is over, let the workflow's failure (or cancellation) go: the
+        traceback of the exception that ended it holds the frames it went through and,
+        through theirs, the frames that had called into the workflow (its actor's,
+        holding the actor and this instance): a reference cycle, which only the garbage
+        collector's full passes would free, growing with every failed run. Those frames
+        are finished (the actor has returned; this is only for a run whose actor is
+        done): their locals are cleared, up to the first frame still running (the
+        caller's)."""
         root = self.root
-        if root is None or not root.done() or root.cancelled():
+        if root is None or not root.done():
             return
-        error = root.exception()
-        tb = None if error is None else error.__traceback__
-        if tb is None:
-            return
-        traceback.clear_frames(tb)
-        frame = tb.tb_frame.f_back
-        while frame is not None:
-            try:
-                frame.clear()
-            except RuntimeError:  # still running: the caller, and all above it
-                break
-            frame = frame.f_back
+        try:
+            error = root.exception()
+        except asyncio.CancelledError as cancelled:  # the task gives its error up
+            error = cancelled
+        if error is not None:
+            _clear_finished_frames(error.__traceback__)
+            error = None
         self.root = None
         self.calls.clear()
 
@@ -201,6 +197,14 @@ class WorkflowInstance:
                 except BaseException:  # workflow code that refuses to stop: GC's business
                     logger.debug("run %s: closing a task failed", self.run_id,
                                  exc_info=True)
+            # a pending task and the future it waits for hold each other (the future's
+            # callback wakes the task): cancel the futures and drop the wake-ups, so
+            # that the run's objects are freed with it, not by the collector
+            for call in self.calls.values():
+                future = getattr(call, "future", None)
+                if future is not None and not future.done():
+                    future.cancel()
+            self.loop._ready.clear()
         finally:
             asyncio.events._set_running_loop(previous)
 
@@ -393,3 +397,21 @@ def step_error(step_name: str, attempt: int, error: ErrorInfo) -> Exception:
     if error.fatal:  # both a StepFailedError and a FatalError
         return FatalStepError(step_name, error.type, error.message, error.traceback, attempt)
     return StepFailedError(step_name, error.type, error.message, error.traceback, attempt)
+
+
+def _clear_finished_frames(tb: types.TracebackType | None) -> None:
+    """Clear the locals of the frames `tb` holds and of the frames that called them,
+    each chain up to its first frame still running. For a traceback whose frames have
+    all returned, as a finished run's are: a suspended coroutine's frame would be closed
+    by clearing it, so this is never called while the actor that made them runs."""
+    seen: set[int] = set()
+    while tb is not None:
+        frame: types.FrameType | None = tb.tb_frame
+        while frame is not None and id(frame) not in seen:
+            seen.add(id(frame))
+            try:
+                frame.clear()
+            except RuntimeError:  # running: the caller, and all above it
+                break
+            frame = frame.f_back
+        tb = tb.tb_next
