@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
 
-from tests.postgres.test_step_append import stored
-from worldflow import FatalError, create_world, start, step, workflow
+from tests.postgres.test_step_append import _new_run, pg_world, stored
+from worldflow import FatalError, start, step, workflow
 from worldflow.core.events import (
     NO_METADATA,
     EventRecord,
@@ -26,7 +25,6 @@ from worldflow.core.events import (
     StepCompleted,
     StepStarted,
 )
-from worldflow.core.records import NewRun
 from worldflow.errors import FatalStepError, LeaseLostError, WorldError
 from worldflow.worlds.postgres import writer as writer_module
 
@@ -58,11 +56,6 @@ async def empty(x: int) -> dict[str, int]:
 @workflow(name="pg_re_fails")
 async def fails(x: int) -> int:
     return await refuse(await inc(x))
-
-
-def pg_world(url: str) -> Any:
-    return create_world("postgres", connection_string=url,
-                        job_prefix="re" + uuid.uuid4().hex[:8])
 
 
 async def _run_each(world: Any) -> list[str]:
@@ -113,11 +106,6 @@ async def test_a_lone_run_end_stores_what_worldflow_apply_stores(
     assert [(r[0], r[1]) for r in ended] == [(run_id, True) for run_id in fast]
     assert ended[2][2] is not None and "no 3" in ended[2][2]
     assert jobs == 0
-
-
-async def _new_run(world: Any, run_id: str) -> None:
-    await world.create_run(NewRun(run_id, "pg_re_steps", RAW, T0), lease_owner=None,
-                           lease_seconds=30)
 
 
 def _ending(run_id: str, seq: int) -> list[EventRecord]:

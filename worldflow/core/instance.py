@@ -179,6 +179,8 @@ class WorkflowInstance:
             error = cancelled
         if error is not None:
             _clear_finished_frames(error.__traceback__)
+            # a cancelled root's error was raised here, so its traceback holds this
+            # frame, which must not hold the error once it returns
             error = None
         self.root = None
         self.calls.clear()

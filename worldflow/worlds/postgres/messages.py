@@ -51,6 +51,7 @@ __all__ = [
     "decode_outcomes",
     "encode_batch",
     "encode_notice",
+    "error_json",
 ]
 
 
@@ -169,6 +170,11 @@ _error_encoder = msgspec.json.Encoder()
 _outcomes_decoder = msgspec.json.Decoder(list[ApplyOutcome])
 
 
+def error_json(error: ErrorInfo) -> bytes:
+    """An error as the runs and steps tables store it (JSON)."""
+    return _error_encoder.encode(error)
+
+
 class _Blobs:
     __slots__ = ("texts",)
 
@@ -183,7 +189,7 @@ class _Blobs:
         return None if value is None else self.add(value)
 
     def error(self, error: ErrorInfo | None) -> int | None:
-        return None if error is None else self.add(Raw(_error_encoder.encode(error)))
+        return None if error is None else self.add(Raw(error_json(error)))
 
 
 def _op_row(op: ProjectionOp, blobs: _Blobs) -> _OpRow:

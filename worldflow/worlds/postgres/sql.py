@@ -257,7 +257,7 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 # key) is checked by each insert on its own, so that neither waits for the other's
 # rows; both see the statement's snapshot, so both write or neither does.
 _FENCE = ("EXISTS (SELECT 1 FROM workflow_events\n"
-          "                   WHERE workflow_run_id = $2 AND seq = $9::integer - {before})")
+          "                   WHERE workflow_run_id = {run} AND seq = {seq}::integer - {before})")
 _STEP_EVENTS = """($9::integer, 'step_started', $3, $10::text, $7::timestamptz),
                   ($9::integer + 1, 'step_completed', $3, $11::text, $8::timestamptz)"""
 _APPEND = """
@@ -274,10 +274,11 @@ SELECT $1, $2, $3, $4, 'completed', 1, $5::json, $6::json, $7, $8
  WHERE {fence}
 RETURNING 1
 """
-STEP_APPEND = _APPEND.format(events=_STEP_EVENTS, fence=_FENCE.format(before=1), started="")
+STEP_APPEND = _APPEND.format(events=_STEP_EVENTS,
+                             fence=_FENCE.format(run="$2", seq="$9", before=1), started="")
 # The same with the run's start before the step (the run's first step): $12 the
 # run_started event's payload, $13 its time; the run's row becomes running.
-_OPENING_FENCE = _FENCE.format(before=2)
+_OPENING_FENCE = _FENCE.format(run="$2", seq="$9", before=2)
 STEP_APPEND_OPENING = _APPEND.format(
     events=("($9::integer - 1, 'run_started', NULL, $12::text, $13::timestamptz),\n"
             "                  " + _STEP_EVENTS),
@@ -345,8 +346,7 @@ SELECT ok FROM fresh
 # output, $8 its error (JSON text or NULL), $9 the NOTIFY channel; after a step: $10 the
 # step's id, $11 its correlation id, $12 its name, $13 its input, $14 its output, $15 its
 # start, $16 its completion, $17 and $18 the payloads of its two events.
-_END_FENCE = ("EXISTS (SELECT 1 FROM workflow_events\n"
-              "                   WHERE workflow_run_id = $1 AND seq = $2::integer - 1)")
+_END_FENCE = _FENCE.format(run="$1", seq="$2", before=1)
 _END = """
 WITH events AS (
     INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,

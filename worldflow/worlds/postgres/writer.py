@@ -67,6 +67,7 @@ from worldflow.worlds.postgres.messages import (
     decode_outcomes,
     encode_batch,
     encode_write,
+    error_json,
 )
 from worldflow.worlds.postgres.sql import (
     CREATE_RUN,
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
 
     from worldflow.worlds.batching import Fences, QueuedWrite
     from worldflow.worlds.postgres.messages import Write
+    from worldflow.worlds.projection import ProjectionOp
 
 __all__ = ["CONNECTION_ERRORS", "PostgresCommitter", "create_run_args", "plain_batch",
            "step_append_args"]
@@ -100,9 +102,6 @@ APPLY = "SELECT worldflow_apply($1::jsonb, $2::text[], $3)"
 APPLY_PLAIN = "SELECT worldflow_apply_plain($1::jsonb, $2::text[], $3)"
 #: a batch of at least this many plain writes goes set-wise (`plain_batch`)
 PLAIN_MIN = 4
-#: an ended run's error as stored (JSON), as messages encodes it for worldflow_apply
-_ERROR_JSON = msgspec.json.Encoder()
-
 #: the projection ops a plain append may carry
 _PLAIN_OPS = (RunStarted, RunFinished, StepStarted, StepCompleted)
 #: a batch aborted as a whole by a conflict with another transaction: retried
@@ -329,14 +328,9 @@ def step_append_args(write: Write) -> tuple[str, tuple[object, ...]] | None:
     else:
         started, completed = write.ops
         first, second = write.events
-    if (type(started) is not StepStarted or type(completed) is not StepCompleted
-            or started.attempt != 1 or completed.attempt != 1
-            or started.step_id != completed.step_id or started.run_id != write.run_id
-            or first.event_type != "step_started" or second.event_type != "step_completed"
-            or second.seq != first.seq + 1
-            or not started.correlation_id == first.correlation_id == second.correlation_id
-            or started.at != first.created_at or completed.at != second.created_at):
+    if not _first_attempt(write.run_id, started, completed, first, second):
         return None
+    assert type(started) is StepStarted and type(completed) is StepCompleted
     args = (started.step_id, write.run_id, started.correlation_id, started.step_name,
             str(started.input, "utf-8"), str(completed.output, "utf-8"), started.at,
             completed.at, first.seq, str(first.payload, "utf-8"),
@@ -363,24 +357,34 @@ def run_end_args(write: Write, channel: str) -> tuple[str, tuple[object, ...]] |
         write.run_id, write.events[0].seq, end.event_type, str(end.payload, "utf-8"),
         end.created_at, finished.status,
         None if finished.output is None else str(finished.output, "utf-8"),
-        None if finished.error is None else str(_ERROR_JSON.encode(finished.error), "utf-8"),
+        None if finished.error is None else str(error_json(finished.error), "utf-8"),
         channel)
     if len(write.events) == 1:
         return RUN_END, args
     started, completed, _ = write.ops
     first, second, _ = write.events
-    if (type(started) is not StepStarted or type(completed) is not StepCompleted
-            or started.attempt != 1 or completed.attempt != 1
-            or started.step_id != completed.step_id or started.run_id != write.run_id
-            or first.event_type != "step_started" or second.event_type != "step_completed"
-            or second.seq != first.seq + 1 or end.seq != second.seq + 1
-            or not started.correlation_id == first.correlation_id == second.correlation_id
-            or started.at != first.created_at or completed.at != second.created_at):
+    if (not _first_attempt(write.run_id, started, completed, first, second)
+            or end.seq != second.seq + 1):
         return None
+    assert type(started) is StepStarted and type(completed) is StepCompleted
     return RUN_END_AFTER_STEP, (
         *args, started.step_id, started.correlation_id, started.step_name,
         str(started.input, "utf-8"), str(completed.output, "utf-8"), started.at,
         completed.at, str(first.payload, "utf-8"), str(second.payload, "utf-8"))
+
+
+def _first_attempt(run_id: str, started: ProjectionOp, completed: ProjectionOp,
+                   first: EventRow, second: EventRow) -> bool:
+    """`started` and `completed` (with their events `first` and `second`) are one step's
+    start and completion in its first attempt, in run `run_id`, one after the other: what
+    the lone statements write as one row inserted completed."""
+    return (type(started) is StepStarted and type(completed) is StepCompleted
+            and started.attempt == 1 and completed.attempt == 1
+            and started.step_id == completed.step_id and started.run_id == run_id
+            and first.event_type == "step_started" and second.event_type == "step_completed"
+            and second.seq == first.seq + 1
+            and started.correlation_id == first.correlation_id == second.correlation_id
+            and started.at == first.created_at and completed.at == second.created_at)
 
 
 def create_run_args(write: Write) -> tuple[object, ...] | None:
