@@ -8,6 +8,7 @@ of every step (`_process` -> `_start_new_calls` -> `_spawn_step` -> `_run_step`)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ from worldflow.core.mailbox import (
     Recorded,
     RetryDue,
     StepFinished,
+    StepTaskFailed,
     TimerDue,
 )
 from worldflow.core.versioning import take_new_markers
@@ -124,6 +126,10 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
                     if ended is not None:
                         records.append(ended)
                         deliveries.append(ended)
+                case StepTaskFailed(cid=cid, error=error):
+                    self._steps.pop(cid, None)
+                    raise RuntimeError(f"step {instance.expect(cid, StepCall).step.name!r}: "
+                                       f"its attempt could not run: {error}") from error
                 case DeadlinePassed():
                     if self._deadline is not None:
                         assert self._meta is not None
@@ -144,6 +150,11 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
             return True
         if records or inbox_ids:
             await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+        if self._attempts_stopped:
+            # attempts stopped by a cancel take their CancelledError (one turn) before
+            # the calls the workflow made on it (compensations) start, eagerly
+            self._attempts_stopped = False
+            await asyncio.sleep(0)
         await self._start_new_calls()
         return False
 
@@ -181,7 +192,7 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         for cid in stopped:
             task = self._steps.pop(cid, None)
             if task is not None:
-                task.cancel()
+                self._attempts_stopped |= task.cancel()
             handle = self._timers.pop("retry" + cid, None)
             if handle is not None:
                 handle.cancel()

@@ -63,6 +63,8 @@ class ActorState:
         self._cancel_requested = False
         #: steps whose attempt (or retry) the cancel stopped: their outcomes are ignored
         self._cancelled_steps: set[str] = set()
+        #: the cancel being processed stopped running attempts (see LiveRun._process)
+        self._attempts_stopped = False
         self._parent_run_id: str | None = None
         self._record_at_start: RunRecord | None = None
         #: events recorded at start that go with the next append (see `_take_unsent`)

@@ -12,8 +12,9 @@ import msgspec
 
 from worldflow.core import telemetry
 from worldflow.core.actor_state import ActorState
+from worldflow.core.eager import start_eager
 from worldflow.core.events import EventRecord, StepFailed, StepRetrying, StepStarted
-from worldflow.core.mailbox import RetryDue, StepFinished
+from worldflow.core.mailbox import RetryDue, StepFinished, StepTaskFailed
 from worldflow.core.queues import get_queue, hold_slot
 from worldflow.core.records import step_id_for
 from worldflow.core.steps import base_exception_info, error_info
@@ -35,8 +36,11 @@ class StepAttempts(ActorState):
         return record
 
     def _spawn_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
-        self._steps[call.cid] = self.engine.spawn(
-            self._run_step(call, attempt, started_at), name=f"step {call.step.name}")
+        """Start the attempt as a task of this actor (which cancels and awaits it when it
+        stops), eagerly: an attempt that does not suspend has posted its outcome when
+        this returns, and the actor takes it up without sleeping (see core.eager)."""
+        self._steps[call.cid] = start_eager(self._run_step(call, attempt, started_at),
+                                            name=f"step {call.step.name}")
 
     async def _run_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
         assert self._meta is not None
@@ -54,6 +58,9 @@ class StepAttempts(ActorState):
                 outcome = await self._attempt_body(call, attempt, started_at)
             else:
                 outcome = await self._traced_attempt(call, attempt, started_at)
+        except Exception as exc:  # the world failed under the queue slot: the actor stops
+            self.post(StepTaskFailed(call.cid, exc))
+            return
         finally:
             slots.release()
         self.post(StepFinished(call.cid, outcome, self.world.now()))

@@ -14,7 +14,7 @@ import msgspec
 from worldflow.core.events import EventRecord, StepCompleted, StepFailed, StepRetrying
 
 __all__ = ["ChildCheck", "DeadlinePassed", "InboxChanged", "Message", "Recorded", "RetryDue",
-           "StepFinished", "TimerDue"]
+           "StepFinished", "StepTaskFailed", "TimerDue"]
 
 
 class StepFinished(msgspec.Struct, frozen=True, gc=False):
@@ -23,6 +23,15 @@ class StepFinished(msgspec.Struct, frozen=True, gc=False):
     cid: str
     outcome: StepCompleted | StepFailed | StepRetrying
     at: dt.datetime
+
+
+class StepTaskFailed(msgspec.Struct, frozen=True):
+    """The task running an attempt of the step at `cid` failed outside the attempt
+    itself (taking or giving back a queue slot in the world): the actor stops with
+    `error`, and the run is replayed after a backoff, as after any crash of its actor."""
+
+    cid: str
+    error: Exception
 
 
 class TimerDue(msgspec.Struct, frozen=True, gc=False):
@@ -61,4 +70,4 @@ class DeadlinePassed(msgspec.Struct, frozen=True, gc=False):
 
 
 Message = (StepFinished | TimerDue | RetryDue | Recorded | InboxChanged | DeadlinePassed
-           | ChildCheck)
+           | ChildCheck | StepTaskFailed)
