@@ -3,7 +3,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
+import sqlite3
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -83,3 +86,44 @@ async def memory_world() -> AsyncIterator[Any]:
     w = create_world("memory", queue_concurrency=50)
     async with w:
         yield w
+
+
+_NUMBERED_PLACEHOLDER = re.compile(r"\?\d")
+
+
+class _CheckedConnection(sqlite3.Connection):
+    """A sqlite3 connection that refuses what Python 3.14 refuses: numbered placeholders
+    (`?1`) bound from a sequence (deprecated since 3.12; they must come from a mapping).
+    Python 3.11 accepts it silently, so without this the suite would not see it."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        _check_placeholders(sql, parameters)
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        rows = list(parameters)
+        for row in rows[:1]:
+            _check_placeholders(sql, row)
+        return super().executemany(sql, rows)
+
+
+def _check_placeholders(sql: str, parameters: Any) -> None:
+    if _NUMBERED_PLACEHOLDER.search(sql) and not isinstance(parameters, Mapping):
+        raise sqlite3.ProgrammingError(
+            f"numbered placeholders bound from a sequence (refused by Python 3.14): {sql}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sqlite_placeholders_checked() -> Iterator[None]:
+    """Every SQLite connection the tests open checks how its statements are bound."""
+    connect = sqlite3.connect
+
+    def checked_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        kwargs.setdefault("factory", _CheckedConnection)
+        return connect(*args, **kwargs)
+
+    sqlite3.connect = checked_connect  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sqlite3.connect = connect

@@ -49,13 +49,23 @@ __all__ = [
     "encode_json",
     "encode_tags",
     "encode_time",
+    "numbered",
 ]
 
 _UTC = dt.UTC
+#: the names sqlite3 binds numbered placeholders (?1, ?2, ...) by
+_NUMBERS = tuple(str(i) for i in range(1, 33))
 _ZERO = dt.timedelta(0)
 _error_decoder = msgspec.json.Decoder(ErrorInfo)
 _error_encoder = msgspec.json.Encoder()
 _tags_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+def numbered(*values: object) -> dict[str, object]:
+    """The parameters of a statement whose placeholders are numbered (`?1`, `?2`: a
+    value may be used more than once), as sqlite3 binds those: by name, from a mapping
+    (a sequence for them is deprecated since Python 3.12 and refused from 3.14)."""
+    return dict(zip(_NUMBERS, values, strict=False))
 
 
 def encode_time(value: dt.datetime) -> str:

@@ -22,6 +22,7 @@ from worldflow.worlds.sqlite.codec import (
     encode_json,
     encode_tags,
     encode_time,
+    numbered,
 )
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventReco
             completed = ops[done]
             assert type(op) is projection.StepStarted
             assert type(completed) is projection.StepCompleted
-            conn.execute(STEP_DONE, (
+            conn.execute(STEP_DONE, numbered(
                 op.step_id, op.run_id, op.correlation_id, op.step_name, completed.attempt,
                 encode_json(op.input), encode_json(completed.output),
                 times.get(id(op.at)) or encode_time(op.at),
@@ -168,7 +169,7 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventReco
         conn.execute(DISPOSE_RUN_HOOKS, (encode_time(plan.finished_at), run_id))
     elif inbox_ids:
         conn.executemany(DELETE_INBOX_MESSAGE, [(i, run_id) for i in inbox_ids])
-        conn.execute(SET_CANCEL_PENDING, (run_id,))
+        conn.execute(SET_CANCEL_PENDING, numbered(run_id))
     return plan.finishes
 
 
@@ -226,27 +227,28 @@ def merge_appends(requests: list[Callable[[sqlite3.Connection], object]]
     return out, carried_by
 
 
-def _statement(op: ProjectionOp) -> tuple[str, tuple[object, ...]]:
+def _statement(op: ProjectionOp) -> tuple[str, dict[str, object]]:
     """An op's statement, and its fields as stored values (times, JSON, errors as text)."""
     match op:
         case projection.RunStarted(run_id=run_id, at=at):
-            return RUN_STARTED, (run_id, encode_time(at))
+            return RUN_STARTED, numbered(run_id, encode_time(at))
         case projection.RunFinished(run_id=run_id, status=status, at=at, output=output,
                                     error=error):
-            return RUN_FINISHED, (run_id, status, encode_json(output), encode_error(error),
-                                  encode_time(at))
+            return RUN_FINISHED, numbered(run_id, status, encode_json(output),
+                                          encode_error(error), encode_time(at))
         case projection.StepStarted(step_id=step_id, run_id=run_id, correlation_id=cid,
                                     step_name=step_name, attempt=attempt, input=inp, at=at):
-            return STEP_STARTED, (step_id, run_id, cid, step_name, attempt, encode_json(inp),
-                                  encode_time(at))
+            return STEP_STARTED, numbered(step_id, run_id, cid, step_name, attempt,
+                                          encode_json(inp), encode_time(at))
         case projection.StepCompleted(step_id=step_id, attempt=attempt, output=output, at=at):
-            return STEP_COMPLETED, (step_id, attempt, encode_json(output), encode_time(at))
+            return STEP_COMPLETED, numbered(step_id, attempt, encode_json(output), encode_time(at))
         case projection.StepRetrying(step_id=step_id, attempt=attempt, error=error):
-            return STEP_RETRYING, (step_id, attempt, encode_error(error))
+            return STEP_RETRYING, numbered(step_id, attempt, encode_error(error))
         case projection.StepFailed(step_id=step_id, attempt=attempt, error=error, at=at):
-            return STEP_FAILED, (step_id, attempt, encode_error(error), encode_time(at))
+            return STEP_FAILED, numbered(step_id, attempt, encode_error(error), encode_time(at))
         case projection.HookCreated(token=token, run_id=run_id, correlation_id=cid, at=at,
                                     metadata=metadata):
-            return HOOK_CREATED, (token, run_id, cid, encode_time(at), encode_json(metadata))
+            return HOOK_CREATED, numbered(token, run_id, cid, encode_time(at),
+                                          encode_json(metadata))
         case projection.HookDisposed(token=token, at=at):
-            return HOOK_DISPOSED, (token, encode_time(at))
+            return HOOK_DISPOSED, numbered(token, encode_time(at))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from worldflow.errors import HookNotFoundError, RunFinishedError, RunNotFoundError
-from worldflow.worlds.sqlite.codec import decode_time, encode_json, encode_time
+from worldflow.worlds.sqlite.codec import decode_time, encode_json, encode_time, numbered
 
 if TYPE_CHECKING:
     import sqlite3
@@ -119,14 +119,14 @@ def claim_runs(conn: sqlite3.Connection, owner: str, limit: int, lease_seconds: 
     ready: list[tuple[str, str, str]]
     if workflows is None:
         ready = conn.execute(SELECT_READY, (at, limit)).fetchall()
-        ready += conn.execute(SELECT_EXPIRED, (at, limit)).fetchall()
+        ready += conn.execute(SELECT_EXPIRED, numbered(at, limit)).fetchall()
     else:
         names = sorted(workflows)
         ready = []
         for name in names:
             ready += conn.execute(SELECT_READY_OF, (name, at, limit)).fetchall()
         ready += conn.execute(SELECT_READY_CANCEL, (at, limit)).fetchall()
-        ready += conn.execute(SELECT_EXPIRED_OF, (at, limit, _json_list(names))).fetchall()
+        ready += conn.execute(SELECT_EXPIRED_OF, numbered(at, limit, _json_list(names))).fetchall()
         ready = list(set(ready))  # a cancelled run of a listed workflow comes twice
     ready.sort()
     claimed = [run_id for _, _, run_id in ready[:limit]]
@@ -145,8 +145,8 @@ def release_run(conn: sqlite3.Connection, run_id: str, owner: str,
                 wake_at: dt.datetime | None, now: dt.datetime, backoff: bool) -> bool:
     """Return whether the run is now claimable at some time (so workers should look)."""
     wake = None if wake_at is None else encode_time(wake_at)
-    row = conn.execute(RELEASE_JOB, (run_id, encode_time(now), wake, owner,
-                                     int(backoff))).fetchone()
+    row = conn.execute(RELEASE_JOB, numbered(run_id, encode_time(now), wake, owner,
+                                             int(backoff))).fetchone()
     return row is not None and row[0] is not None
 
 
@@ -205,7 +205,7 @@ def _push_inbox(conn: sqlite3.Connection, run_id: str, kind: str, token: str | N
     at = encode_time(now)
     conn.execute(INSERT_INBOX, (run_id, kind, token, encode_json(payload), at))
     if kind == "cancel":
-        conn.execute(WAKE_JOB_TO_CANCEL, (at, run_id))
+        conn.execute(WAKE_JOB_TO_CANCEL, numbered(at, run_id))
     else:
         conn.execute(WAKE_JOB, (at, run_id))
 
@@ -250,4 +250,4 @@ def release_slot(conn: sqlite3.Connection, queue: str, holder: str) -> None:
 def renew_slots(conn: sqlite3.Connection, holder_prefix: str, lease_seconds: float,
                 now: dt.datetime) -> None:
     expires = encode_time(now + dt.timedelta(seconds=lease_seconds))
-    conn.execute(RENEW_SLOTS, (expires, holder_prefix))
+    conn.execute(RENEW_SLOTS, numbered(expires, holder_prefix))

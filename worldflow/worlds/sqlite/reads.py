@@ -29,6 +29,7 @@ from worldflow.worlds.sqlite.codec import (
     decode_step,
     decode_time,
     encode_time,
+    numbered,
 )
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ def next_wake_at(conn: sqlite3.Connection,
         return decode_time(conn.execute(SELECT_NEXT_WAKE).fetchone()[0])
     names = sorted(workflows)
     times = [conn.execute(SELECT_NEXT_READY_OF, (name,)).fetchone()[0] for name in names]
-    times.append(conn.execute(SELECT_NEXT_OTHER_OF, (_json_list(names),)).fetchone()[0])
+    times.append(conn.execute(SELECT_NEXT_OTHER_OF, numbered(_json_list(names))).fetchone()[0])
     return decode_time(min((t for t in times if t is not None), default=None))
 
 
@@ -222,8 +223,9 @@ def any_claimable(conn: sqlite3.Connection, now: dt.datetime,
                   workflows: Collection[str] | None) -> bool:
     """Whether a claim could lease anything: lets an idle poll skip the write lock."""
     if workflows is None:
-        return bool(conn.execute(SELECT_ANY_CLAIMABLE, (encode_time(now),)).fetchone()[0])
-    row = conn.execute(SELECT_ANY_CLAIMABLE_OF, (encode_time(now), _json_list(workflows)))
+        return bool(conn.execute(SELECT_ANY_CLAIMABLE, numbered(encode_time(now))).fetchone()[0])
+    row = conn.execute(SELECT_ANY_CLAIMABLE_OF, numbered(encode_time(now),
+                                                             _json_list(workflows)))
     return bool(row.fetchone()[0])
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec import Raw
 
 from worldflow.core.records import ScheduleRecord
-from worldflow.worlds.sqlite.codec import decode_time, encode_json, encode_time
+from worldflow.worlds.sqlite.codec import decode_time, encode_json, encode_time, numbered
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -71,7 +71,7 @@ def list_schedules(conn: sqlite3.Connection) -> list[ScheduleRecord]:
 
 def set_schedule_paused(conn: sqlite3.Connection, schedule_id: str, paused: bool,
                         now: dt.datetime) -> ScheduleRecord | None:
-    conn.execute(SET_PAUSED, (schedule_id, int(paused), encode_time(now)))
+    conn.execute(SET_PAUSED, numbered(schedule_id, int(paused), encode_time(now)))
     return get_schedule(conn, schedule_id)
 
 
@@ -81,5 +81,5 @@ def delete_schedule(conn: sqlite3.Connection, schedule_id: str) -> bool:
 
 def advance_schedule(conn: sqlite3.Connection, schedule_id: str,
                      expected_last_tick: dt.datetime, new_last_tick: dt.datetime) -> bool:
-    return conn.execute(ADVANCE_SCHEDULE, (schedule_id, encode_time(expected_last_tick),
-                                           encode_time(new_last_tick))).rowcount > 0
+    return conn.execute(ADVANCE_SCHEDULE, numbered(
+        schedule_id, encode_time(expected_last_tick), encode_time(new_last_tick))).rowcount > 0
