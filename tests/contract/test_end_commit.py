@@ -1,7 +1,11 @@
 """A run that ends on what it was just given (a step's result, a step's failure, a
 cancel) commits its end in the same append: one commit less per run, and no moment
 where the log holds the completion but not the end, or the end without the completion.
-A continue-as-new, which creates the next run before its end is recorded, does not."""
+A continue-as-new, which creates the next run before its end is recorded, does not.
+
+The steps here never suspend: each attempt, started eagerly, has finished before its
+actor looks at its mailbox again, so the step's start goes in the append of its outcome
+(`LiveRun._start_new_calls`)."""
 
 from __future__ import annotations
 
@@ -79,7 +83,7 @@ async def test_a_run_ends_in_the_commit_of_the_step_it_ended_on(world: Any) -> N
     run = await start(two_steps, 3, world=world)
     assert await run.result(timeout=30) == 12
     calls = spy.calls[run.run_id]
-    assert calls[-1] == ["step_completed", "run_completed"]
+    assert calls[-1] == ["step_started", "step_completed", "run_completed"]
     assert ["run_completed"] not in calls
     assert await events_of(world, run.run_id) == [
         "run_created", "run_started", "step_started", "step_completed", "step_started",
@@ -93,7 +97,7 @@ async def test_a_run_failed_by_its_step_fails_in_the_same_commit(world: Any) -> 
     run = await start(fails, 5, world=world)
     with pytest.raises(StepFailedError, match="no 5"):
         await run.result(timeout=30)
-    assert spy.calls[run.run_id][-1] == ["step_failed", "run_failed"]
+    assert spy.calls[run.run_id][-1] == ["step_started", "step_failed", "run_failed"]
     record = await world.get_run(run.run_id)
     assert (record.status, record.steps_failed) == ("failed", 1)
 
@@ -104,8 +108,9 @@ async def test_a_failure_the_workflow_catches_is_committed_before_it_goes_on(
     run = await start(recovers, 4, world=world)
     assert await run.result(timeout=30) == 8
     calls = spy.calls[run.run_id]
-    assert ["step_failed"] in calls  # alone: the workflow went on to a new step
-    assert calls[-1] == ["step_completed", "run_completed"]
+    # without the next step: the workflow went on only once the failure was committed
+    assert ["step_started", "step_failed"] in calls
+    assert calls[-1] == ["step_started", "step_completed", "run_completed"]
 
 
 async def test_a_continue_as_new_ends_after_the_completion_is_committed(
@@ -114,7 +119,7 @@ async def test_a_continue_as_new_ends_after_the_completion_is_committed(
     run = await start(chain, 0, world=world)
     assert await run.result(timeout=30) == 4
     calls = spy.calls[run.run_id]
-    assert calls[-2:] == [["step_completed"], ["run_continued"]]
+    assert calls[-2:] == [["step_started", "step_completed"], ["run_continued"]]
     assert (await world.get_run(run.run_id)).status == "continued"
 
 

@@ -158,7 +158,7 @@ class RunActor(RunStart, LiveRun, StepAttempts, ChildRuns, RunEnding, ActorState
         # run_started goes with the first calls' events (one append less per run)
         self._unsent = first
         await self._resume_after_replay()
-        if self._unsent:
+        if self._unsent and not self._mailbox:  # (else they go with what it holds)
             await world.append_events(self.run_id, self._take_unsent([]), wait=False)
         await self._loop()
 
@@ -248,8 +248,8 @@ class RunActor(RunStart, LiveRun, StepAttempts, ChildRuns, RunEnding, ActorState
         topics = instance.waiting_topics()
         if not topics or topics == self._noted_topics:
             return
-        await self.world.append_events(self.run_id,
-                                       [self._record(MessageWaiting(list(topics)))])
+        await self.world.append_events(self.run_id, self._take_unsent(
+            [self._record(MessageWaiting(list(topics)))]))
         self._noted_topics = topics
 
     def _schedule_child_recheck(self) -> None:

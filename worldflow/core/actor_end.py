@@ -100,6 +100,7 @@ class RunEnding(ActorState):
             engine.dispatch(next_id, fresh=record, trace_context=self._trace_context)
 
     async def _end(self, event: Event, records: list[EventRecord], inbox_ids: list[int]) -> None:
+        records = self._take_unsent(records)
         for task in self._steps.values():
             task.cancel()
         for token, cid in list(self._hooks_open.items()):

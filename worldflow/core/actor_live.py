@@ -63,7 +63,8 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         """Record and deliver a batch of messages; True if the run ended (timed out)."""
         instance = self._instance
         assert instance is not None
-        records: list[EventRecord] = []
+        # (a step's start left unsent goes first, with its outcome: see _start_new_calls)
+        records: list[EventRecord] = self._take_unsent([])
         deliveries: list[EventRecord] = []
         inbox_ids: list[int] = []
         for message in messages:
@@ -158,6 +159,15 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         await self._start_new_calls()
         return False
 
+    def _finished_at_once(self, cid: str) -> bool:
+        """The attempt of step `cid` just started eagerly finished without suspending:
+        its outcome is the mailbox's last message."""
+        mailbox = self._mailbox
+        if not mailbox:
+            return False
+        last = mailbox[-1]
+        return type(last) is StepFinished and last.cid == cid
+
     @staticmethod
     def _ends_with(instance: WorkflowInstance) -> bool:
         """The workflow ended and left nothing else to record: its end can share the
@@ -216,9 +226,13 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         calls = instance.take_new_calls()
         only = calls[0] if len(calls) == 1 else None
         if type(only) is StepCall and not instance.new_patch_markers:
-            # the usual case, one step awaited: as below, in fewer moves (its attempt
-            # starts at the actor's next await, after step_started is queued)
+            # the usual case, one step awaited: as below, in fewer moves
             record = self._start_step(only, 1)
+            if self._finished_at_once(only.cid):
+                # its outcome is in the mailbox already (it did not suspend): its start
+                # goes with the append of its outcome, which is processed next
+                self._unsent.append(record)
+                return
             await self.world.append_events(self.run_id, self._take_unsent([record]),
                                            wait=False)
             return
