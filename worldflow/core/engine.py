@@ -262,14 +262,18 @@ class Engine:
         world = self.world
         while True:
             await asyncio.sleep(world.lease_seconds / 3)
+            # only the actors that were here before the renewal can be judged by its
+            # answer: a run created or claimed here while it ran may be missing from it
+            actors = list(self.actors.items())
             try:
                 held = await world.renew_leases(self.worker_id, world.lease_seconds)
                 await world.renew_slots(self.worker_id + "/", world.lease_seconds)
             except Exception:
                 logger.warning("renewing leases failed", exc_info=True)
                 continue
-            for run_id, actor in list(self.actors.items()):
-                if run_id not in held and actor.task is not None and not actor.releasing:
+            for run_id, actor in actors:
+                if (run_id not in held and self.actors.get(run_id) is actor
+                        and actor.task is not None and not actor.releasing):
                     logger.warning("run %s: lease lost; stopping its actor", run_id)
                     actor.task.cancel()
             # a run still leased here whose actor is gone (it crashed and could not give
