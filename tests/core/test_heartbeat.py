@@ -36,7 +36,7 @@ async def one_step(key: str) -> str:
     return await waits(key)
 
 
-@pytest.mark.parametrize("world_name", ["memory", "sqlite"])
+@pytest.mark.parametrize("world_name", ["memory", "sqlite", "postgres"])
 async def test_a_run_started_during_a_renewal_keeps_its_actor(
         world_name: str, tmp_path: Path, request: pytest.FixtureRequest,
         caplog: pytest.LogCaptureFixture) -> None:
