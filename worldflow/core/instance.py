@@ -182,6 +182,16 @@ class WorkflowInstance:
             # a cancelled root's error was raised here, so its traceback holds this
             # frame, which must not hold the error once it returns
             error = None
+        # so do the failures the workflow caught: on Python 3.12+ the frames that
+        # delivered one (which hold its call, and so its future and the error) stay
+        # linked to the workflow's frame its traceback holds
+        for call in self.calls.values():
+            future = getattr(call, "future", None)
+            if future is not None and future.done() and not future.cancelled():
+                caught = future.exception()
+                if caught is not None:
+                    _clear_finished_frames(caught.__traceback__)
+                    caught = None
         self.root = None
         self.calls.clear()
 

@@ -66,10 +66,15 @@ class _WorkflowCoroutine(collections.abc.Coroutine[Any, Any, Any]):
         return self._refuse(yielded)
 
     def throw(self, exc: Any, value: Any = None, tb: Any = None, /) -> Any:
-        if value is None and tb is None:
-            yielded = self._coro.throw(exc)
-        else:  # the legacy three-argument form
-            yielded = self._coro.throw(exc, value, tb)
+        try:
+            if value is None and tb is None:
+                yielded = self._coro.throw(exc)
+            else:  # the legacy three-argument form
+                yielded = self._coro.throw(exc, value, tb)
+        finally:
+            # a frame of the workflow that catches `exc` has this one as its caller:
+            # `exc` must not stay in its locals (a cycle through its traceback)
+            del exc, value, tb
         if yielded is None or getattr(yielded, "_loop", self._loop) is self._loop:
             return yielded
         return self._refuse(yielded)
