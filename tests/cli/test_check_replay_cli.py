@@ -184,10 +184,11 @@ def test_check_replay_on_postgres(tmp_path: Path, postgres_url: str) -> None:
 
 def test_a_run_whose_log_cannot_be_read_fails_and_the_others_are_still_checked(
         tmp_path: Path) -> None:
+    import contextlib
     import sqlite3
 
     project, db = sqlite_project(tmp_path)
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("UPDATE workflow_events SET payload = '{not json' "
                      "WHERE workflow_run_id = 'waits-1' AND seq = 2")
     result = check(project, "--import", "app", "--path", db)

@@ -4,6 +4,7 @@ read, survival across restarts, and refusing files that are not worldflow databa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -100,7 +101,7 @@ async def test_a_steps_start_and_completion_in_one_batch_are_one_append(
     for run_id in ("r", "other"):
         await create(world, run_id)
     await world.append_events("r", started(world, "r"))
-    with sqlite3.connect(world.path) as db:  # counts the updates of step rows
+    with contextlib.closing(sqlite3.connect(world.path)) as db, db:  # counts step updates
         db.executescript("CREATE TABLE step_updates (id TEXT); "
                          "CREATE TRIGGER step_updated AFTER UPDATE ON workflow_steps "
                          "BEGIN INSERT INTO step_updates VALUES (NEW.id); END;")
@@ -124,7 +125,7 @@ async def test_a_steps_start_and_completion_in_one_batch_are_one_append(
     run = await world.get_run("r")
     assert run is not None
     assert (run.steps_total, run.steps_completed, run.steps_running) == (2, 1, 1)
-    with sqlite3.connect(world.path) as db:  # inserted completed, never updated
+    with contextlib.closing(sqlite3.connect(world.path)) as db:  # inserted completed, no update
         assert db.execute("SELECT count(*) FROM step_updates").fetchone() == (0,)
 
 

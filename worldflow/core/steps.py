@@ -47,16 +47,18 @@ class _RecurringStack(_traceback.StackSummary):
     its source line to place the carets under the failing expression) is most of what
     recording a failure costs."""
 
-    def format_frame_summary(self, frame_summary: _traceback.FrameSummary) -> str:
-        if frame_summary.locals:  # not cached: the values differ
-            return super().format_frame_summary(frame_summary)
+    def format_frame_summary(self, frame_summary: _traceback.FrameSummary,
+                             **options: Any) -> str:
+        # (options: Python 3.13's `colorize`, which stored text never asks for)
+        if frame_summary.locals or options.get("colorize"):  # not cached
+            return super().format_frame_summary(frame_summary, **options)
         key = (frame_summary.filename, frame_summary.lineno, frame_summary.name,
                frame_summary.line, getattr(frame_summary, "end_lineno", None),
                getattr(frame_summary, "colno", None),
                getattr(frame_summary, "end_colno", None))
         text = _FORMATTED_FRAMES.get(key)
         if text is None:
-            text = super().format_frame_summary(frame_summary)
+            text = super().format_frame_summary(frame_summary, **options)
             if len(_FORMATTED_FRAMES) >= _MAX_FORMATTED_FRAMES:
                 _FORMATTED_FRAMES.clear()
             _FORMATTED_FRAMES[key] = text
