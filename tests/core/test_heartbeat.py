@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from worldflow import start, step, workflow
+from worldflow import RunStatus, sleep, start, step, workflow
 
 from ..conftest import make_world
 
@@ -67,3 +67,54 @@ async def test_a_run_started_during_a_renewal_keeps_its_actor(
             assert await run.result(timeout=10) == key
     assert ran[key] == 1
     assert not [r for r in caplog.records if "lease lost" in r.getMessage()]
+
+
+@workflow(name="hb_step_then_sleep")
+async def step_then_sleep(key: str) -> str:
+    await waits(key)
+    await sleep(3600)
+    return key
+
+
+@pytest.mark.parametrize("world_name", ["memory", "sqlite", "postgres"])
+async def test_a_run_set_aside_during_a_renewal_is_not_replayed(
+        world_name: str, tmp_path: Path, request: pytest.FixtureRequest,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The renewal reads the run's lease; before it answers, the run's actor gives the
+    run back (it sleeps for an hour) and goes. The answer still lists the run: that
+    must not start an actor for a run this process no longer holds."""
+    world = make_world(world_name, tmp_path, request, lease_seconds=0.3)
+    armed, renewing, answer = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real = world.renew_leases
+
+    async def slow_renewal(owner: str, seconds: float) -> Any:
+        held = await real(owner, seconds)
+        if armed.is_set() and not renewing.is_set():
+            renewing.set()
+            await answer.wait()
+        return held
+
+    world.renew_leases = slow_renewal
+    key = uuid.uuid4().hex
+    release[key] = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="worldflow"):
+        async with world:
+            run = await start(step_then_sleep, key, world=world)
+            for _ in range(200):
+                if ran[key]:
+                    break
+                await asyncio.sleep(0.01)
+            armed.set()
+            await asyncio.wait_for(renewing.wait(), 5)  # it has read the run's lease
+            release[key].set()
+            for _ in range(200):  # the run waits an hour: its actor gives it back
+                if run.run_id not in world.engine.actors:
+                    break
+                await asyncio.sleep(0.01)
+            assert run.run_id not in world.engine.actors
+            answer.set()
+            await asyncio.sleep(0.2)
+            assert run.run_id not in world.engine.actors
+            assert (await run.status()) is RunStatus.RUNNING
+    assert ran[key] == 1
+    assert not [r for r in caplog.records if "without an actor" in r.getMessage()]

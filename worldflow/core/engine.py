@@ -277,8 +277,10 @@ class Engine:
                     logger.warning("run %s: lease lost; stopping its actor", run_id)
                     actor.task.cancel()
             # a run still leased here whose actor is gone (it crashed and could not give
-            # the run back, e.g. while the database was down) is restarted by replay
-            for run_id in held - set(self.actors):
+            # the run back, e.g. while the database was down) is restarted by replay; not
+            # one whose actor was here when the renewal began (it gave the run back or
+            # ended it meanwhile, after the renewal read its lease)
+            for run_id in held - {run_id for run_id, _ in actors} - set(self.actors):
                 if not self._stopping and self.free_slots > 0:
                     logger.info("run %s: leased here without an actor; replaying it", run_id)
                     self.dispatch(run_id)
