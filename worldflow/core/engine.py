@@ -264,14 +264,14 @@ class Engine:
             await asyncio.sleep(world.lease_seconds / 3)
             # only the actors that were here before the renewal can be judged by its
             # answer: a run created or claimed here while it ran may be missing from it
-            actors = list(self.actors.items())
+            actors = dict(self.actors)
             try:
                 held = await world.renew_leases(self.worker_id, world.lease_seconds)
                 await world.renew_slots(self.worker_id + "/", world.lease_seconds)
             except Exception:
                 logger.warning("renewing leases failed", exc_info=True)
                 continue
-            for run_id, actor in actors:
+            for run_id, actor in actors.items():
                 if (run_id not in held and self.actors.get(run_id) is actor
                         and actor.task is not None and not actor.releasing):
                     logger.warning("run %s: lease lost; stopping its actor", run_id)
@@ -280,7 +280,7 @@ class Engine:
             # the run back, e.g. while the database was down) is restarted by replay; not
             # one whose actor was here when the renewal began (it gave the run back or
             # ended it meanwhile, after the renewal read its lease)
-            for run_id in held - {run_id for run_id, _ in actors} - set(self.actors):
+            for run_id in held - actors.keys() - self.actors.keys():
                 if not self._stopping and self.free_slots > 0:
                     logger.info("run %s: leased here without an actor; replaying it", run_id)
                     self.dispatch(run_id)

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import contextvars
     import datetime as dt
     import types
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from msgspec import Raw
 
@@ -185,15 +185,21 @@ class WorkflowInstance:
         # so do the failures the workflow caught: on Python 3.12+ the frames that
         # delivered one (which hold its call, and so its future and the error) stay
         # linked to the workflow's frame its traceback holds
-        for call in self.calls.values():
-            future = getattr(call, "future", None)
-            if future is not None and future.done() and not future.cancelled():
+        for future in self._call_futures():
+            if future.done() and not future.cancelled():
                 caught = future.exception()
                 if caught is not None:
                     _clear_finished_frames(caught.__traceback__)
                     caught = None
         self.root = None
         self.calls.clear()
+
+    def _call_futures(self) -> Iterator[asyncio.Future[Any]]:
+        """The futures of the calls that have one (steps and child runs)."""
+        for call in self.calls.values():
+            future = getattr(call, "future", None)
+            if future is not None:
+                yield future
 
     def discard(self) -> None:
         """Drop an unfinished workflow (its run was evicted or stopped): close the
@@ -212,10 +218,8 @@ class WorkflowInstance:
             # a pending task and the future it waits for hold each other (the future's
             # callback wakes the task): cancel the futures and drop the wake-ups, so
             # that the run's objects are freed with it, not by the collector
-            for call in self.calls.values():
-                future = getattr(call, "future", None)
-                if future is not None and not future.done():
-                    future.cancel()
+            for future in self._call_futures():
+                future.cancel()
             self.loop._ready.clear()
         finally:
             asyncio.events._set_running_loop(previous)
