@@ -70,6 +70,15 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield w
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+async def local_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A started world of this process only (memory, SQLite): for engine behaviour that
+    does not depend on the world."""
+    w = make_world(request.param, tmp_path, request, queue_concurrency=20)
+    async with w:
+        yield w
+
+
 @pytest.fixture(params=WORLD_NAMES)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     """An opened world with no engine: for tests of the World protocol itself."""

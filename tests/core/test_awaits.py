@@ -11,30 +11,17 @@ import asyncio
 import collections
 import os
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from worldflow import RunStatus, sleep, start, step, workflow
 from worldflow.errors import WorkflowAwaitError, WorldflowError
 
-from ..conftest import make_world
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
-
 ran: collections.Counter[str] = collections.Counter()
 #: objects of the test's own event loop, handed to workflow code by key
 outside: dict[str, Any] = {}
 PG_TEST_URL = os.environ.get("WORLDFLOW_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test")
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def local_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    w = make_world(request.param, tmp_path, request, queue_concurrency=20)
-    async with w:
-        yield w
 
 
 @step(name="a_count")

@@ -13,19 +13,13 @@ import asyncio
 import collections
 import contextvars
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import pytest
 
 from worldflow import Queue, RunStatus, start, step, workflow
 from worldflow.core.eager import start_eager
-
-from ..conftest import make_world
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("test_eager_var", default="unset")
 
@@ -158,13 +152,6 @@ async def test_a_task_group_opened_before_suspending() -> None:
 
 # -- in the engine -----------------------------------------------------------------------
 ran: collections.Counter[str] = collections.Counter()
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def local_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    w = make_world(request.param, tmp_path, request, queue_concurrency=20)
-    async with w:
-        yield w
 
 
 @step(name="eager_whoami")

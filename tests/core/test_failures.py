@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -17,24 +17,11 @@ from worldflow import RunFailedError, RunStatus, start, step, workflow
 from worldflow.core.serde import encode_value
 from worldflow.errors import FatalError
 
-from ..conftest import make_world
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
-
 ran: collections.Counter[str] = collections.Counter()
 
 RAISED: dict[str, type[BaseException]] = {
     "SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt,
     "GeneratorExit": GeneratorExit}
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def local_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    w = make_world(request.param, tmp_path, request, queue_concurrency=20)
-    async with w:
-        yield w
 
 
 @step(name="f_plain")

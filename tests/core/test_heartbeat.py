@@ -36,32 +36,48 @@ async def one_step(key: str) -> str:
     return await waits(key)
 
 
+class LateRenewal:
+    """The world's lease renewal, one of which (the first once `armed` is set) reads
+    the leases as they are, then answers only when `answer` is set, as a slow database
+    would; `renewing` is set once it has read them."""
+
+    def __init__(self, world: Any, *, armed: bool) -> None:
+        self.armed, self.renewing, self.answer = (asyncio.Event(), asyncio.Event(),
+                                                  asyncio.Event())
+        if armed:
+            self.armed.set()
+        self._renew = world.renew_leases
+        world.renew_leases = self.renew_leases
+
+    async def renew_leases(self, owner: str, seconds: float) -> Any:
+        held = await self._renew(owner, seconds)
+        if self.armed.is_set() and not self.renewing.is_set():
+            self.renewing.set()
+            await self.answer.wait()
+        return held
+
+
+async def until_ran(key: str) -> None:
+    for _ in range(200):
+        if ran[key]:
+            return
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("world_name", ["memory", "sqlite", "postgres"])
 async def test_a_run_started_during_a_renewal_keeps_its_actor(
         world_name: str, tmp_path: Path, request: pytest.FixtureRequest,
         caplog: pytest.LogCaptureFixture) -> None:
     world = make_world(world_name, tmp_path, request, lease_seconds=0.3)
-    renewing, answer = asyncio.Event(), asyncio.Event()
-    real = world.renew_leases
-
-    async def slow_renewal(owner: str, seconds: float) -> Any:
-        held = await real(owner, seconds)  # the leases as they are now...
-        renewing.set()
-        await answer.wait()  # ...answered later, as a slow database would
-        return held
-
-    world.renew_leases = slow_renewal
+    renewal = LateRenewal(world, armed=True)
     key = uuid.uuid4().hex
     release[key] = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="worldflow"):
         async with world:
-            await asyncio.wait_for(renewing.wait(), 5)
+            await asyncio.wait_for(renewal.renewing.wait(), 5)
             run = await start(one_step, key, world=world)  # while the renewal is out
-            for _ in range(100):
-                if ran[key]:
-                    break
-                await asyncio.sleep(0.01)
-            answer.set()
+            await until_ran(key)
+            renewal.answer.set()
             await asyncio.sleep(0.35)  # that renewal answered; the next ones hold it
             release[key].set()
             assert await run.result(timeout=10) == key
@@ -84,35 +100,22 @@ async def test_a_run_set_aside_during_a_renewal_is_not_replayed(
     run back (it sleeps for an hour) and goes. The answer still lists the run: that
     must not start an actor for a run this process no longer holds."""
     world = make_world(world_name, tmp_path, request, lease_seconds=0.3)
-    armed, renewing, answer = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    real = world.renew_leases
-
-    async def slow_renewal(owner: str, seconds: float) -> Any:
-        held = await real(owner, seconds)
-        if armed.is_set() and not renewing.is_set():
-            renewing.set()
-            await answer.wait()
-        return held
-
-    world.renew_leases = slow_renewal
+    renewal = LateRenewal(world, armed=False)
     key = uuid.uuid4().hex
     release[key] = asyncio.Event()
     with caplog.at_level(logging.INFO, logger="worldflow"):
         async with world:
             run = await start(step_then_sleep, key, world=world)
-            for _ in range(200):
-                if ran[key]:
-                    break
-                await asyncio.sleep(0.01)
-            armed.set()
-            await asyncio.wait_for(renewing.wait(), 5)  # it has read the run's lease
+            await until_ran(key)
+            renewal.armed.set()
+            await asyncio.wait_for(renewal.renewing.wait(), 5)  # it read the run's lease
             release[key].set()
             for _ in range(200):  # the run waits an hour: its actor gives it back
                 if run.run_id not in world.engine.actors:
                     break
                 await asyncio.sleep(0.01)
             assert run.run_id not in world.engine.actors
-            answer.set()
+            renewal.answer.set()
             await asyncio.sleep(0.2)
             assert run.run_id not in world.engine.actors
             assert (await run.status()) is RunStatus.RUNNING
