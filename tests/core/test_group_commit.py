@@ -230,3 +230,142 @@ async def test_a_close_that_times_out_leaves_no_caller_waiting() -> None:
         with pytest.raises(WorldError, match="not committed, or its commit was not confirmed"):
             await asyncio.wait_for(pending, 1)
     assert time.perf_counter() - t0 < 1
+
+
+# -- a write committed alone, in its caller's task (lead=True) -------------------------
+class TaskRecorder(Recorder):
+    """Records which task ran each commit, and fails if two commits overlap."""
+
+    def __init__(self, delay: float = 0.0, fail: set[str] | None = None) -> None:
+        super().__init__(delay, fail)
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        self.running = False
+
+    async def commit(self, batch: list[QueuedWrite[str]], fences: Fences) -> BatchResult:
+        assert not self.running, "two commits at once"
+        self.running = True
+        self.tasks.append(asyncio.current_task())
+        try:
+            return await super().commit(batch, fences)
+        finally:
+            self.running = False
+
+
+async def started(queue: GroupCommitQueue[str]) -> None:
+    queue.start()
+    await asyncio.sleep(0)  # the writer task waits for work
+
+
+async def test_a_lone_write_at_low_load_is_committed_in_its_callers_task() -> None:
+    recorder = TaskRecorder()
+    queue = make_queue(recorder, lead=True)
+    await started(queue)
+    for name in ("a", "b", "c"):
+        assert await queue.write(name) == name.upper()
+    me = asyncio.current_task()
+    assert recorder.batches == [["a"], ["b"], ["c"]]
+    assert recorder.tasks == [me, me, me]
+    assert (queue.commits, queue.writes) == (3, 3)
+    await queue.close()
+
+
+async def test_writes_queued_during_a_lone_commit_go_after_it_as_one_batch() -> None:
+    recorder = TaskRecorder(delay=0.01)
+    queue = make_queue(recorder, lead=True)
+    await started(queue)
+    first = asyncio.ensure_future(queue.write("first"))
+    await asyncio.sleep(0.002)  # its commit is under way, in its own task
+    queue.write_nowait("nowait")
+    rest = [asyncio.ensure_future(queue.write(f"w{i}")) for i in range(3)]
+    assert await first == "FIRST"
+    assert await asyncio.gather(*rest) == ["W0", "W1", "W2"]
+    assert recorder.batches == [["first"], ["nowait", "w0", "w1", "w2"]]
+    assert recorder.tasks[0] is first and recorder.tasks[1] is queue._task
+    await queue.close()
+
+
+async def test_under_load_every_write_goes_through_the_writer_to_share_a_batch() -> None:
+    recorder = TaskRecorder(delay=0.002)
+    queue = make_queue(recorder, lead=True)
+    await started(queue)
+    burst = asyncio.gather(*(queue.write(f"a{i}") for i in range(4)))
+    await burst  # the first found the queue idle; the others came during its commit
+    assert recorder.batches == [["a0"], ["a1", "a2", "a3"]]
+    assert recorder.tasks[1] is queue._task
+    assert await queue.write("next") == "NEXT"  # the last batch held 3: not alone
+    assert recorder.tasks[-1] is queue._task
+    assert await queue.write("then") == "THEN"  # the last batch held 1: alone again
+    assert recorder.tasks[-1] is asyncio.current_task()
+    await queue.close()
+
+
+async def test_an_unawaited_write_queued_first_keeps_its_place() -> None:
+    recorder = TaskRecorder()
+    queue = make_queue(recorder, lead=True, linger=0.5)
+    await started(queue)
+    queue.write_nowait("started")
+    assert await queue.write("completed") == "COMPLETED"
+    assert recorder.batches == [["started", "completed"]]
+    assert recorder.tasks == [queue._task]
+    await queue.close()
+
+
+async def test_a_lone_write_is_fenced_by_a_failed_unawaited_write() -> None:
+    recorder = TaskRecorder(fail={"lost"})
+    queue = make_queue(recorder, lead=True, linger=0.002)
+    await started(queue)
+    queue.write_nowait("lost", fence="run-1")
+    await asyncio.sleep(0.05)  # committed (and failed) alone by the writer
+    with pytest.raises(LeaseLostError, match="earlier append failed"):
+        await queue.write("later", fence="run-1")
+    assert ["later"] not in recorder.batches
+    assert await queue.write("other", fence="run-2") == "OTHER"
+    await queue.close()
+
+
+async def test_close_waits_for_a_lone_commit_then_commits_what_was_queued() -> None:
+    recorder = TaskRecorder(delay=0.02)
+    queue = make_queue(recorder, lead=True, close_timeout=5.0)
+    await started(queue)
+    alone = asyncio.ensure_future(queue.write("alone"))
+    await asyncio.sleep(0.005)
+    queued = asyncio.ensure_future(queue.write("queued"))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(queue.close(), 2)
+    assert (await alone, await queued) == ("ALONE", "QUEUED")
+    assert recorder.batches == [["alone"], ["queued"]]
+    assert queue._task is not None and queue._task.done()
+
+
+async def test_a_caller_cancelled_during_its_lone_commit_leaves_the_queue_working() -> None:
+    recorder = TaskRecorder(delay=0.05)
+    queue = make_queue(recorder, lead=True)
+    await started(queue)
+    alone = asyncio.ensure_future(queue.write("alone"))
+    await asyncio.sleep(0.005)
+    queued = asyncio.ensure_future(queue.write("queued"))
+    await asyncio.sleep(0)
+    alone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await alone
+    assert await asyncio.wait_for(queued, 2) == "QUEUED"
+    recorder.delay = 0
+    assert await queue.write("after") == "AFTER"
+    assert recorder.batches[1:] == [["queued"], ["after"]]
+    await queue.close()
+
+
+async def test_a_close_that_times_out_on_a_lone_commit_fails_it_without_a_hang() -> None:
+    recorder = TaskRecorder(delay=30)
+    queue = make_queue(recorder, lead=True, close_timeout=0.1)
+    await started(queue)
+    alone = asyncio.ensure_future(queue.write("slow"))
+    await asyncio.sleep(0.01)
+    queued = asyncio.ensure_future(queue.write("queued"))
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    await queue.close()
+    for pending in (alone, queued):
+        with pytest.raises(WorldError, match="not committed, or its commit was not confirmed"):
+            await asyncio.wait_for(pending, 1)
+    assert time.perf_counter() - t0 < 1

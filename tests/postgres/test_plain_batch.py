@@ -20,9 +20,17 @@ from worldflow import create_world, start, step, workflow
 from worldflow.core.events import EventRecord, RunStarted, StepCompleted, StepStarted
 from worldflow.core.records import NewRun
 from worldflow.errors import LeaseLostError
+from worldflow.worlds.batching import GroupCommitQueue
 from worldflow.worlds.postgres import writer as writer_module
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _writes_sent_together_share_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writes each test sends together must make one batch: none of them is
+    committed alone (the first of a burst would be, at low load: batching's "Alone")."""
+    monkeypatch.setattr(GroupCommitQueue, "_alone", lambda self: False)
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=1)

@@ -22,6 +22,12 @@ next sees its write durable.
   would all resume at once is resumed in two halves, the second as soon as the first
   half's next writes are on their way (or after `HOLD` seconds). The database commits
   one half's writes while this process runs the other half's code.
+- **Alone.** At low load (the last batch held one write), an awaited write that finds
+  the writer waiting for work, with nothing queued, is committed in its caller's task
+  (`lead=True`): a run alone on the queue then does not pay for the writer's two turns
+  of the event loop, to wake it and to resume the caller, on every commit. Writes
+  queued meanwhile wait for it and go as the writer's next batch; once batches hold
+  more than one write, every write goes through the writer again, to share them.
 - **Close.** `close()` commits everything queued so far, then stops the task.
 """
 
@@ -124,8 +130,18 @@ class GroupCommitQueue(Generic[RequestT]):
     def __init__(self, commit: Callable[[list[QueuedWrite[RequestT]], Fences],
                                         Awaitable[BatchResult]], *,
                  name: str, closed_message: str, max_batch: int, linger: float = 0.0,
-                 close_timeout: float | None = None, overlap: bool = True) -> None:
+                 close_timeout: float | None = None, overlap: bool = True,
+                 lead: bool = False) -> None:
         self._commit = commit
+        #: an awaited write that finds the writer idle at low load is committed in its
+        #: caller's task (see "Alone" in the module docstring)
+        self._lead = lead
+        #: the task committing a write alone, and whether close() gave up on it
+        self._leader: asyncio.Task[Any] | None = None
+        self._leader_abandoned = False
+        #: writes in the last batch committed: more than one means load, and then every
+        #: write goes through the writer task to share a batch
+        self._last_batch = 0
         self._name = name
         self._closed_message = closed_message
         self._max_batch = max_batch
@@ -166,8 +182,48 @@ class GroupCommitQueue(Generic[RequestT]):
         `after(result)` runs on the event loop right after the commit, before the caller
         resumes (wake-ups must not fire before what they announce is visible)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._put(QueuedWrite(request, future, after, fence))
+        write = QueuedWrite(request, future, after, fence)
+        if self._lead and self._alone():
+            await self._commit_alone(write)
+        else:
+            self._put(write)
         return await future
+
+    def _alone(self) -> bool:
+        """A write now may be committed alone: the load is low (the last batch held one
+        write), and the writer task waits for work with nothing queued, held, in flight
+        or being committed alone."""
+        wake = self._wake
+        return (self._last_batch <= 1 and wake is not None and not wake.done()
+                and not self._items and not self._held and self._leader is None
+                and not self._closing)
+
+    async def _commit_alone(self, write: QueuedWrite[RequestT]) -> None:
+        """Commit `write` in the caller's task, without the writer's turns on the way
+        there and back. Writes queued meanwhile wait for it (`_due`), and the writer
+        sends them after."""
+        task = self._leader = asyncio.current_task()
+        try:
+            if not self._fenced_out(write):
+                result = await self._commit_safely([write])
+                if result.committed:
+                    self.commits += 1
+                    self.writes += 1
+                self._resolve([(write, result.outcomes[0])])
+        except asyncio.CancelledError:
+            if not self._leader_abandoned or task is None:
+                raise
+            # close() timed out on this commit: its caller learns so, as the callers of
+            # the writer's batch in flight do
+            task.uncancel()
+            assert write.future is not None
+            if not write.future.done():
+                write.future.set_exception(self._lost())
+        finally:
+            self._leader = None
+            self._leader_abandoned = False
+            if self._items or self._closing:
+                self._wake_writer()
 
     def write_nowait(self, request: RequestT, *, after: Callable[[Any], None] | None = None,
                      fence: str | None = None) -> None:
@@ -202,7 +258,8 @@ class GroupCommitQueue(Generic[RequestT]):
     def _due(self) -> bool:
         """A batch should go now: a queued write is awaited, or the linger is over, or
         the queue is closing."""
-        return bool(self._items) and (self._awaited > 0 or self._flush or self._closing)
+        return (bool(self._items) and self._leader is None
+                and (self._awaited > 0 or self._flush or self._closing))
 
     async def close(self) -> None:
         """Commit everything queued so far, then stop the writer task."""
@@ -218,10 +275,13 @@ class GroupCommitQueue(Generic[RequestT]):
             await asyncio.wait_for(asyncio.shield(task), self._close_timeout)
         except TimeoutError:
             task.cancel()
+            if self._leader is not None:
+                self._leader_abandoned = True
+                self._leader.cancel()
 
     async def _wait(self, timeout: float | None) -> None:
         """Until a batch is due or the queue closes (or `timeout` seconds pass)."""
-        if self._due() or self._closing:
+        if self._due() or (self._closing and self._leader is None):
             return
         loop = asyncio.get_running_loop()
         self._wake = loop.create_future()
@@ -254,13 +314,16 @@ class GroupCommitQueue(Generic[RequestT]):
             await self._serve()
         finally:  # closed, or cancelled at the close timeout: nobody is left waiting
             self._release_held()
-            lost = WorldError(f"{self._closed_message} (the write was not committed, or "
-                              f"its commit was not confirmed)")
+            lost = self._lost()
             for write in (*self._in_flight, *self._items):
                 if write.future is not None and not write.future.done():
                     write.future.set_exception(lost)
             self._in_flight = []
             self._items.clear()
+
+    def _lost(self) -> WorldError:
+        return WorldError(f"{self._closed_message} (the write was not committed, or its "
+                          f"commit was not confirmed)")
 
     async def _serve(self) -> None:
         while True:
@@ -268,7 +331,7 @@ class GroupCommitQueue(Generic[RequestT]):
             if not self._due():
                 if self._held:  # nothing came soon: tell the held callers now
                     self._release_held()
-                if self._closing and not self._items:
+                if self._closing and not self._items and self._leader is None:
                     return
                 continue
             live = [w for w in self._take() if not self._fenced_out(w)]
@@ -287,6 +350,7 @@ class GroupCommitQueue(Generic[RequestT]):
             else:
                 result = await self._commit_safely(live)
             self._in_flight = []
+            self._last_batch = len(live)
             if result.committed:
                 self.commits += 1
                 self.writes += len(live)

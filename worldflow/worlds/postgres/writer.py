@@ -144,7 +144,7 @@ class PostgresCommitter:
         self.lone_create_fallbacks = 0
         self.queue: GroupCommitQueue[Write] = GroupCommitQueue(
             self._commit, name="worldflow-postgres-writer", max_batch=MAX_BATCH,
-            linger=LINGER, close_timeout=10.0,
+            linger=LINGER, close_timeout=10.0, lead=True,
             closed_message=("the Postgres world is closed; open it first "
                             "(await world.open() or async with world)"))
 

@@ -71,7 +71,7 @@ class SQLiteCommitter:
         self._path = path
         self.queue: GroupCommitQueue[Apply] = GroupCommitQueue(
             self._commit, name="worldflow-sqlite-writer", max_batch=MAX_BATCH,
-            linger=LINGER, overlap=False,
+            linger=LINGER, overlap=False, lead=True,
             closed_message=(f"SQLite world {path} is closed; open it first "
                             f"(await world.open() or async with world)"))
 
