@@ -33,7 +33,7 @@ from worldflow.worlds.postgres.messages import (
 from worldflow.worlds.projection import plan_append
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from worldflow.core.records import NewRun
 
@@ -117,8 +117,9 @@ class RunLog(PostgresConnections):
             events=[EventRow(r.seq, r.event_type, r.correlation_id,
                              Raw(encode_event(r.event)), r.created_at) for r in records])
 
-        def after(_outcome: ApplyOutcome) -> None:
-            if plan.finishes:
+        after: Callable[[ApplyOutcome], None] | None = None
+        if plan.finishes:  # (only a run's end has something to announce)
+            def after(_outcome: ApplyOutcome) -> None:
                 self._signal_finished(run_id)
 
         queue = self._require_writer(run_id).queue

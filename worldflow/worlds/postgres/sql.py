@@ -250,6 +250,8 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 # which says why: a fence that does not hold returns no row; a row or event already there
 # (a write sent again, another process's step) is a unique violation, which fails the
 # whole statement (cheaper than ON CONFLICT's speculative insertion on every step).
+# It says whether it wrote by its command tag alone (STEP_APPENDED: the step row
+# inserted), without a RETURNING row.
 # Parameters (writer.step_append_args): $1 step id, $2 run id, $3 correlation id,
 # $4 step name, $5 input, $6 output, $7 started at, $8 completed at, $9 step_started's
 # seq, $10 and $11 the two events' payloads.
@@ -272,8 +274,10 @@ INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, stat
                             attempt, input, output, started_at, completed_at)
 SELECT $1, $2, $3, $4, 'completed', 1, $5::json, $6::json, $7, $8
  WHERE {fence}
-RETURNING 1
 """
+#: the command tag of a step append that wrote (no RETURNING: its row and the client's
+#: decoding of it cost more than reading the tag)
+STEP_APPENDED = "INSERT 0 1"
 STEP_APPEND = _APPEND.format(events=_STEP_EVENTS,
                              fence=_FENCE.format(run="$2", seq="$9", before=1), started="")
 # The same with the run's start before the step (the run's first step): $12 the

@@ -75,6 +75,7 @@ from worldflow.worlds.postgres.sql import (
     RUN_END_AFTER_STEP,
     STEP_APPEND,
     STEP_APPEND_OPENING,
+    STEP_APPENDED,
 )
 from worldflow.worlds.projection import (
     HookCreated,
@@ -228,7 +229,7 @@ class PostgresCommitter:
         """Send a step's append as sql.STEP_APPEND; False: it wrote nothing (the case is
         not the plain one, or the statement failed), and worldflow_apply must take it."""
         self.step_appends += 1
-        if await _lone_statement(conn, *statement):
+        if await _lone_statement(conn, *statement, tag=STEP_APPENDED):
             return True
         self.step_append_fallbacks += 1
         return False
@@ -268,12 +269,15 @@ class PostgresCommitter:
 
 
 async def _lone_statement(conn: asyncpg.Connection, query: str,
-                          args: tuple[object, ...]) -> bool:
+                          args: tuple[object, ...], *, tag: str | None = None) -> bool:
     """Run one of the plain statements of a lone write; False: it wrote nothing, either
     by its own checks or because the server refused it (e.g. a unique violation: another
     process wrote first), and worldflow_apply must take the write and say what happened.
+    It wrote if it returned a true value, or (`tag`) if its command tag is `tag`.
     A broken connection is raised, for the writer to reconnect and send again."""
     try:
+        if tag is not None:
+            return bool(await conn.execute(query, *args) == tag)
         return bool(await conn.fetchval(query, *args))
     except CONNECTION_ERRORS:
         raise
@@ -287,6 +291,8 @@ def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:
     when that one continues it exactly (a step's completion then follows its start, so
     that the step is one row inserted completed); and for each given write, the index of
     the sent write that carries it (its outcome)."""
+    if len(writes) == 1:  # (a run alone: nothing to merge)
+        return writes, [0]
     out: list[Write] = []
     sent_as: list[int] = []
     last_of_run: dict[str, int] = {}  # run id -> index in `out` of its latest append
