@@ -281,7 +281,10 @@ def world_machine(kind: str, postgres_url: str | None) -> type[RuleBasedStateMac
                 assert [e.seq for e in events] == list(range(m.seq))
                 steps = self.run_async(self.world.list_steps(run_id))
                 assert len(steps) == m.steps_completed
-                assert all(s.status == "completed" for s in steps)
+                assert all(s.status == "completed" and s.started_at and s.completed_at
+                           for s in steps)
+                assert (run.steps_total, run.steps_completed, run.steps_running) == (
+                    m.steps_completed, m.steps_completed, 0)
                 hooks = self.run_async(self.world.list_hooks(run_id))
                 want = "disposed" if m.status == "completed" else "active"
                 assert sorted(h.token for h in hooks) == sorted(m.hooks)
