@@ -57,10 +57,12 @@ async def test_queue_rate_limit_bounds_starts_per_window(world: Any) -> None:
     times = sorted(starts[key])
     assert len(times) == 9
     # any 4 consecutive starts span at least the period (the limit counts grants; a body
-    # starts a commit and a scheduling delay after its grant)
+    # starts a commit and a scheduling delay after its grant, which on a busy machine
+    # differ from one body to the next by tens of milliseconds; without the limit all 9
+    # would start within a few)
     for i in range(len(times) - 3):
-        assert times[i + 3] - times[i] >= 0.3 - 0.05
-    assert times[-1] - times[0] >= 0.6 - 0.05
+        assert times[i + 3] - times[i] >= 0.3 - 0.1
+    assert times[-1] - times[0] >= 0.6 - 0.1
 
 
 @step(name="q_run_body")
