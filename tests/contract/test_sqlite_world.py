@@ -181,6 +181,34 @@ async def test_queued_writes_are_committed_by_close(tmp_path: Path) -> None:
         await reopened.close()
 
 
+async def test_a_close_as_the_watcher_connects_leaves_no_connection_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The world closes while its run-end watcher is opening its connection (someone
+    began waiting for a run just before): that connection is closed once open, not left
+    to the collector with its thread (Python 3.13 warns of each such connection)."""
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    world = SQLiteWorld(str(tmp_path / "wf.db"))
+    await world.open()
+    at_open = len(opened)
+    assert world._watcher is not None
+    world._watcher.wake()
+    await asyncio.sleep(0)  # the watcher's task starts opening its connection
+    await world.close()
+    await asyncio.sleep(0.2)  # (a connection left behind would have opened by now)
+    assert len(opened) > at_open  # the watcher did open one
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.total_changes  # noqa: B018 (raises on a closed connection)
+
+
 async def test_runs_survive_a_restart(tmp_path: Path) -> None:
     path = str(tmp_path / "nested" / "dir" / "wf.db")  # parent folders are created
     first = SQLiteWorld(path)

@@ -70,7 +70,7 @@ class FinishWatcher:
                 await task
 
     async def _run(self) -> None:
-        conn = await aiosqlite.connect(self._path, isolation_level=None)
+        conn = await _connect(self._path)
         try:
             await in_thread(conn, _setup)
             last_version: int | None = None
@@ -97,6 +97,19 @@ class FinishWatcher:
         finally:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await asyncio.shield(conn.close())
+
+
+async def _connect(path: str) -> aiosqlite.Connection:
+    """A connection to `path`; if the caller is cancelled while it opens (the world
+    closing as the watcher starts), it is closed once open, not left to the collector
+    with its thread."""
+    opening = asyncio.ensure_future(aiosqlite.connect(path, isolation_level=None))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await opening).close()
+        raise
 
 
 def _setup(conn: sqlite3.Connection) -> None:
