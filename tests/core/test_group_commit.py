@@ -256,6 +256,17 @@ async def started(queue: GroupCommitQueue[str]) -> None:
     await asyncio.sleep(0)  # the writer task waits for work
 
 
+async def one_alone_one_queued(queue: GroupCommitQueue[str]
+                               ) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
+    """A write "alone" whose commit (in its own task) is under way, and a write
+    "queued" behind it."""
+    alone = asyncio.ensure_future(queue.write("alone"))
+    await asyncio.sleep(0.005)
+    queued = asyncio.ensure_future(queue.write("queued"))
+    await asyncio.sleep(0)
+    return alone, queued
+
+
 async def test_a_lone_write_at_low_load_is_committed_in_its_callers_task() -> None:
     recorder = TaskRecorder()
     queue = make_queue(recorder, lead=True)
@@ -327,10 +338,7 @@ async def test_close_waits_for_a_lone_commit_then_commits_what_was_queued() -> N
     recorder = TaskRecorder(delay=0.02)
     queue = make_queue(recorder, lead=True, close_timeout=5.0)
     await started(queue)
-    alone = asyncio.ensure_future(queue.write("alone"))
-    await asyncio.sleep(0.005)
-    queued = asyncio.ensure_future(queue.write("queued"))
-    await asyncio.sleep(0)
+    alone, queued = await one_alone_one_queued(queue)
     await asyncio.wait_for(queue.close(), 2)
     assert (await alone, await queued) == ("ALONE", "QUEUED")
     assert recorder.batches == [["alone"], ["queued"]]
@@ -341,10 +349,7 @@ async def test_a_caller_cancelled_during_its_lone_commit_leaves_the_queue_workin
     recorder = TaskRecorder(delay=0.05)
     queue = make_queue(recorder, lead=True)
     await started(queue)
-    alone = asyncio.ensure_future(queue.write("alone"))
-    await asyncio.sleep(0.005)
-    queued = asyncio.ensure_future(queue.write("queued"))
-    await asyncio.sleep(0)
+    alone, queued = await one_alone_one_queued(queue)
     alone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await alone
@@ -359,10 +364,7 @@ async def test_a_close_that_times_out_on_a_lone_commit_fails_it_without_a_hang()
     recorder = TaskRecorder(delay=30)
     queue = make_queue(recorder, lead=True, close_timeout=0.1)
     await started(queue)
-    alone = asyncio.ensure_future(queue.write("slow"))
-    await asyncio.sleep(0.01)
-    queued = asyncio.ensure_future(queue.write("queued"))
-    await asyncio.sleep(0)
+    alone, queued = await one_alone_one_queued(queue)
     t0 = time.perf_counter()
     await queue.close()
     for pending in (alone, queued):

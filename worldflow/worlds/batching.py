@@ -206,9 +206,7 @@ class GroupCommitQueue(Generic[RequestT]):
         try:
             if not self._fenced_out(write):
                 result = await self._commit_safely([write])
-                if result.committed:
-                    self.commits += 1
-                    self.writes += 1
+                self._count(1, result)
                 self._resolve([(write, result.outcomes[0])])
         except asyncio.CancelledError:
             if not self._leader_abandoned or task is None:
@@ -350,10 +348,7 @@ class GroupCommitQueue(Generic[RequestT]):
             else:
                 result = await self._commit_safely(live)
             self._in_flight = []
-            self._last_batch = len(live)
-            if result.committed:
-                self.commits += 1
-                self.writes += len(live)
+            self._count(len(live), result)
             done = list(zip(live, result.outcomes, strict=True))
             # failures first, and at once: they fence the writes that follow them
             self._resolve([d for d in done if isinstance(d[1], Failed)])
@@ -366,6 +361,13 @@ class GroupCommitQueue(Generic[RequestT]):
                 split = self._split_point(ok)
                 self._resolve(ok[:split])
                 self._held = ok[split:]
+
+    def _count(self, writes: int, result: BatchResult) -> None:
+        """A batch of `writes` writes came back: the load it shows, and the totals."""
+        self._last_batch = writes
+        if result.committed:
+            self.commits += 1
+            self.writes += writes
 
     def _release_held(self) -> None:
         held, self._held = self._held, []
