@@ -301,6 +301,34 @@ async def test_step_projection_follows_retries_to_completion(storage: Any) -> No
     assert step.error is None and step.completed_at == done[0].created_at
 
 
+async def test_steps_started_and_completed_in_one_append_end_as_applied_one_by_one(
+        storage: Any) -> None:
+    """A step's start and completion in one append (a later attempt too, and parallel
+    steps whose completions follow both starts): each world writes them as one change
+    of the step, which must leave what the two one after the other leave."""
+    run_id = await create(storage)
+    log = Log(storage, run_id)
+    first = await log.append(RunStarted(), StepStarted("c1", "fetch", 1, Raw(b"[5]")),
+                             StepRetrying("c1", "fetch", 1, error("flaky"), storage.now()))
+    await log.append(StepStarted("c1", "fetch", 2, Raw(b"[5]")),
+                     StepCompleted("c1", "fetch", 2, Raw(b"7")),
+                     StepStarted("c2", "fetch", 1, Raw(b"[1]")),
+                     StepStarted("c3", "fetch", 1, Raw(b"[2]")),
+                     StepCompleted("c3", "fetch", 1, Raw(b"30")),
+                     StepCompleted("c2", "fetch", 1, Raw(b"20")))
+    steps = {s.correlation_id: s for s in await storage.list_steps(run_id)}
+    assert {cid: (s.status, s.attempt, bytes(s.input or b""), bytes(s.output or b""),
+                  s.error) for cid, s in steps.items()} == {
+        "c1": (StepStatus.COMPLETED, 2, b"[5]", b"7", None),
+        "c2": (StepStatus.COMPLETED, 1, b"[1]", b"20", None),
+        "c3": (StepStatus.COMPLETED, 1, b"[2]", b"30", None)}
+    assert steps["c1"].started_at == first[1].created_at  # the first start, kept
+    assert all(s.completed_at is not None for s in steps.values())
+    run = await storage.get_run(run_id)
+    assert (run.steps_total, run.steps_completed, run.steps_failed, run.steps_running) == (
+        3, 3, 0, 0)
+
+
 async def test_step_projection_records_failure(storage: Any) -> None:
     run_id = await create(storage)
     log = Log(storage, run_id)

@@ -153,15 +153,19 @@ class MemoryWorld(MemoryQueue, BaseWorld):
                                         f"in use by run {hook.run_id}")
         log.extend(records)
         ops = plan.ops
-        i, n = 0, len(ops)
-        while i < n:
-            op = ops[i]
-            if (i + 1 < n and type(op) is projection.StepStarted
-                    and self._insert_completed(op, ops[i + 1])):
-                i += 2  # a step started and completed in one append: one new record
-                continue
-            self._apply(op)
-            i += 1
+        done_by = projection.step_completions(ops)  # as the SQL worlds pair them
+        with_start = set(done_by.values())
+        for i, op in enumerate(ops):
+            if i in with_start:
+                continue  # applied with its start
+            done = done_by.get(i)
+            if done is None:
+                self._apply(op)
+            else:  # a step started and completed in one append: one change of its record
+                assert type(op) is projection.StepStarted
+                completed = ops[done]
+                assert type(completed) is projection.StepCompleted
+                self._step_done(op, completed)
         if inbox_ids:
             ids = set(inbox_ids)
             inbox = [m for m in self._inbox.get(run_id, ()) if m.id not in ids]
@@ -226,23 +230,24 @@ class MemoryWorld(MemoryQueue, BaseWorld):
                 if hook is not None and hook.status == "active":
                     self._hooks[token] = _replace(hook, status="disposed", disposed_at=at)
 
-    def _insert_completed(self, started: projection.StepStarted,
-                          completed: ProjectionOp) -> bool:
-        """A new step's start followed by its completion: its record made completed at
-        once (as the SQL worlds insert one row); False if that is not the case."""
-        if (type(completed) is not projection.StepCompleted
-                or completed.step_id != started.step_id
-                or completed.attempt != started.attempt):
-            return False
+    def _step_done(self, started: projection.StepStarted,
+                   completed: projection.StepCompleted) -> None:
+        """A step's start and its completion in one append: its record made (or, for a
+        later attempt, changed to) completed at once, as the two applied one after the
+        other would leave it; its run's counters move once."""
         steps = self._steps[started.run_id]
-        if started.correlation_id in steps:
-            return False
-        steps[started.correlation_id] = StepRecord(
-            started.step_id, started.run_id, started.correlation_id, started.step_name,
-            StepStatus.COMPLETED, started.attempt, started.input, completed.output, None,
-            started.at, completed.at)
-        self._count_step(started.run_id, None, StepStatus.COMPLETED)
-        return True
+        old = steps.get(started.correlation_id)
+        if old is None:
+            steps[started.correlation_id] = StepRecord(
+                started.step_id, started.run_id, started.correlation_id, started.step_name,
+                StepStatus.COMPLETED, completed.attempt, started.input, completed.output,
+                None, started.at, completed.at)
+        else:
+            steps[started.correlation_id] = _replace(
+                old, status=StepStatus.COMPLETED, attempt=completed.attempt,
+                output=completed.output, error=None, completed_at=completed.at)
+        self._count_step(started.run_id, None if old is None else old.status,
+                         StepStatus.COMPLETED)
 
     def _update_step(self, step_id: str, **changes: Any) -> None:
         run_id, cid = step_id.rsplit(":", 1)
