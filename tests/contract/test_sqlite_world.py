@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import re
 import sqlite3
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -204,6 +205,46 @@ async def test_a_close_as_the_watcher_connects_leaves_no_connection_open(
     await world.close()
     await asyncio.sleep(0.2)  # (a connection left behind would have opened by now)
     assert len(opened) > at_open  # the watcher did open one
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.total_changes  # noqa: B018 (raises on a closed connection)
+
+
+async def test_an_open_cancelled_midway_leaves_no_connection_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """open() cancelled while it opens its writer's or a reader's connection (each in
+    turn): every connection it opened, or was opening, ends closed."""
+    opened: list[sqlite3.Connection] = []
+    calls, nth = 0, 0
+    loop = asyncio.get_running_loop()
+    nth_called = asyncio.Event()
+    connect = sqlite3.connect
+
+    def slow_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            loop.call_soon_threadsafe(nth_called.set)
+        time.sleep(0.05)  # (in aiosqlite's thread) long enough to be cancelled meanwhile
+        conn = connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    path = str(tmp_path / "wf.db")
+    async with SQLiteWorld(path):  # the file and its schema exist
+        pass
+    monkeypatch.setattr(sqlite3, "connect", slow_connect)
+    for nth in (1, 2, 3):  # the writer's connection, then each reader's
+        calls, before = 0, len(opened)
+        nth_called.clear()
+        world = SQLiteWorld(path)
+        opening = asyncio.ensure_future(world.open())
+        await nth_called.wait()
+        opening.cancel()  # while its nth connection opens
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        await asyncio.sleep(0.2)  # (a connection left opening is open by now)
+        assert len(opened) - before == nth
     for conn in opened:
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             conn.total_changes  # noqa: B018 (raises on a closed connection)

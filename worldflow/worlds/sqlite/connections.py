@@ -22,17 +22,18 @@ import sqlite3
 import urllib.request
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiosqlite
 import anyio
 
 from worldflow.core.world import BaseWorld
 from worldflow.errors import WorldError
 from worldflow.worlds.sqlite.schema import check_file, check_schema, migrate
 from worldflow.worlds.sqlite.watcher import FinishWatcher
-from worldflow.worlds.sqlite.writer import SQLiteCommitter, in_thread, world_error
+from worldflow.worlds.sqlite.writer import SQLiteCommitter, connect, in_thread, world_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import aiosqlite
 
     from worldflow.worlds.batching import GroupCommitQueue
 
@@ -117,8 +118,8 @@ class SQLiteConnections(BaseWorld):
         for uri in (base + "?mode=ro", base + "?mode=ro&immutable=1"):
             try:
                 for _ in range(self.read_connections):
-                    reader = await aiosqlite.connect(uri, uri=True, isolation_level=None,
-                                                     cached_statements=256)
+                    reader = await connect(uri, uri=True, isolation_level=None,
+                                           cached_statements=256)
                     self._readers.append(reader)
                     await in_thread(reader, _setup_read_only, self.path)
             except sqlite3.Error as exc:
@@ -143,7 +144,7 @@ class SQLiteConnections(BaseWorld):
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: transactions are begun and committed explicitly
-        return await aiosqlite.connect(self.path, isolation_level=None, cached_statements=256)
+        return await connect(self.path, isolation_level=None, cached_statements=256)
 
     def _setup_writer(self, conn: sqlite3.Connection) -> None:
         conn.execute(SET_BUSY_TIMEOUT)

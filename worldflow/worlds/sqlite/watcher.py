@@ -15,10 +15,9 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
-import aiosqlite
 import msgspec
 
-from worldflow.worlds.sqlite.writer import in_thread
+from worldflow.worlds.sqlite.writer import connect, in_thread
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,7 +69,7 @@ class FinishWatcher:
                 await task
 
     async def _run(self) -> None:
-        conn = await _connect(self._path)
+        conn = await connect(self._path, isolation_level=None)
         try:
             await in_thread(conn, _setup)
             last_version: int | None = None
@@ -97,19 +96,6 @@ class FinishWatcher:
         finally:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await asyncio.shield(conn.close())
-
-
-async def _connect(path: str) -> aiosqlite.Connection:
-    """A connection to `path`; if the caller is cancelled while it opens (the world
-    closing as the watcher starts), it is closed once open, not left to the collector
-    with its thread."""
-    opening = asyncio.ensure_future(aiosqlite.connect(path, isolation_level=None))
-    try:
-        return await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await (await opening).close()
-        raise
 
 
 def _setup(conn: sqlite3.Connection) -> None:

@@ -10,10 +10,14 @@ caller's error rolls back only that caller's changes and is raised only to that 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
+
+import aiosqlite
 
 from worldflow.errors import WorldError
 from worldflow.worlds.batching import (
@@ -27,10 +31,7 @@ from worldflow.worlds.batching import (
 )
 from worldflow.worlds.sqlite.log import merge_appends
 
-if TYPE_CHECKING:
-    import aiosqlite
-
-__all__ = ["SQLiteCommitter", "in_thread", "world_error"]
+__all__ = ["SQLiteCommitter", "connect", "in_thread", "world_error"]
 
 logger = logging.getLogger("worldflow.world.sqlite")
 
@@ -52,6 +53,19 @@ def world_error(path: str, exc: BaseException) -> WorldError:
         message += (" (the disk, or the database's max_page_count, is full: nothing of "
                     "this write was stored; free space and the waiting runs go on)")
     return WorldError(message)
+
+
+async def connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
+    """An aiosqlite connection to `database` (`kwargs` as for `aiosqlite.connect`). If
+    the caller is cancelled while it opens (the world closing, or its opening cancelled),
+    the connection is closed once open, not left to the collector with its thread."""
+    opening = asyncio.ensure_future(aiosqlite.connect(database, **kwargs))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await opening).close()
+        raise
 
 
 async def in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
