@@ -61,3 +61,50 @@ async def test_result_timeout_must_be_seconds(memory_world: Any) -> None:
 def test_wrong_options_are_named(make: Any, message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         make()
+
+
+@step(name="wa_says_int")
+async def says_int() -> int:
+    return "not a number"  # type: ignore[return-value]
+
+
+@workflow(name="wa_takes_step")
+async def takes_step() -> int:
+    return await says_int()
+
+
+@workflow(name="wa_returns_int")
+async def returns_int(value: Any) -> int:
+    return value  # type: ignore[no-any-return]
+
+
+@workflow(name="wa_child_says_int")
+async def child_says_int() -> int:
+    return await returns_int("nine")
+
+
+async def test_a_step_result_that_is_not_its_annotation_fails_the_run_naming_both(
+        memory_world: Any) -> None:
+    run = await start(takes_step, world=memory_world)
+    with pytest.raises(worldflow.RunFailedError,
+                       match=r"TypeError: step 'wa_says_int' returned a value that does not "
+                             r"match its return annotation \(int\)"):
+        await run.result(timeout=10)
+
+
+async def test_a_workflow_result_that_is_not_its_annotation_is_named_by_result(
+        memory_world: Any) -> None:
+    """The run completed (what it returned is stored as is); `result()`, which gives the
+    value as the workflow's return annotation says, names the run, the workflow and the
+    annotation. A child's result in its parent is decoded the same way."""
+    run = await start(returns_int, "seven", world=memory_world)
+    with pytest.raises(TypeError, match=rf"run {run.run_id}: workflow 'wa_returns_int' "
+                                        r"returned a value that does not match its return "
+                                        r"annotation \(int\)"):
+        await run.result(timeout=10)
+    assert (await run.status()) == "completed"
+    lax = await start(returns_int, "7", world=memory_world)  # as lax as the arguments
+    assert await lax.result(timeout=10) == 7
+    parent = await start(child_says_int, world=memory_world)
+    with pytest.raises(worldflow.RunFailedError, match="workflow 'wa_returns_int' returned"):
+        await parent.result(timeout=10)

@@ -95,9 +95,14 @@ class Run(Generic[T]):
             next_id = decode_value(run.output or msgspec.Raw(b"null"), str)
             run = await self.world.wait_run_finished(next_id, timeout)
         if run.status == RunStatus.COMPLETED:
+            output = run.output or msgspec.Raw(b"null")
             defn = get_workflow(run.workflow_name)
-            type_ = defn.codec.return_type if defn is not None else Any
-            return cast("T", decode_value(run.output or msgspec.Raw(b"null"), type_))
+            if defn is None:  # (not registered in this process: its plain JSON value)
+                return cast("T", decode_value(output))
+            try:
+                return cast("T", defn.codec.decode_result(output, "workflow"))
+            except TypeError as exc:
+                raise TypeError(f"run {run.run_id}: {exc}") from None
         if run.status == RunStatus.CANCELLED:
             raise RunCancelledError(f"run {self.run_id} was cancelled")
         raise run_error_of(run)

@@ -236,7 +236,7 @@ class WorkflowInstance:
                 call = self.expect(cid, StepCall, name)
                 if not call.future.done():
                     try:
-                        call.future.set_result(call.step.codec.decode_result(output))
+                        call.future.set_result(call.step.codec.decode_result(output, "step"))
                     except Exception as exc:
                         call.future.set_exception(exc)
             case StepFailed(correlation_id=cid, step_name=name, attempt=attempt, error=error):
@@ -262,7 +262,8 @@ class WorkflowInstance:
                 if not child.future.done():
                     if status == "completed":
                         try:
-                            child.future.set_result(child.defn.codec.decode_result(output))
+                            child.future.set_result(child.defn.codec.decode_result(
+                                output, "workflow"))
                         except Exception as exc:
                             child.future.set_exception(exc)
                     else:

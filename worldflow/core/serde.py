@@ -133,8 +133,16 @@ class ArgsCodec:
                     kwargs[key] = self._convert(value, self._hints[key])
         return args, kwargs
 
-    def decode_result(self, raw: Raw | bytes) -> Any:
-        return decode_value(raw, self.return_type)
+    def decode_result(self, raw: Raw | bytes, kind: str) -> Any:
+        """The stored result of `kind` ("step", "workflow") `self.name`, as its return
+        annotation says; TypeError, naming both, if it is not of that type."""
+        try:
+            return decode_value(raw, self.return_type)
+        except msgspec.ValidationError as exc:
+            type_ = self.return_type
+            shown = type_.__name__ if isinstance(type_, type) else str(type_)
+            raise TypeError(f"{kind} {self.name!r} returned a value that does not match "
+                            f"its return annotation ({shown}): {exc}") from None
 
     @staticmethod
     def _convert(value: Any, type_: Any) -> Any:
