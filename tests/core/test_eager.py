@@ -1,10 +1,12 @@
 """Step attempts start eagerly (worldflow.core.eager): the coroutine runs at once, up to
-its first suspension, as a task of its own. These tests hold `start_eager` to what a
-task made by `create_task` guarantees (its own current task and context, cancellation
-where it waits, timeouts and cancel scopes that belong to it), and the engine to what an
-eager attempt changes: a step that never suspends still runs as its own task, in a
-context of its own, and a failure of the task around an attempt (not of the attempt)
-stops the actor, whose run is replayed, instead of the engine.
+its first suspension, as a task of its own; one that cannot suspend runs to its end
+without a task. These tests hold `start_eager` to what a task made by `create_task`
+guarantees (its own current task and context, cancellation where it waits, timeouts and
+cancel scopes that belong to it), `never_suspends` and `run_at_once` to what they
+promise, and the engine to what an eager attempt changes: each attempt runs in a context
+of its own, a step without a task of its own still holds to the step concurrency and
+retries, and a failure of the task around an attempt (not of the attempt) stops the
+actor, whose run is replayed, instead of the engine.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import functools
 import uuid
 from typing import Any
 
@@ -19,7 +22,7 @@ import anyio
 import pytest
 
 from worldflow import Queue, RunStatus, start, step, workflow
-from worldflow.core.eager import start_eager
+from worldflow.core.eager import never_suspends, run_at_once, start_eager
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("test_eager_var", default="unset")
 
@@ -150,12 +153,103 @@ async def test_a_task_group_opened_before_suspending() -> None:
     assert await start_eager(body(), name="group") == [0, 1, 2]
 
 
+# -- never_suspends, run_at_once --------------------------------------------------------
+async def _returns() -> int:
+    return 1
+
+
+async def _awaits() -> int:
+    await asyncio.sleep(0)
+    return 1
+
+
+async def _iterates(items: Any) -> list[Any]:
+    return [item async for item in items]
+
+
+async def _loops(items: Any) -> int:
+    async for _ in items:
+        pass
+    return 1
+
+
+async def _enters(manager: Any) -> int:
+    async with manager:
+        return 1
+
+
+async def _uses_a_generator(n: int) -> int:
+    return sum(i for i in range(n))  # (a generator of its own: not this frame's yield)
+
+
+async def _async_generator() -> Any:
+    yield 1
+
+
+def _plain() -> int:
+    return 1
+
+
+class _Callable:
+    async def __call__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(("fn", "expected"), [
+    (_returns, True), (_uses_a_generator, True),
+    (_awaits, False), (_iterates, False), (_loops, False), (_enters, False),
+    (_async_generator, False), (_plain, False), (_Callable(), False),
+    (functools.partial(_returns), False),
+])
+def test_never_suspends_only_for_an_async_def_without_suspension_points(
+        fn: Any, expected: bool) -> None:
+    assert never_suspends(fn) is expected
+
+
+async def test_run_at_once_runs_to_the_end_in_a_copy_of_the_context() -> None:
+    token = var.set("outside")
+    seen: list[str] = []
+
+    async def body() -> int:
+        seen.append(var.get())
+        var.set("inside")
+        return 7
+
+    try:
+        assert run_at_once(body(), name="at once") is None
+        assert seen == ["outside"]  # ran before run_at_once returned, seeing the caller's
+        assert var.get() == "outside"  # and what it set stayed in its own copy
+    finally:
+        var.reset(token)
+
+
+async def test_run_at_once_raises_what_the_coroutine_raises() -> None:
+    async def body() -> int:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        run_at_once(body(), name="at once")
+
+
+async def test_run_at_once_of_a_coroutine_that_suspends_goes_on_as_a_task() -> None:
+    async def body() -> str:
+        var.set("before")
+        await asyncio.sleep(0.01)
+        return var.get()  # the same context after its first suspension
+
+    task = run_at_once(body(), name="went on")
+    assert task is not None and task.get_name() == "went on"
+    assert await task == "before"
+    assert var.get() == "unset"
+
+
 # -- in the engine -----------------------------------------------------------------------
 ran: collections.Counter[str] = collections.Counter()
 
 
 @step(name="eager_whoami")
 async def whoami(tag: str) -> str:
+    await asyncio.sleep(0)  # (a step that can suspend)
     task = asyncio.current_task()
     assert task is not None
     previous = var.get()
@@ -163,17 +257,26 @@ async def whoami(tag: str) -> str:
     return f"{task.get_name()}|{previous}"
 
 
+@step(name="eager_computes")
+async def computes(tag: str) -> str:
+    previous = var.get()
+    var.set(tag)
+    return previous
+
+
 @workflow(name="eager_two_steps")
 async def two_steps() -> list[str]:
-    return [await whoami("a"), await whoami("b")]
+    return [await whoami("a"), await computes("b"), await whoami("c"), await computes("d")]
 
 
-async def test_a_step_that_never_suspends_runs_as_its_own_task(local_world: Any) -> None:
+async def test_each_attempt_runs_in_its_own_context(local_world: Any) -> None:
+    """A step that can suspend runs as a task named for its step; one that cannot (no
+    await in it) runs to its end in the actor's turn, without a task of its own. Either
+    way each attempt has its own copy of the actor's context: a context variable one
+    step sets is not seen by the next."""
     run = await start(two_steps, world=local_world)
-    # each attempt is a task named for its step, and a context variable one step sets
-    # is not seen by the next (each runs in its own copy of the actor's context)
-    assert await run.result(timeout=10) == ["step eager_whoami|unset",
-                                            "step eager_whoami|unset"]
+    assert await run.result(timeout=10) == ["step eager_whoami|unset", "unset",
+                                            "step eager_whoami|unset", "unset"]
 
 
 eager_queue = Queue("eager_test_queue", concurrency=2)
@@ -214,3 +317,66 @@ async def test_a_world_failure_around_an_attempt_replays_the_run(
     assert ran[key] == 1
     assert (await run.status()) is RunStatus.COMPLETED
     assert not local_world.engine._root.done()
+
+
+@step(name="eager_fails_at_once", max_retries=2, backoff=0.01)
+async def fails_at_once(key: str) -> str:
+    ran[key] += 1
+    raise RuntimeError(f"attempt {ran[key]} failed")
+
+
+@workflow(name="eager_fails_wf")
+async def fails_wf(key: str) -> str:
+    return await fails_at_once(key)
+
+
+async def test_a_step_without_a_task_is_retried_as_any_step(local_world: Any) -> None:
+    key = uuid.uuid4().hex
+    run = await start(fails_wf, key, world=local_world)
+    with pytest.raises(Exception, match="attempt 3 failed"):
+        await run.result(timeout=10)
+    assert ran[key] == 3  # the first attempt and two retries, each once
+    steps = await local_world.list_steps(run.run_id)
+    assert [(s.status, s.attempt) for s in steps] == [("failed", 3)]
+
+
+order: list[str] = []
+release_slow = asyncio.Event()
+
+
+@step(name="eager_slow")
+async def slow(key: str) -> str:
+    order.append(f"slow {key} begins")
+    await release_slow.wait()
+    order.append(f"slow {key} ends")
+    return "slow"
+
+
+@step(name="eager_fast")
+async def fast(key: str) -> str:
+    order.append(f"fast {key}")
+    return "fast"
+
+
+@workflow(name="eager_slow_and_fast")
+async def slow_and_fast(key: str) -> list[str]:
+    import worldflow
+
+    return await worldflow.gather(slow(key), fast(key))
+
+
+async def test_a_step_without_a_task_waits_for_a_step_slot(tmp_path: Any) -> None:
+    """With every step slot taken (one slot, held by a step waiting on an event), a
+    step that never suspends is not run at once beside it: it waits for the slot."""
+    from worldflow import create_world
+
+    release_slow.clear()
+    order.clear()
+    async with create_world("memory", queue_concurrency=1) as world:
+        run = await start(slow_and_fast, "k", world=world)
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        assert order == ["slow k begins"]  # the fast step waits for the one slot
+        release_slow.set()
+        assert await run.result(timeout=10) == ["slow", "fast"]
+        assert order == ["slow k begins", "slow k ends", "fast k"]

@@ -12,12 +12,12 @@ import msgspec
 
 from worldflow.core import telemetry
 from worldflow.core.actor_state import ActorState
-from worldflow.core.eager import start_eager
+from worldflow.core.eager import run_at_once, start_eager
 from worldflow.core.events import EventRecord, StepFailed, StepRetrying, StepStarted
 from worldflow.core.mailbox import RetryDue, StepFinished, StepTaskFailed
 from worldflow.core.queues import get_queue, hold_slot
 from worldflow.core.records import step_id_for
-from worldflow.core.steps import base_exception_info, error_info
+from worldflow.core.steps import base_exception_info, error_info, run_step_attempt
 
 if TYPE_CHECKING:
     from worldflow.core.instance import StepCall
@@ -38,7 +38,20 @@ class StepAttempts(ActorState):
     def _spawn_step(self, call: StepCall, attempt: int, started_at: dt.datetime) -> None:
         """Start the attempt as a task of this actor (which cancels and awaits it when it
         stops), eagerly: an attempt that does not suspend has posted its outcome when
-        this returns, and the actor takes it up without sleeping (see core.eager)."""
+        this returns, and the actor takes it up without sleeping (see core.eager). An
+        attempt that cannot suspend (a step body without await, run by this process
+        without a timeout, queue or span, a step slot free) needs no task: it runs to
+        its end here."""
+        step = call.step
+        engine = self.engine
+        if (step.never_suspends and step.timeout is None and step.queue is None
+                and self._span is None and engine.step_runner is run_step_attempt
+                and not engine.step_slots.locked()):
+            task = run_at_once(self._run_step(call, attempt, started_at),
+                               name=f"step {step.name}")
+            if task is not None:  # (it suspended after all: it goes on as a task)
+                self._steps[call.cid] = task
+            return
         self._steps[call.cid] = start_eager(self._run_step(call, attempt, started_at),
                                             name=f"step {call.step.name}")
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from worldflow.core.durations import parse_duration
+from worldflow.core.eager import never_suspends
 from worldflow.core.instance import current_instance
 from worldflow.core.queues import get_queue
 from worldflow.core.registry import Backoff, StepDef, WorkflowDef, register
@@ -101,7 +102,8 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
         step_name = name or func.__name__
         is_async = inspect.iscoroutinefunction(func)
         defn = StepDef(step_name, func, ArgsCodec(func, step_name), is_async, max_retries,
-                       policy, timeout_s, retry_types, no_retry_types, queue_name)
+                       policy, timeout_s, retry_types, no_retry_types, queue_name,
+                       never_suspends=never_suspends(func))
         register(defn)
         if is_async:
             @functools.wraps(func)

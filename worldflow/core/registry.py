@@ -39,6 +39,10 @@ class StepDef:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     no_retry_on: tuple[type[BaseException], ...] = ()
     queue: str | None = None
+    #: an `async def` with no point where it could suspend (no await, async for or
+    #: async with): its attempt runs to the end without an event loop turn, so it needs
+    #: no task of its own (core.eager.never_suspends)
+    never_suspends: bool = False
 
 
 @dataclasses.dataclass(slots=True)
