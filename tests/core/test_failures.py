@@ -7,6 +7,7 @@ Runs on the memory and sqlite worlds, with a real engine in this process.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import uuid
 from typing import Any
@@ -106,6 +107,42 @@ async def test_step_base_exception_reaches_the_workflow_as_a_fatal_error(
     assert result["type"] == "SystemExit" and result["step"] == "f_base_exc"
     assert "SystemExit(3)" in result["message"]
     assert ran[key] == 1
+
+
+@step(name="f_cancelled_at_once", max_retries=3)
+async def cancelled_at_once(key: str) -> str:
+    ran[key] += 1
+    raise asyncio.CancelledError  # (a step that cannot suspend: it runs without a task)
+
+
+@step(name="f_cancelled_later", max_retries=3)
+async def cancelled_later(key: str) -> str:
+    ran[key] += 1
+    await asyncio.sleep(0)
+    raise asyncio.CancelledError  # (as a library's let out would be)
+
+
+@workflow(name="f_cancelled_wf")
+async def cancelled_step_wf(key: str, later: bool) -> str:
+    return await (cancelled_later(key) if later else cancelled_at_once(key))
+
+
+@pytest.mark.parametrize("later", [False, True])
+async def test_a_step_raising_cancelled_error_uncancelled_fails_the_run(
+        local_world: Any, later: bool) -> None:
+    """A CancelledError from the step's own code, the attempt not cancelled: the run
+    fails, naming the step (it used to wait forever for an outcome never posted)."""
+    key = uuid.uuid4().hex
+    run = await start(cancelled_step_wf, key, later, world=local_world)
+    with pytest.raises(RunFailedError) as info:
+        await run.result(timeout=10)
+    name = "f_cancelled_later" if later else "f_cancelled_at_once"
+    assert info.value.error_type == "CancelledError"
+    assert f"step {name!r} raised CancelledError without being cancelled" in info.value.message
+    assert ran[key] == 1  # not retried
+    (only,) = await run.steps()
+    assert only.status == "failed"
+    await assert_world_still_works(local_world)
 
 
 @workflow(name="f_wf_base_exc")

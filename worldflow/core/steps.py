@@ -139,8 +139,17 @@ async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
         except TypeError as exc:
             return StepFailed(cid, step.name, attempt, error_info(exc, fatal=True))
         return StepCompleted(cid, step.name, attempt, output)
-    except asyncio.CancelledError:
-        raise
+    except asyncio.CancelledError as exc:
+        if _being_cancelled():
+            raise  # the attempt is cancelled (its run's cancel, its actor stopping)
+        # raised by the step's own code, the attempt not cancelled (e.g. a library's
+        # CancelledError let out): the attempt fails, rather than end with no outcome
+        if telemetry.active:
+            telemetry.record_exception(exc)
+        return StepFailed(cid, step.name, attempt, ErrorInfo(
+            "CancelledError", f"step {step.name!r} raised CancelledError without being "
+            f"cancelled: the attempt failed (a CancelledError is not retried)",
+            _traceback_text(exc), True))
     except FatalError as exc:
         if telemetry.active:
             telemetry.record_exception(exc)
@@ -172,6 +181,13 @@ async def run_step_attempt(step: StepDef, cid: str, attempt: int, input: Raw,
             exc, f"step {step.name!r}", fatal=True))
     finally:
         step_context.reset(token)
+
+
+def _being_cancelled() -> bool:
+    """The current task has been asked to stop (a function of its own, so that the
+    attempt's frame, which a CancelledError's traceback keeps, holds no task)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 async def _call(step: StepDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
