@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextvars
 import functools
+import inspect
 import uuid
 from typing import Any
 
@@ -190,16 +191,29 @@ def _plain() -> int:
     return 1
 
 
+def _returns_a_coroutine_too() -> Any:
+    return _awaits()
+
+
 class _Callable:
     async def __call__(self) -> int:
         return 1
+
+
+def _returns_a_coroutine() -> Any:
+    return _awaits()  # (a plain function whose coroutine suspends)
+
+
+_MARKED: list[Any] = []
+if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+: a plain function marked
+    _MARKED.append((inspect.markcoroutinefunction(_returns_a_coroutine_too), False))
 
 
 @pytest.mark.parametrize(("fn", "expected"), [
     (_returns, True), (_uses_a_generator, True),
     (_awaits, False), (_iterates, False), (_loops, False), (_enters, False),
     (_async_generator, False), (_plain, False), (_Callable(), False),
-    (functools.partial(_returns), False),
+    (functools.partial(_returns), False), (_returns_a_coroutine, False), *_MARKED,
 ])
 def test_never_suspends_only_for_an_async_def_without_suspension_points(
         fn: Any, expected: bool) -> None:

@@ -45,8 +45,8 @@ _SUSPENDING = frozenset(dis.opmap[name] for name in (
 def never_suspends(fn: Callable[..., Any]) -> bool:
     """`fn` is a plain `async def` function whose body has no point where it could
     suspend: called, its coroutine runs to its end at its first `send`."""
-    if type(fn) is not types.FunctionType or not inspect.iscoroutinefunction(fn):
-        return False
+    if type(fn) is not types.FunctionType or not fn.__code__.co_flags & inspect.CO_COROUTINE:
+        return False  # (not an `async def` of its own, e.g. a function marked as one)
     return not any(ins.opcode in _SUSPENDING for ins in dis.get_instructions(fn.__code__))
 
 
