@@ -1,5 +1,6 @@
-"""Step attempts of a run's actor: each runs as a task of the engine and posts its
-outcome to the mailbox; a failed attempt that will be retried waits on a timer."""
+"""Step attempts of a run's actor: each runs as a task of the actor (or, if its body
+cannot suspend, to its end in the actor's turn) and posts its outcome to the mailbox; a
+failed attempt that will be retried waits on a timer."""
 
 from __future__ import annotations
 
