@@ -355,13 +355,13 @@ async def test_a_step_without_a_task_is_retried_as_any_step(local_world: Any) ->
 
 
 order: list[str] = []
-release_slow = asyncio.Event()
+release: dict[str, asyncio.Event] = {}  # by key, made by the test on its own loop
 
 
 @step(name="eager_slow")
 async def slow(key: str) -> str:
     order.append(f"slow {key} begins")
-    await release_slow.wait()
+    await release[key].wait()
     order.append(f"slow {key} ends")
     return "slow"
 
@@ -384,13 +384,13 @@ async def test_a_step_without_a_task_waits_for_a_step_slot(tmp_path: Any) -> Non
     step that never suspends is not run at once beside it: it waits for the slot."""
     from worldflow import create_world
 
-    release_slow.clear()
     order.clear()
+    release["k"] = asyncio.Event()
     async with create_world("memory", queue_concurrency=1) as world:
         run = await start(slow_and_fast, "k", world=world)
         for _ in range(50):
             await asyncio.sleep(0.01)
         assert order == ["slow k begins"]  # the fast step waits for the one slot
-        release_slow.set()
+        release["k"].set()
         assert await run.result(timeout=10) == ["slow", "fast"]
         assert order == ["slow k begins", "slow k ends", "fast k"]
