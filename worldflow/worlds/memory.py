@@ -152,19 +152,13 @@ class MemoryWorld(MemoryQueue, BaseWorld):
                 raise HookConflictError(f"hook token {token!r} is already "
                                         f"in use by run {hook.run_id}")
         log.extend(records)
-        ops = plan.ops
-        done_by = projection.step_completions(ops)  # as the SQL worlds pair them
-        with_start = set(done_by.values())
-        for i, op in enumerate(ops):
-            if i in with_start:
-                continue  # applied with its start
-            done = done_by.get(i)
-            if done is None:
+        # (a step started and completed in one append: one change of its record, as the
+        # SQL worlds write one row)
+        for op, completed in projection.with_completions(plan.ops):
+            if completed is None:
                 self._apply(op)
-            else:  # a step started and completed in one append: one change of its record
+            else:
                 assert type(op) is projection.StepStarted
-                completed = ops[done]
-                assert type(completed) is projection.StepCompleted
                 self._step_done(op, completed)
         if inbox_ids:
             ids = set(inbox_ids)

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import Raw
@@ -30,6 +31,9 @@ from worldflow.core import events as ev
 from worldflow.core.events import ErrorInfo, EventRecord
 from worldflow.core.records import step_id_for
 from worldflow.errors import LeaseLostError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "AppendPlan",
@@ -48,6 +52,7 @@ __all__ = [
     "project",
     "step_completions",
     "step_count_changes",
+    "with_completions",
 ]
 
 
@@ -206,6 +211,25 @@ def step_completions(ops: list[ProjectionOp]) -> dict[int, int]:
         elif isinstance(op, StepStarted | StepRetrying | StepFailed):
             last[op.step_id] = j
     return pairs
+
+
+def with_completions(ops: list[ProjectionOp]
+                     ) -> Iterator[tuple[ProjectionOp, StepCompleted | None]]:
+    """`ops` in order, each with None, except that a step start paired with its
+    completion (`step_completions`) comes with that completion, which is not given on
+    its own: what a world applies as one change of the step's record."""
+    done_by = step_completions(ops)
+    with_start = set(done_by.values())
+    for i, op in enumerate(ops):
+        if i in with_start:
+            continue  # given with its start
+        done = done_by.get(i)
+        if done is None:
+            yield op, None
+        else:
+            completed = ops[done]
+            assert type(op) is StepStarted and type(completed) is StepCompleted
+            yield op, completed
 
 
 def completions_after_starts(ops: list[ProjectionOp]) -> list[ProjectionOp]:

@@ -145,17 +145,9 @@ def append_events(conn: sqlite3.Connection, run_id: str, records: list[EventReco
             for rec in records])
     except sqlite3.IntegrityError as exc:  # UNIQUE (run, seq): the same fence, enforced
         raise LeaseLostError(f"run {run_id}: event seq already recorded") from exc
-    ops = plan.ops
-    done_by = projection.step_completions(ops)
-    with_start = set(done_by.values())
-    for i, op in enumerate(ops):
-        if i in with_start:
-            continue  # written with its start
-        done = done_by.get(i)
-        if done is not None:
-            completed = ops[done]
+    for op, completed in projection.with_completions(plan.ops):
+        if completed is not None:  # one row inserted completed
             assert type(op) is projection.StepStarted
-            assert type(completed) is projection.StepCompleted
             conn.execute(STEP_DONE, (
                 op.step_id, op.run_id, op.correlation_id, op.step_name, completed.attempt,
                 encode_json(op.input), encode_json(completed.output),
