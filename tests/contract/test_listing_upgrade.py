@@ -23,6 +23,25 @@ OLD_STEPS = (("c1", "completed"), ("c2", "completed"), ("c3", "failed"), ("c4", 
 AT = "2026-01-01T00:00:00.000000+00:00"
 
 
+#: the step events of each status
+_EVENTS_OF = {"completed": ("step_started", "step_completed"),
+              "failed": ("step_started", "step_failed"), "running": ("step_started",),
+              "pending": ("step_started", "step_retrying")}
+
+
+def _step_events(steps: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    return [(type_, cid) for cid, status in steps for type_ in _EVENTS_OF[status]]
+
+
+def _step_payload(event_type: str, cid: str) -> str:
+    extra = {"step_completed": ',"output":1',
+             "step_failed": ',"error":{"type":"E","message":"no"}',
+             "step_retrying": ',"error":{"type":"E","message":"no"},'
+                              '"retry_at":"2026-01-01T00:00:01Z"'}.get(event_type, "")
+    return (f'{{"type":"{event_type}","correlation_id":"{cid}","step_name":"s",'
+            f'"attempt":1{extra}}}')
+
+
 async def check_upgraded(world: Any) -> None:
     old = await world.get_run("old")
     assert (old.steps_total, old.steps_completed, old.steps_failed,
@@ -115,6 +134,16 @@ async def test_a_version_3_postgres_database_is_upgraded_with_counts(
                         "INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, "
                         "step_name, status, attempt) VALUES ($1, 'old', $2, 's', $3, 1)",
                         f"old:{cid}", cid, status)
+                # and the events they were made from (from version 7, the steps are read
+                # from them)
+                seq = 1
+                for event_type in _step_events(OLD_STEPS):
+                    type_, cid = event_type
+                    await conn.execute(
+                        "INSERT INTO workflow_events (workflow_run_id, seq, event_type, "
+                        "correlation_id, payload, created_at) VALUES ('old', $1, $2, $3, "
+                        "$4::json, '2026-01-01')", seq, type_, cid, _step_payload(type_, cid))
+                    seq += 1
         finally:
             await conn.close()
         world = create_world("postgres", connection_string=url, job_prefix="up")

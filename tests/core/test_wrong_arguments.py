@@ -55,6 +55,8 @@ async def test_result_timeout_must_be_seconds(memory_world: Any) -> None:
     (lambda: step(backoff=("1s", 0.5, "1m")), "backoff factor"),
     (lambda: step(retry_on=[42]), "retry_on"),
     (lambda: step(name=""), "name"),
+    (lambda: step(name="a\x00b"), "NUL character"),
+    (lambda: workflow(name="a\x00b"), "NUL character"),
     (lambda: workflow(timeout="forever"), "workflow timeout"),
     (lambda: Queue("q-bad", concurrency=0), "concurrency"),
 ])

@@ -52,7 +52,8 @@ async def test_setup_is_idempotent_and_reports_the_version(own_db: str) -> None:
     conn = await asyncpg.connect(postgres_url)
     try:
         tables = {r[0] for r in await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public'")}
         versions = await conn.fetch("SELECT version FROM worldflow_schema_version")
     finally:
         await conn.close()
@@ -483,11 +484,11 @@ async def test_a_batch_aborted_by_a_deadlock_is_sent_again(postgres_url: str) ->
         assert flaky.calls >= 2
 
 
-async def test_a_step_started_and_completed_in_one_append_is_one_row_insert(
+async def test_a_step_started_and_completed_in_one_append_reads_as_one_row(
         own_db: str) -> None:
-    """The usual live path writes a step's start and completion in one append: its row
-    is inserted completed (no update), with both times, and the run's counters agree.
-    A step that already has a row (an attempt before a crash) is updated instead."""
+    """The usual live path writes a step's start and completion in one append: the
+    workflow_steps view shows one row, completed, with both times, and the run's
+    counters agree. A step with an attempt before a crash reads as its latest attempt."""
     import datetime as dt
 
     from worldflow.core.events import EventRecord, RunStarted, StepCompleted, StepStarted
@@ -507,22 +508,21 @@ async def test_a_step_started_and_completed_in_one_append_is_one_row_insert(
             EventRecord("fused", 2, StepStarted("1", "s", 1, msgspec.Raw(b"[7]")), t0),
             EventRecord("fused", 3, StepCompleted("1", "s", 1, msgspec.Raw(b'"x"')), t1)])
         row = await conn.fetchrow(
-            "SELECT status, attempt, input::text, output::text, started_at, completed_at, "
-            "xmax FROM workflow_steps WHERE id = 'fused:1'")
+            "SELECT status, attempt, input::text, output::text, started_at, completed_at "
+            "FROM workflow_steps WHERE id = 'fused:1'")
         assert (row["status"], row["attempt"], row["input"], row["output"]) == (
             "completed", 1, "[7]", '"x"')
         assert (row["started_at"], row["completed_at"]) == (t0, t1)
-        assert int(row["xmax"]) == 0  # inserted as it is: never updated
-        # step 2: a first attempt's row is there (its worker died); the retry's start and
-        # completion in one append update it
+        # step 2: a first attempt started (its worker died); the retry's start and
+        # completion in one append
         await world.append_events("fused", [
             EventRecord("fused", 4, StepStarted("2", "s", 1), t0)])
         await world.append_events("fused", [
             EventRecord("fused", 5, StepStarted("2", "s", 2), t1),
             EventRecord("fused", 6, StepCompleted("2", "s", 2, msgspec.Raw(b"2")), t1)])
-        row = await conn.fetchrow("SELECT status, attempt, output::text FROM "
-                                  "workflow_steps WHERE id = 'fused:2'")
-        assert tuple(row) == ("completed", 2, "2")
+        row = await conn.fetchrow("SELECT status, attempt, input::text, output::text, "
+                                  "started_at FROM workflow_steps WHERE id = 'fused:2'")
+        assert tuple(row) == ("completed", 2, "null", "2", t0)
         run = await world.get_run("fused")
         assert run is not None
         assert (run.steps_total, run.steps_completed, run.steps_running,

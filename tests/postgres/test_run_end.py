@@ -188,8 +188,8 @@ async def test_a_value_postgres_refuses_fails_only_its_end(opened: Any) -> None:
     [committer] = world._writers
     await _new_run(world, "nul")
     await world.append_events("nul", [EventRecord("nul", 1, RunStarted(), T0)])
-    bad = [EventRecord("nul", 2, StepStarted("1", "b\x00d", 1, msgspec.Raw(b"[7]")), T0),
-           EventRecord("nul", 3, StepCompleted("1", "b\x00d", 1, msgspec.Raw(b"8")), T1),
+    bad = [EventRecord("nul", 2, StepStarted("b\x00d", "s", 1, msgspec.Raw(b"[7]")), T0),
+           EventRecord("nul", 3, StepCompleted("b\x00d", "s", 1, msgspec.Raw(b"8")), T1),
            EventRecord("nul", 4, RunCompleted(msgspec.Raw(b"8")), T1)]
     with pytest.raises(WorldError, match="NUL"):
         await world.append_events("nul", bad)

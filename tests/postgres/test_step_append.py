@@ -177,10 +177,10 @@ async def test_a_live_runs_step_counts_are_read_from_its_steps_and_stored_at_its
     assert await read() == [(2, 2, 0, 0)] * 3
 
 
-async def test_a_later_attempt_is_not_sent_as_the_statement(opened: Any) -> None:
-    """A step's second attempt (its row is there from the first) goes through
-    worldflow_apply, not the statement: the row becomes attempt 2, completed, and the
-    statement is not tried (its insert would only fail on the row)."""
+async def test_a_later_attempt_goes_as_the_statement_too(opened: Any) -> None:
+    """A step's second attempt, started and completed in one append after its first
+    failed, goes as the statement as a first attempt does (a step is its events): it
+    reads as attempt 2, completed, the first attempt's error cleared."""
     world, conn = opened
     [committer] = world._writers
     await _new_run(world, "retry")
@@ -188,14 +188,17 @@ async def test_a_later_attempt_is_not_sent_as_the_statement(opened: Any) -> None
         EventRecord("retry", 1, RunStarted(), T0),
         EventRecord("retry", 2, StepStarted("1", "s", 1, msgspec.Raw(b"[7]")), T0),
         EventRecord("retry", 3, StepRetrying("1", "s", 1, ErrorInfo("E", "no"), T1), T0)])
-    tried = committer.step_appends
+    row = await conn.fetchrow("SELECT status, attempt, error::text FROM workflow_steps "
+                              "WHERE workflow_run_id = 'retry'")
+    assert (row[0], row[1], msgspec.json.decode(row[2])["message"]) == ("pending", 1, "no")
+    tried, fallbacks = committer.step_appends, committer.step_append_fallbacks
     await world.append_events("retry", [
         EventRecord("retry", 4, StepStarted("1", "s", 2, msgspec.Raw(b"[7]")), T1),
         EventRecord("retry", 5, StepCompleted("1", "s", 2, msgspec.Raw(b"1")), T1)])
-    assert committer.step_appends == tried
-    row = await conn.fetchrow("SELECT status, attempt, output::text, error FROM "
-                              "workflow_steps WHERE workflow_run_id = 'retry'")
-    assert tuple(row) == ("completed", 2, "1", None)
+    assert (committer.step_appends, committer.step_append_fallbacks) == (tried + 1, fallbacks)
+    row = await conn.fetchrow("SELECT status, attempt, input::text, output::text, error "
+                              "FROM workflow_steps WHERE workflow_run_id = 'retry'")
+    assert tuple(row) == ("completed", 2, "[7]", "1", None)
     assert await _counts(world, conn, "retry") == (6, 1, 1)
 
 
@@ -213,14 +216,14 @@ async def test_the_same_append_sent_again_counts_once(opened: Any) -> None:
 
 
 async def test_a_value_postgres_refuses_fails_only_its_write(opened: Any) -> None:
-    """A step name with a NUL character: the statement fails on the server, nothing of
-    it is stored, and the caller gets worldflow_apply's error, which names the NUL."""
+    """A correlation id with a NUL character: the statement fails on the server, nothing
+    of it is stored, and the caller gets worldflow_apply's error, which names the NUL."""
     world, conn = opened
     [committer] = world._writers
     await _new_run(world, "nul")
     await world.append_events("nul", [EventRecord("nul", 1, RunStarted(), T0)])
     with pytest.raises(WorldError, match="NUL"):
-        await world.append_events("nul", _pair("nul", 2, "1", name="bad\x00name"))
+        await world.append_events("nul", _pair("nul", 2, "bad\x00id"))
     assert await _counts(world, conn, "nul") == (2, 0, 0)
     assert committer.step_append_fallbacks == 1
     await world.append_events("nul", _pair("nul", 2, "1"))
@@ -248,8 +251,7 @@ async def test_version_6_keys_events_by_run_and_seq_and_keeps_them(own_db: str) 
                 await conn.execute(
                     "INSERT INTO workflow_events (workflow_run_id, seq, event_type, "
                     "payload, created_at) VALUES ('old', $1, 'x', '{}', now())", seq)
-        assert SCHEMA_VERSION == 6
-        assert "5 -> 6" in await postgres_setup(own_db)
+        assert f"5 -> {SCHEMA_VERSION}" in await postgres_setup(own_db)
         assert [r[0] for r in await conn.fetch(
             "SELECT seq FROM workflow_events WHERE workflow_run_id = 'old' ORDER BY seq")
                 ] == [0, 1, 2]

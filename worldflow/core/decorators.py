@@ -29,6 +29,8 @@ direct_run: contextvars.ContextVar[bool] = contextvars.ContextVar("worldflow_dir
 def _check_name(name: object) -> None:
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if isinstance(name, str) and "\x00" in name:  # (no SQL text column can hold it)
+        raise ValueError(f"name must not contain a NUL character (\\x00), got {name!r}")
 
 
 def _backoff(value: object) -> Backoff:

@@ -93,8 +93,8 @@ class RunRecord(msgspec.Struct, frozen=True, gc=False):
     tags: dict[str, str] = {}
     #: the run's steps (each counted once, whatever its attempts), and how many are
     #: completed, failed (for good) and running now; the rest are pending a retry.
-    #: Read with the run (kept as events are stored, or counted from the step rows as
-    #: the run is read), so a listing needs no `list_steps`.
+    #: Read with the run (kept as events are stored, or counted from the step events
+    #: as the run is read), so a listing needs no `list_steps`.
     steps_total: int = 0
     steps_completed: int = 0
     steps_failed: int = 0

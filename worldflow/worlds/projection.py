@@ -12,8 +12,10 @@
 - **Step counts.** `step_count_changes(old, new)` says how a step's status change moves
   its run's counters (`RunRecord.steps_*`): the memory world applies it, SQLite in
   triggers on its steps table. Postgres counts the same thing another way: a live run's
-  counts from its step rows as it is read (`sql.run_columns`), stored on the run's row
-  when it ends, so that a step's commit never touches the run's row.
+  counts from its step events as it is read (`sql.run_columns`), stored on the run's
+  row when it ends, so that a step's commit never touches the run's row. (There the
+  steps are not a table at all: `workflow_steps` is a view that reads each step from
+  its events by the same rules, so a step's commit writes its events alone.)
 - **End of run.** `plan_append(records)` tells a world what else an append changes: a
   terminal event (`run_completed/failed/cancelled`) removes the run's queue job and
   inbox and disposes its active hooks, as of the terminal event's time.

@@ -138,27 +138,6 @@ BEGIN
                 WHILE i < n_ops LOOP
                     op := ops->i;
                     i := i + 1;
-                    -- a step started and completed in one append (the usual case: the
-                    -- start waits for the completion to share its commit): one row,
-                    -- inserted completed, unless the step has a row already
-                    IF op->>'type' = 'step_started' AND i < n_ops
-                       AND ops->i->>'type' = 'step_completed'
-                       AND ops->i->>'step_id' = op->>'step_id' THEN
-                        INSERT INTO workflow_steps (id, workflow_run_id, correlation_id,
-                               step_name, status, attempt, input, output, started_at,
-                               completed_at)
-                        VALUES (op->>'step_id', op->>'run_id', op->>'correlation_id',
-                                op->>'step_name', 'completed',
-                                (ops->i->>'attempt')::integer,
-                                blobs[(op->>'input')::int]::json,
-                                blobs[(ops->i->>'output')::int]::json,
-                                (op->>'at')::timestamptz, (ops->i->>'at')::timestamptz)
-                        ON CONFLICT (id) DO NOTHING;
-                        IF FOUND THEN
-                            i := i + 1;
-                            CONTINUE;
-                        END IF;
-                    END IF;
                     CASE op->>'type'
                     WHEN 'run_started' THEN
                         UPDATE workflow_runs SET status = 'running',
@@ -167,8 +146,9 @@ BEGIN
                          WHERE id = op->>'run_id';
                     WHEN 'run_finished' THEN
                         -- an ended run's step counts are stored (a live run's are
-                        -- counted as it is read: sql.run_columns); its steps' ops come
-                        -- before this one, in this append or earlier
+                        -- counted as it is read: sql.run_columns), from its step events
+                        -- (this append's are inserted above): each step's status is its
+                        -- latest step event's, as the workflow_steps view says it
                         UPDATE workflow_runs SET status = op->>'status',
                                output = blobs[(op->>'output')::int]::json,
                                error = blobs[(op->>'error')::int]::json,
@@ -176,37 +156,22 @@ BEGIN
                                updated_at = (op->>'at')::timestamptz,
                                (steps_total, steps_completed, steps_failed, steps_running) = (
                                    SELECT count(*),
-                                          count(*) FILTER (WHERE s.status = 'completed'),
-                                          count(*) FILTER (WHERE s.status = 'failed'),
-                                          count(*) FILTER (WHERE s.status = 'running')
-                                     FROM workflow_steps s
-                                    WHERE s.workflow_run_id = op->>'run_id')
+                                          count(*) FILTER (WHERE t = 'step_completed'),
+                                          count(*) FILTER (WHERE t = 'step_failed'),
+                                          count(*) FILTER (WHERE t = 'step_started')
+                                     FROM (SELECT DISTINCT ON (correlation_id)
+                                                  event_type AS t
+                                             FROM workflow_events
+                                            WHERE workflow_run_id = op->>'run_id'
+                                              AND event_type IN ('step_started',
+                                                  'step_completed', 'step_retrying',
+                                                  'step_failed')
+                                            ORDER BY correlation_id, seq DESC) AS s)
                          WHERE id = op->>'run_id';
-                    WHEN 'step_started' THEN
-                        INSERT INTO workflow_steps (id, workflow_run_id, correlation_id,
-                               step_name, status, attempt, input, started_at)
-                        VALUES (op->>'step_id', op->>'run_id', op->>'correlation_id',
-                                op->>'step_name', 'running', (op->>'attempt')::integer,
-                                blobs[(op->>'input')::int]::json, (op->>'at')::timestamptz)
-                        ON CONFLICT (id) DO UPDATE SET status = 'running',
-                               attempt = excluded.attempt, error = NULL;
-                    WHEN 'step_completed' THEN
-                        UPDATE workflow_steps SET status = 'completed',
-                               attempt = (op->>'attempt')::integer,
-                               output = blobs[(op->>'output')::int]::json,
-                               error = NULL, completed_at = (op->>'at')::timestamptz
-                         WHERE id = op->>'step_id';
-                    WHEN 'step_retrying' THEN
-                        UPDATE workflow_steps SET status = 'pending',
-                               attempt = (op->>'attempt')::integer,
-                               error = blobs[(op->>'error')::int]::json
-                         WHERE id = op->>'step_id';
-                    WHEN 'step_failed' THEN
-                        UPDATE workflow_steps SET status = 'failed',
-                               attempt = (op->>'attempt')::integer,
-                               error = blobs[(op->>'error')::int]::json,
-                               completed_at = (op->>'at')::timestamptz
-                         WHERE id = op->>'step_id';
+                    WHEN 'step_started', 'step_completed', 'step_retrying',
+                         'step_failed' THEN
+                        -- (sent by earlier versions only: a step is its events)
+                        NULL;
                     WHEN 'hook_created' THEN
                         INSERT INTO workflow_hooks (token, workflow_run_id, correlation_id,
                                status, created_at, metadata)
@@ -283,13 +248,13 @@ $fn$;
 -- A batch of plain writes applied set-wise: each statement below takes every write of
 -- the batch at once, where worldflow_apply takes them one by one (a subtransaction and
 -- four to ten statements each). Plain: created runs, and appends of runs that appear
--- once in the batch, whose ops are run starts and ends and step starts and completions,
--- with no inbox to consume (writer.plain_batch decides; each rule is checked again
--- here). It applies the batch only if every write goes as planned: every run is new,
--- every append continues its run's log, every started step is new and every completed
--- one is found. Anything else (a run that exists, a lost lease, a retried step, a unique
--- violation from a racing writer) undoes all of it, and worldflow_apply takes the batch
--- and reports each write's own outcome.
+-- once in the batch, whose ops are run starts and ends and steps' (a step is its events:
+-- nothing else is written for it), with no inbox to consume (writer.plain_batch
+-- decides; each rule is checked again here). It applies the batch only if every write
+-- goes as planned: every run is new and every append continues its run's log. Anything
+-- else (a run that exists, a lost lease, a unique violation from a racing writer)
+-- undoes all of it, and worldflow_apply takes the batch and reports each write's own
+-- outcome.
 CREATE OR REPLACE FUNCTION worldflow_apply_plain(writes jsonb, blobs text[], channel text)
 RETURNS json
 LANGUAGE plpgsql AS $fn$
@@ -312,7 +277,8 @@ BEGIN
         RETURN worldflow_apply(writes, blobs, channel);
     END IF;
     SELECT count(*), count(*) FILTER (WHERE op->>'type' IN ('run_started', 'run_finished',
-                                                          'step_started', 'step_completed'))
+                                                          'step_started', 'step_completed',
+                                                          'step_retrying', 'step_failed'))
       INTO n_ops, n_plain
       FROM jsonb_array_elements(writes) AS w, jsonb_array_elements(w->'ops') AS op
      WHERE w->>'type' = 'append';
@@ -388,47 +354,6 @@ BEGIN
                                                       'run_id', w->>'run_id') ORDER BY i)
                       FROM jsonb_array_elements(writes) WITH ORDINALITY AS x(w, i));
         END IF;
-        -- step ops: a start followed by its completion is one row inserted completed;
-        -- a start alone, a row inserted running; a completion alone, its row updated.
-        -- A started step that has a row already (a later attempt, a write sent again)
-        -- is a unique violation: the batch is undone and goes through worldflow_apply
-        -- (cheaper than ON CONFLICT's speculative insertion of every row)
-        INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name,
-                                    status, attempt, input, output, started_at,
-                                    completed_at)
-        SELECT op->>'step_id', op->>'run_id', op->>'correlation_id', op->>'step_name',
-               CASE WHEN done IS NULL THEN 'running' ELSE 'completed' END,
-               coalesce(done->>'attempt', op->>'attempt')::integer,
-               blobs[(op->>'input')::int]::json, blobs[(done->>'output')::int]::json,
-               (op->>'at')::timestamptz, (done->>'at')::timestamptz
-          FROM (SELECT op, CASE WHEN next->>'type' = 'step_completed'
-                                 AND next->>'step_id' = op->>'step_id' THEN next END AS done
-                  FROM jsonb_array_elements(writes) AS w,
-                       LATERAL (SELECT op, w->'ops'->(i::integer) AS next
-                                  FROM jsonb_array_elements(w->'ops')
-                                       WITH ORDINALITY AS o(op, i)) AS o
-                 WHERE w->>'type' = 'append' AND op->>'type' = 'step_started') AS started;
-        WITH ops AS (
-            -- (a negative index counts from the end: the first op has no previous)
-            SELECT op, CASE WHEN i > 1 THEN w->'ops'->(i::integer - 2) END AS prev
-              FROM jsonb_array_elements(writes) AS w,
-                   jsonb_array_elements(w->'ops') WITH ORDINALITY AS o(op, i)
-             WHERE w->>'type' = 'append' AND op->>'type' = 'step_completed'),
-        alone AS (
-            SELECT op FROM ops
-             WHERE prev IS NULL OR prev->>'type' <> 'step_started'
-                OR prev->>'step_id' <> op->>'step_id'),
-        updated AS (
-            UPDATE workflow_steps s SET status = 'completed',
-                   attempt = (op->>'attempt')::integer,
-                   output = blobs[(op->>'output')::int]::json, error = NULL,
-                   completed_at = (op->>'at')::timestamptz
-              FROM alone WHERE s.id = op->>'step_id'
-            RETURNING 1)
-        SELECT (SELECT count(*) FROM updated) - (SELECT count(*) FROM alone) INTO n;
-        IF n <> 0 THEN
-            RAISE EXCEPTION USING ERRCODE = 'WF002', MESSAGE = 'a completed step is missing';
-        END IF;
         -- runs started and ended: one update each (an ended run's step counts stored)
         UPDATE workflow_runs r
            SET status = coalesce(u.ended->>'status', 'running'),
@@ -456,12 +381,17 @@ BEGIN
                  WHERE w->>'type' = 'append'
                    AND (o.started IS NOT NULL OR o.ended IS NOT NULL)) AS u
                LEFT JOIN LATERAL (
+                   -- from its step events, as worldflow_apply counts them
                    SELECT count(*) AS total,
-                          count(*) FILTER (WHERE s.status = 'completed') AS completed,
-                          count(*) FILTER (WHERE s.status = 'failed') AS failed,
-                          count(*) FILTER (WHERE s.status = 'running') AS running
-                     FROM workflow_steps s
-                    WHERE u.ended IS NOT NULL AND s.workflow_run_id = u.id
+                          count(*) FILTER (WHERE t = 'step_completed') AS completed,
+                          count(*) FILTER (WHERE t = 'step_failed') AS failed,
+                          count(*) FILTER (WHERE t = 'step_started') AS running
+                     FROM (SELECT DISTINCT ON (e.correlation_id) e.event_type AS t
+                             FROM workflow_events e
+                            WHERE u.ended IS NOT NULL AND e.workflow_run_id = u.id
+                              AND e.event_type IN ('step_started', 'step_completed',
+                                                   'step_retrying', 'step_failed')
+                            ORDER BY e.correlation_id, e.seq DESC) AS s
                    HAVING u.ended IS NOT NULL) AS c ON true
          WHERE r.id = u.id;
         -- ended runs (projection.plan_append): job, inbox and live hooks go

@@ -140,18 +140,15 @@ class _EventRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
 
 
 class _OpRow(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """Any projection op (`type` says which); absent fields are left out."""
+    """A projection op the server applies, to a run or a hook (`type` says which);
+    absent fields are left out."""
 
     type: str
     run_id: str | None = None
-    step_id: str | None = None
     correlation_id: str | None = None
-    step_name: str | None = None
     status: str | None = None
     token: str | None = None
-    attempt: int | None = None
     at: dt.datetime | None = None
-    input: int | None = None
     output: int | None = None
     error: int | None = None
     metadata: int | None = None
@@ -171,7 +168,7 @@ _outcomes_decoder = msgspec.json.Decoder(list[ApplyOutcome])
 
 
 def error_json(error: ErrorInfo) -> bytes:
-    """An error as the runs and steps tables store it (JSON)."""
+    """An error as the runs table stores it (JSON)."""
     return _error_encoder.encode(error)
 
 
@@ -192,25 +189,16 @@ class _Blobs:
         return None if error is None else self.add(Raw(error_json(error)))
 
 
+#: ops the server has nothing to do for: a step is its events (the workflow_steps view)
+_STEP_OPS = (StepStarted, StepCompleted, StepRetrying, StepFailed)
+
+
 def _op_row(op: ProjectionOp, blobs: _Blobs) -> _OpRow:
-    if isinstance(op, StepStarted):
-        return _OpRow("step_started", run_id=op.run_id, step_id=op.step_id,
-                      correlation_id=op.correlation_id, step_name=op.step_name,
-                      attempt=op.attempt, at=op.at, input=blobs.add(op.input))
-    if isinstance(op, StepCompleted):
-        return _OpRow("step_completed", step_id=op.step_id, attempt=op.attempt, at=op.at,
-                      output=blobs.add(op.output))
     if isinstance(op, RunStarted):
         return _OpRow("run_started", run_id=op.run_id, at=op.at)
     if isinstance(op, RunFinished):
         return _OpRow("run_finished", run_id=op.run_id, status=op.status, at=op.at,
                       output=blobs.maybe(op.output), error=blobs.error(op.error))
-    if isinstance(op, StepRetrying):
-        return _OpRow("step_retrying", step_id=op.step_id, attempt=op.attempt,
-                      error=blobs.error(op.error))
-    if isinstance(op, StepFailed):
-        return _OpRow("step_failed", step_id=op.step_id, attempt=op.attempt, at=op.at,
-                      error=blobs.error(op.error))
     if isinstance(op, HookCreated):
         return _OpRow("hook_created", token=op.token, run_id=op.run_id,
                       correlation_id=op.correlation_id, at=op.at,
@@ -226,7 +214,8 @@ def _row(write: Write, blobs: _Blobs) -> _CreateRunRow | _AppendRow:
             write.run_id,
             [_EventRow(e.seq, e.event_type, e.correlation_id, blobs.add(e.payload),
                        e.created_at) for e in write.events],
-            [_op_row(op, blobs) for op in write.ops], write.inbox_ids, write.finished_at)
+            [_op_row(op, blobs) for op in write.ops if not isinstance(op, _STEP_OPS)],
+            write.inbox_ids, write.finished_at)
     return _CreateRunRow(
         write.run_id, write.workflow_name, blobs.add(write.input), write.created_at,
         write.queue, write.dedup_key, write.job_prefix, blobs.add(write.payload),

@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "setup_schema"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATIONS = {1: "001_initial.sql", 2: "002_claims_and_hook_metadata.sql",
               3: "003_child_runs.sql", 4: "004_schedules.sql",
-              5: "005_tags_and_counts.sql", 6: "006_leaner_writes.sql"}
+              5: "005_tags_and_counts.sql", 6: "006_leaner_writes.sql",
+              7: "007_steps_from_events.sql"}
 LOCK_KEY = 7_366_870_277  # pg_advisory_xact_lock key for worldflow's setup
 
 CREATE_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS worldflow_schema_version "

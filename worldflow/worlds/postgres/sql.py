@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import itertools
 
+#: the event types of a step's life (the rows of the workflow_steps view)
+STEP_EVENT_TYPES = "'step_started', 'step_completed', 'step_retrying', 'step_failed'"
+
+
+def step_counts(run_id: str, more: str = "") -> str:
+    """A query of run `run_id`'s step counts, as one bigint[]: total, completed, failed,
+    running. Each step's status is its latest step event's (as the workflow_steps view
+    says it). `more`: a UNION ALL of (correlation_id, seq, event_type) rows the run's
+    stored events do not show yet (those written by the same statement)."""
+    return ("SELECT ARRAY[count(*), count(*) FILTER (WHERE t = 'step_completed'), "
+            "count(*) FILTER (WHERE t = 'step_failed'), "
+            "count(*) FILTER (WHERE t = 'step_started')]::bigint[] "
+            "FROM (SELECT DISTINCT ON (e.correlation_id) e.event_type AS t "
+            "FROM (SELECT correlation_id, seq, event_type FROM workflow_events "
+            f"WHERE workflow_run_id = {run_id} AND event_type IN ({STEP_EVENT_TYPES})"
+            f"{more}) AS e ORDER BY e.correlation_id, e.seq DESC) AS s")
+
 
 def run_columns(prefix: str = "") -> str:
     """A run's columns (`prefix`: its table's alias and a dot). The step counts of a
-    live run (pending or running) are counted from its step rows as it is read: a step's
-    commit does not touch its run's row. A run's end stores them (`worldflow_apply`),
-    and an ended run's are read as stored."""
+    live run (pending or running) are counted from its step events as it is read: a
+    step's commit does not touch its run's row. A run's end stores them
+    (`worldflow_apply`), and an ended run's are read as stored."""
     p = prefix
-    run_id = f"{prefix or 'workflow_runs.'}id"  # not the step row's own id
-    counts = ("SELECT ARRAY[count(*), count(*) FILTER (WHERE s.status = 'completed'), "
-              "count(*) FILTER (WHERE s.status = 'failed'), "
-              "count(*) FILTER (WHERE s.status = 'running')] "
-              f"FROM workflow_steps s WHERE s.workflow_run_id = {run_id}")
+    counts = step_counts(f"{prefix or 'workflow_runs.'}id")
     return (f"{p}id, {p}workflow_name, {p}status, {p}input::text, {p}output::text, "
             f"{p}error::text, {p}created_at, {p}started_at, {p}completed_at, {p}updated_at, "
             f"{p}queue, {p}parent_run_id, {p}tags::text, "
@@ -241,56 +254,49 @@ RENEW_SLOTS = ("UPDATE workflow_queue_slots SET expires_at = $1 "
                "WHERE starts_with(holder, $2) AND starts_with(queue, $3)")
 NOTIFY = "SELECT pg_notify($1, $2)"
 
-# A step started and completed in its first attempt, sent alone (the usual write of a
-# run at low load): one statement, without worldflow_apply's plpgsql, jsonb skeleton
-# and subtransaction. It does what worldflow_apply does for such an append when the
-# events continue the run's log: the step row inserted completed, and the events. The
-# run's row is not touched (sql.run_columns counts a live run's steps as it reads).
-# In any other case it writes nothing, and the write goes through worldflow_apply,
-# which says why: a fence that does not hold returns no row; a row or event already there
-# (a write sent again, another process's step) is a unique violation, which fails the
-# whole statement (cheaper than ON CONFLICT's speculative insertion on every step).
-# It says whether it wrote by its command tag alone (STEP_APPENDED: the step row
+# A step started and completed, sent alone (the usual write of a run at low load): one
+# statement, without worldflow_apply's plpgsql, jsonb skeleton and subtransaction: the
+# two events, when they continue the run's log. (A step is its events: the
+# workflow_steps view reads it from them; the run's row is not touched, as
+# sql.run_columns counts a live run's steps as it reads.) In any other case it writes
+# nothing, and the write goes through worldflow_apply, which says why: a fence that
+# does not hold inserts no row; an event already there (a write sent again, another
+# process's step) is a unique violation, which fails the whole statement.
+# It says whether it wrote by its command tag alone (STEP_APPENDED: both events
 # inserted), without a RETURNING row.
-# Parameters (writer.step_append_args): $1 step id, $2 run id, $3 correlation id,
-# $4 step name, $5 input, $6 output, $7 started at, $8 completed at, $9 step_started's
-# seq, $10 and $11 the two events' payloads.
-# The fence (the event before the first is there, and the first is not: the events'
-# key) is checked by each insert on its own, so that neither waits for the other's
-# rows; both see the statement's snapshot, so both write or neither does.
+# Parameters (writer.step_append_args): $1 run id, $2 correlation id, $3 started at,
+# $4 completed at, $5 step_started's seq, $6 and $7 the two events' payloads.
 _FENCE = ("EXISTS (SELECT 1 FROM workflow_events\n"
           "                   WHERE workflow_run_id = {run} AND seq = {seq}::integer - {before})")
-_STEP_EVENTS = """($9::integer, 'step_started', $3, $10::text, $7::timestamptz),
-                  ($9::integer + 1, 'step_completed', $3, $11::text, $8::timestamptz)"""
-_APPEND = """
-WITH events AS (
-    INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id,
-                                 payload, created_at)
-    SELECT $2, e.seq, e.event_type, e.correlation_id, e.payload::json, e.created_at
-      FROM (VALUES {events})
-           AS e(seq, event_type, correlation_id, payload, created_at)
-     WHERE {fence}){started}
-INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
-                            attempt, input, output, started_at, completed_at)
-SELECT $1, $2, $3, $4, 'completed', 1, $5::json, $6::json, $7, $8
+_STEP_EVENTS = """($5::integer, 'step_started', $2::text, $6::text, $3::timestamptz),
+                  ($5::integer + 1, 'step_completed', $2, $7::text, $4::timestamptz)"""
+_APPEND = """{started}
+INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id, payload,
+                             created_at)
+SELECT $1, e.seq, e.event_type, e.correlation_id, e.payload::json, e.created_at
+  FROM (VALUES {events})
+       AS e(seq, event_type, correlation_id, payload, created_at)
  WHERE {fence}
 """
-#: the command tag of a step append that wrote (no RETURNING: its row and the client's
-#: decoding of it cost more than reading the tag)
-STEP_APPENDED = "INSERT 0 1"
+#: the command tag of a step append that wrote (no RETURNING: its rows and the client's
+#: decoding of them cost more than reading the tag)
+STEP_APPENDED = "INSERT 0 2"
 STEP_APPEND = _APPEND.format(events=_STEP_EVENTS,
-                             fence=_FENCE.format(run="$2", seq="$9", before=1), started="")
-# The same with the run's start before the step (the run's first step): $12 the
-# run_started event's payload, $13 its time; the run's row becomes running.
-_OPENING_FENCE = _FENCE.format(run="$2", seq="$9", before=2)
+                             fence=_FENCE.format(run="$1", seq="$5", before=1), started="")
+# The same with the run's start before the step (the run's first step): $8 the
+# run_started event's payload, $9 its time; the run's row becomes running. The update
+# checks the fence on its own, as the insert does: both see the statement's snapshot,
+# so both write or neither does.
+_OPENING_FENCE = _FENCE.format(run="$1", seq="$5", before=2)
 STEP_APPEND_OPENING = _APPEND.format(
-    events=("($9::integer - 1, 'run_started', NULL, $12::text, $13::timestamptz),\n"
+    events=("($5::integer - 1, 'run_started', NULL, $8::text, $9::timestamptz),\n"
             "                  " + _STEP_EVENTS),
-    fence=_OPENING_FENCE, started=f""",
-started AS (
-    UPDATE workflow_runs SET status = 'running', started_at = coalesce(started_at, $13),
-                             updated_at = $13
-     WHERE id = $2 AND {_OPENING_FENCE})""")
+    fence=_OPENING_FENCE, started=f"""WITH started AS (
+    UPDATE workflow_runs SET status = 'running', started_at = coalesce(started_at, $9),
+                             updated_at = $9
+     WHERE id = $1 AND {_OPENING_FENCE})""")
+#: STEP_APPEND_OPENING's tag when it wrote
+STEP_APPENDED_OPENING = "INSERT 0 3"
 
 # A run created alone and leased to its creator (start() with this process's engine, at
 # low load): one statement, as STEP_APPEND is for a step, instead of worldflow_apply's
@@ -339,17 +345,17 @@ SELECT ok FROM fresh
 # after its last step's start and completion (RUN_END_AFTER_STEP) or after nothing else
 # (RUN_END), as one statement instead of a call of worldflow_apply. It does what
 # worldflow_apply does for such an append when the events continue the run's log: the
-# events, the step row inserted completed, the run's row ended with its step counts
-# (counted from its step rows, plus the step inserted here, which the statement's own
-# snapshot does not show), its job and inbox deleted, its live hooks disposed, and
-# `run_ended` notified. In any other case it writes nothing and the write goes through
-# worldflow_apply (as for STEP_APPEND: a fence that does not hold returns 0; a row or
-# event already there is a unique violation, which fails the whole statement).
+# events, the run's row ended with its step counts (counted from its step events, plus
+# the step's completion written here, which the statement's own snapshot does not
+# show), its job and inbox deleted, its live hooks disposed, and `run_ended` notified.
+# In any other case it writes nothing and the write goes through worldflow_apply (as for
+# STEP_APPEND: a fence that does not hold returns 0; an event already there is a unique
+# violation, which fails the whole statement).
 # Parameters (writer.run_end_args): $1 run id, $2 the append's first seq, $3 the end
 # event's type, $4 its payload, $5 its time (the run's end), $6 the run's status, $7 its
 # output, $8 its error (JSON text or NULL), $9 the NOTIFY channel; after a step: $10 the
-# step's id, $11 its correlation id, $12 its name, $13 its input, $14 its output, $15 its
-# start, $16 its completion, $17 and $18 the payloads of its two events.
+# step's correlation id, $11 its start, $12 its completion, $13 and $14 the payloads of
+# its two events.
 _END_FENCE = _FENCE.format(run="$1", seq="$2", before=1)
 _END = """
 WITH events AS (
@@ -357,16 +363,13 @@ WITH events AS (
                                  payload, created_at)
     SELECT $1, e.seq, e.event_type, e.correlation_id, e.payload::json, e.created_at
       FROM (VALUES {events}) AS e(seq, event_type, correlation_id, payload, created_at)
-     WHERE {fence}),{step}
+     WHERE {fence}),
 ended AS (
     UPDATE workflow_runs r
        SET status = $6, output = $7::json, error = $8::json, completed_at = $5,
            updated_at = $5,
            (steps_total, steps_completed, steps_failed, steps_running) = (
-               SELECT count(*) + {added}, count(*) FILTER (WHERE s.status = 'completed')
-                      + {added}, count(*) FILTER (WHERE s.status = 'failed'),
-                      count(*) FILTER (WHERE s.status = 'running')
-                 FROM workflow_steps s WHERE s.workflow_run_id = $1)
+               SELECT c[1], c[2], c[3], c[4] FROM ({counts}) AS x(c))
      WHERE r.id = $1 AND {fence}
     RETURNING 1),
 job AS (DELETE FROM workflow_jobs WHERE run_id = $1 AND {fence}),
@@ -380,15 +383,12 @@ notified AS (
 SELECT count(*) FROM notified
 """
 _END_EVENT = "($2::integer + {offset}, $3::text, NULL::text, $4::text, $5::timestamptz)"
-RUN_END = _END.format(events=_END_EVENT.format(offset=0), fence=_END_FENCE, step="",
-                      added=0)
+RUN_END = _END.format(events=_END_EVENT.format(offset=0), fence=_END_FENCE,
+                      counts=step_counts("$1"))
 RUN_END_AFTER_STEP = _END.format(
-    events="""($2::integer, 'step_started', $11::text, $17::text, $15::timestamptz),
-                  ($2::integer + 1, 'step_completed', $11, $18::text, $16::timestamptz),
+    events="""($2::integer, 'step_started', $10::text, $13::text, $11::timestamptz),
+                  ($2::integer + 1, 'step_completed', $10, $14::text, $12::timestamptz),
                   """ + _END_EVENT.format(offset=2),
-    fence=_END_FENCE, added=1, step="""
-step AS (
-    INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status,
-                                attempt, input, output, started_at, completed_at)
-    SELECT $10, $1, $11, $12, 'completed', 1, $13::json, $14::json, $15, $16
-     WHERE """ + _END_FENCE + "),")
+    fence=_END_FENCE,
+    counts=step_counts("$1", " UNION ALL SELECT $10::text, $2::integer + 1, "
+                             "'step_completed'"))

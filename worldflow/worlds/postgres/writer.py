@@ -76,6 +76,7 @@ from worldflow.worlds.postgres.sql import (
     STEP_APPEND,
     STEP_APPEND_OPENING,
     STEP_APPENDED,
+    STEP_APPENDED_OPENING,
 )
 from worldflow.worlds.projection import (
     HookCreated,
@@ -83,6 +84,8 @@ from worldflow.worlds.projection import (
     RunFinished,
     RunStarted,
     StepCompleted,
+    StepFailed,
+    StepRetrying,
     StepStarted,
     completions_after_starts,
 )
@@ -103,8 +106,8 @@ APPLY = "SELECT worldflow_apply($1::jsonb, $2::text[], $3)"
 APPLY_PLAIN = "SELECT worldflow_apply_plain($1::jsonb, $2::text[], $3)"
 #: a batch of at least this many plain writes goes set-wise (`plain_batch`)
 PLAIN_MIN = 4
-#: the projection ops a plain append may carry
-_PLAIN_OPS = (RunStarted, RunFinished, StepStarted, StepCompleted)
+#: the projection ops a plain append may carry (a step's are not sent: it is its events)
+_PLAIN_OPS = (RunStarted, RunFinished, StepStarted, StepCompleted, StepRetrying, StepFailed)
 #: a batch aborted as a whole by a conflict with another transaction: retried
 TRANSIENT_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,
                     asyncpg.exceptions.SerializationError)
@@ -225,11 +228,12 @@ class PostgresCommitter:
                 return BatchResult([Failed(error) for _ in batch], committed=False)
 
     async def _step_append(self, conn: asyncpg.Connection,
-                           statement: tuple[str, tuple[object, ...]]) -> bool:
+                           statement: tuple[str, tuple[object, ...], str]) -> bool:
         """Send a step's append as sql.STEP_APPEND; False: it wrote nothing (the case is
         not the plain one, or the statement failed), and worldflow_apply must take it."""
         self.step_appends += 1
-        if await _lone_statement(conn, *statement, tag=STEP_APPENDED):
+        query, args, tag = statement
+        if await _lone_statement(conn, query, args, tag=tag):
             return True
         self.step_append_fallbacks += 1
         return False
@@ -288,9 +292,9 @@ async def _lone_statement(conn: asyncpg.Connection, query: str,
 
 def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:
     """The writes to send, with each append merged into the previous append of its run
-    when that one continues it exactly (a step's completion then follows its start, so
-    that the step is one row inserted completed); and for each given write, the index of
-    the sent write that carries it (its outcome)."""
+    when that one continues it exactly (one write of the server's instead of two; a
+    step's start and completion, merged, may go as sql.STEP_APPEND); and for each given
+    write, the index of the sent write that carries it (its outcome)."""
     if len(writes) == 1:  # (a run alone: nothing to merge)
         return writes, [0]
     out: list[Write] = []
@@ -316,10 +320,11 @@ def merge_appends(writes: list[Write]) -> tuple[list[Write], list[int]]:
     return out, sent_as
 
 
-def step_append_args(write: Write) -> tuple[str, tuple[object, ...]] | None:
-    """sql.STEP_APPEND (or STEP_APPEND_OPENING) and its parameters if `write` is a
-    step's start and completion in its first attempt, alone or with its run's start
-    before them (those events, their ops, nothing else); None otherwise."""
+def step_append_args(write: Write) -> tuple[str, tuple[object, ...], str] | None:
+    """sql.STEP_APPEND (or STEP_APPEND_OPENING), its parameters and the command tag it
+    returns when it wrote, if `write` is a step's start and completion, alone or with
+    its run's start before them (those events, their ops, nothing else); None
+    otherwise."""
     if (not isinstance(write, AppendWrite) or write.finished_at is not None
             or write.inbox_ids or len(write.events) != len(write.ops)
             or not 2 <= len(write.events) <= 3):
@@ -334,16 +339,14 @@ def step_append_args(write: Write) -> tuple[str, tuple[object, ...]] | None:
     else:
         started, completed = write.ops
         first, second = write.events
-    if not _first_attempt(write.run_id, started, completed, first, second):
+    if not _one_step(write.run_id, started, completed, first, second):
         return None
-    assert type(started) is StepStarted and type(completed) is StepCompleted
-    args = (started.step_id, write.run_id, started.correlation_id, started.step_name,
-            str(started.input, "utf-8"), str(completed.output, "utf-8"), started.at,
-            completed.at, first.seq, str(first.payload, "utf-8"),
-            str(second.payload, "utf-8"))
+    args = (write.run_id, first.correlation_id, first.created_at, second.created_at,
+            first.seq, str(first.payload, "utf-8"), str(second.payload, "utf-8"))
     if opening is None:
-        return STEP_APPEND, args
-    return STEP_APPEND_OPENING, (*args, str(opening.payload, "utf-8"), opening.created_at)
+        return STEP_APPEND, args, STEP_APPENDED
+    return (STEP_APPEND_OPENING, (*args, str(opening.payload, "utf-8"), opening.created_at),
+            STEP_APPENDED_OPENING)
 
 
 def run_end_args(write: Write, channel: str) -> tuple[str, tuple[object, ...]] | None:
@@ -369,23 +372,19 @@ def run_end_args(write: Write, channel: str) -> tuple[str, tuple[object, ...]] |
         return RUN_END, args
     started, completed, _ = write.ops
     first, second, _ = write.events
-    if (not _first_attempt(write.run_id, started, completed, first, second)
+    if (not _one_step(write.run_id, started, completed, first, second)
             or end.seq != second.seq + 1):
         return None
-    assert type(started) is StepStarted and type(completed) is StepCompleted
     return RUN_END_AFTER_STEP, (
-        *args, started.step_id, started.correlation_id, started.step_name,
-        str(started.input, "utf-8"), str(completed.output, "utf-8"), started.at,
-        completed.at, str(first.payload, "utf-8"), str(second.payload, "utf-8"))
+        *args, first.correlation_id, first.created_at, second.created_at,
+        str(first.payload, "utf-8"), str(second.payload, "utf-8"))
 
 
-def _first_attempt(run_id: str, started: ProjectionOp, completed: ProjectionOp,
-                   first: EventRow, second: EventRow) -> bool:
-    """`started` and `completed` (with their events `first` and `second`) are one step's
-    start and completion in its first attempt, in run `run_id`, one after the other: what
-    the lone statements write as one row inserted completed."""
+def _one_step(run_id: str, started: ProjectionOp, completed: ProjectionOp,
+              first: EventRow, second: EventRow) -> bool:
+    """`started` and `completed` (with their events `first` and `second`) are one
+    step's start and completion, in run `run_id`, one after the other."""
     return (type(started) is StepStarted and type(completed) is StepCompleted
-            and started.attempt == 1 and completed.attempt == 1
             and started.step_id == completed.step_id and started.run_id == run_id
             and first.event_type == "step_started" and second.event_type == "step_completed"
             and second.seq == first.seq + 1
