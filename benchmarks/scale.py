@@ -39,15 +39,17 @@ SELECT 'old-' || g, 'scale_flow', 'completed', '{"args":[1],"kwargs":{}}', '2',
   FROM generate_series($1::int, $2::int) g;
 INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id, payload,
                              created_at)
-SELECT 'old-' || g, s, CASE s WHEN 0 THEN 'run_created' ELSE 'run_completed' END, NULL,
-       CASE s WHEN 0 THEN '{"type":"run_created","workflow_name":"scale_flow","input":1}'
-            ELSE '{"type":"run_completed","output":2}' END::json,
+SELECT 'old-' || g, s,
+       (ARRAY['run_created', 'step_started', 'step_completed', 'run_completed'])[s + 1],
+       CASE WHEN s IN (1, 2) THEN '1' END,
+       (ARRAY['{"type":"run_created","workflow_name":"scale_flow","input":1}',
+              '{"type":"step_started","correlation_id":"1","step_name":"scale_step",'
+              '"attempt":1,"input":{"args":[1],"kwargs":{}}}',
+              '{"type":"step_completed","correlation_id":"1","step_name":"scale_step",'
+              '"attempt":1,"output":2}',
+              '{"type":"run_completed","output":2}'])[s + 1]::json,
        now() - interval '1 day'
-  FROM generate_series($1::int, $2::int) g, generate_series(0, 1) s;
-INSERT INTO workflow_steps (id, workflow_run_id, correlation_id, step_name, status, attempt,
-                            output, started_at, completed_at)
-SELECT 'old-' || g || ':1', 'old-' || g, '1', 'scale_step', 'completed', 1, '2', now(),
-       now() FROM generate_series($1::int, $2::int) g;
+  FROM generate_series($1::int, $2::int) g, generate_series(0, 3) s;
 UPDATE workflow_runs SET tags = json_build_object('customer', 'c' || (substr(id, 5)::int % 1000),
                                                   'plan', CASE WHEN substr(id, 5)::int % 10 = 0
                                                           THEN 'pro' ELSE 'free' END)

@@ -25,10 +25,10 @@ DROP TABLE workflow_steps;
 -- them: `,"field":` is where the field starts.)
 CREATE FUNCTION worldflow_event_value(payload json, field text) RETURNS json
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT CASE WHEN strpos(payload::text, '\u0000') = 0 THEN payload -> field
+    SELECT CASE WHEN strpos(payload::text, E'\\u0000') = 0 THEN payload -> field
            ELSE substr(payload::text,
                        strpos(payload::text, ',"' || field || '":') + length(field) + 4,
-                       length((replace(payload::text, '\u0000', '\u0001')::json
+                       length((replace(payload::text, E'\\u0000', E'\\u0001')::json
                                -> field)::text))::json
            END
 $fn$;
