@@ -7,14 +7,16 @@
 -- commit writes its events and nothing else, and SQL that reads workflow_steps reads
 -- what it read before. Nothing is lost: every row was made from events that stay.
 --
--- A step is its events of one correlation id in one run. Its row, as the table kept it:
--- status from its latest event (started: running; retrying: pending; completed,
--- failed); attempt from its latest event; name, input and started_at from its first
--- start; output from its latest completion; error from its latest event if that is a
--- retry or a failure (a new start or a completion cleared it); completed_at from its
--- latest completion or failure; position (the order of a run's steps): the seq of its
--- first event. A query that names a run (workflow_run_id = ...) reads that run's
--- events only: the condition is applied before the grouping.
+-- A step is its events of one correlation id in one run, and its row is read from its
+-- first and its latest event, as the table kept it: name, input and started_at from its
+-- first (a step's first event is its start), status and attempt from its latest
+-- (started: running; retrying: pending; completed; failed), output if its latest is a
+-- completion, error if its latest is a retry or a failure (a new start or a completion
+-- cleared it), completed_at if its latest is a completion or a failure (nothing follows
+-- a step's completion or failure in a log); position (the order of a run's steps): the
+-- seq of its first event. One sort of a run's step events finds both. A query that names
+-- a run (workflow_run_id = ...) reads that run's events only: the condition is applied
+-- below the sort.
 DROP TABLE workflow_steps;
 
 -- One field of an event's payload, as the JSON text it was written as. Postgres's json
@@ -37,38 +39,34 @@ CREATE VIEW workflow_steps AS
 SELECT s.workflow_run_id || ':' || s.correlation_id AS id,
        s.workflow_run_id,
        s.correlation_id,
-       s.step_name,
+       worldflow_event_value(s.first_payload, 'step_name') #>> '{}' AS step_name,
        CASE s.last_type WHEN 'step_completed' THEN 'completed'
                         WHEN 'step_failed' THEN 'failed'
                         WHEN 'step_retrying' THEN 'pending'
                         ELSE 'running' END AS status,
-       s.attempt,
-       s.input,
-       s.output,
-       CASE WHEN s.last_type IN ('step_retrying', 'step_failed') THEN s.last_error
-       END AS error,
+       (worldflow_event_value(s.last_payload, 'attempt')::text)::integer AS attempt,
+       coalesce(worldflow_event_value(s.first_payload, 'input'), 'null'::json) AS input,
+       CASE WHEN s.last_type = 'step_completed'
+            THEN worldflow_event_value(s.last_payload, 'output') END AS output,
+       CASE WHEN s.last_type IN ('step_retrying', 'step_failed')
+            THEN worldflow_event_value(s.last_payload, 'error') END AS error,
        s.started_at,
-       s.completed_at,
+       CASE WHEN s.last_type IN ('step_completed', 'step_failed') THEN s.last_at
+       END AS completed_at,
        s.position
-  FROM (SELECT workflow_run_id,
+  FROM (SELECT DISTINCT ON (workflow_run_id, correlation_id)
+               workflow_run_id,
                correlation_id,
-               min(seq)::bigint AS position,
-               min(worldflow_event_value(payload, 'step_name') #>> '{}') AS step_name,
-               min(created_at) FILTER (WHERE event_type = 'step_started') AS started_at,
-               (array_agg(coalesce(worldflow_event_value(payload, 'input'), 'null'::json)
-                          ORDER BY seq) FILTER (WHERE event_type = 'step_started'))[1]
-                   AS input,
-               (array_agg(event_type ORDER BY seq DESC))[1] AS last_type,
-               (array_agg((worldflow_event_value(payload, 'attempt')::text)::integer
-                          ORDER BY seq DESC))[1] AS attempt,
-               (array_agg(worldflow_event_value(payload, 'output') ORDER BY seq DESC)
-                    FILTER (WHERE event_type = 'step_completed'))[1] AS output,
-               (array_agg(worldflow_event_value(payload, 'error') ORDER BY seq DESC))[1]
-                   AS last_error,
-               (array_agg(created_at ORDER BY seq DESC)
-                    FILTER (WHERE event_type IN ('step_completed', 'step_failed')))[1]
-                   AS completed_at
+               event_type AS last_type,
+               payload AS last_payload,
+               created_at AS last_at,
+               last_value(payload) OVER latest_first AS first_payload,
+               last_value(created_at) OVER latest_first AS started_at,
+               last_value(seq::bigint) OVER latest_first AS position
           FROM workflow_events
          WHERE event_type IN ('step_started', 'step_completed', 'step_retrying',
                               'step_failed')
-         GROUP BY workflow_run_id, correlation_id) AS s;
+        WINDOW latest_first AS (PARTITION BY workflow_run_id, correlation_id
+                                ORDER BY seq DESC ROWS BETWEEN UNBOUNDED PRECEDING
+                                                           AND UNBOUNDED FOLLOWING)
+         ORDER BY workflow_run_id, correlation_id, seq DESC) AS s;
