@@ -16,6 +16,7 @@ from worldflow.core.actor_children import ChildRuns, after_end
 from worldflow.core.actor_end import RunEnding
 from worldflow.core.actor_steps import StepAttempts
 from worldflow.core.continuation import continuation_of
+from worldflow.core.eager import send_then
 from worldflow.core.events import (
     NO_METADATA,
     CancelRequested,
@@ -27,6 +28,7 @@ from worldflow.core.events import (
     HookRejected,
     MessageReceived,
     RunFailed,
+    StepCompleted,
     StepFailed,
     StepRetrying,
     StepStarted,
@@ -54,6 +56,10 @@ if TYPE_CHECKING:
     from worldflow.core.instance import WorkflowInstance
 
 logger = logging.getLogger("worldflow.run")
+
+#: runs of a workflow that must have ended at the same step call, one after another,
+#: before its other step completions are appended before the workflow takes them
+END_CALL_STREAK = 3
 
 
 class LiveRun(StepAttempts, ChildRuns, RunEnding):
@@ -144,13 +150,27 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         # only after: its new calls are recorded and started once the append below has
         # committed, and if it ended, its end is committed with these records in one
         # append, so that no run ever ends on a completion the log does not hold.
-        for record in deliveries:
-            instance.deliver(record)
-        if deliveries and self._ends_with(instance):
-            await self._finish(records, inbox_ids)
-            return True
-        if records or inbox_ids:
-            await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
+        if self._goes_on_after(deliveries):
+            # (a step's completion the workflow is not expected to end on: the append is
+            # sent first, and the workflow takes the result while the commit is on its
+            # way; should it end after all, its end is an append of its own)
+            def deliver() -> None:
+                for record in deliveries:
+                    instance.deliver(record)
+
+            await send_then(self.world.append_events(self.run_id, records,
+                                                     inbox_ids=inbox_ids), deliver)
+            if instance.done:
+                self._ended_on(deliveries)
+        else:
+            for record in deliveries:
+                instance.deliver(record)
+            if deliveries and self._ends_with(instance):
+                self._ended_on(deliveries)
+                await self._finish(records, inbox_ids)
+                return True
+            if records or inbox_ids:
+                await self.world.append_events(self.run_id, records, inbox_ids=inbox_ids)
         if self._attempts_stopped:
             # attempts stopped by a cancel take their CancelledError (one turn) before
             # the calls the workflow made on it (compensations) start, eagerly
@@ -158,6 +178,31 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
             await asyncio.sleep(0)
         await self._start_new_calls()
         return False
+
+    def _goes_on_after(self, deliveries: list[EventRecord]) -> bool:
+        """`deliveries` is one step's completion, and runs of this workflow have ended
+        at the same call, another one, the last few times (`Engine.end_calls`): the
+        workflow is expected to go on after it."""
+        if len(deliveries) != 1 or type(deliveries[0].event) is not StepCompleted:
+            return False
+        instance = self._instance
+        assert instance is not None
+        seen = self.engine.end_calls.get(instance.defn.name)
+        return (seen is not None and seen[1] >= END_CALL_STREAK
+                and seen[0] != deliveries[0].correlation_id)
+
+    def _ended_on(self, deliveries: list[EventRecord]) -> None:
+        """The workflow ended on `deliveries`: if on one step's completion, note where
+        (the same call again lengthens the streak, another starts a new one)."""
+        if len(deliveries) != 1 or type(deliveries[0].event) is not StepCompleted:
+            return
+        instance = self._instance
+        assert instance is not None
+        cid = deliveries[0].correlation_id
+        assert cid is not None
+        calls = self.engine.end_calls
+        seen = calls.get(instance.defn.name)
+        calls[instance.defn.name] = (cid, seen[1] + 1 if seen and seen[0] == cid else 1)
 
     def _finished_at_once(self, cid: str) -> bool:
         """The attempt of step `cid` just started eagerly finished without suspending:

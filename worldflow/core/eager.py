@@ -31,7 +31,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["never_suspends", "run_at_once", "start_eager"]
+__all__ = ["never_suspends", "run_at_once", "send_then", "start_eager"]
 
 _T = TypeVar("_T")
 
@@ -63,6 +63,42 @@ def run_at_once(coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[An
     started = _Started(coro)
     started._yielded = yielded
     return asyncio.Task(started, loop=asyncio.get_running_loop(), name=name, context=context)
+
+
+@types.coroutine
+def send_then(coro: Coroutine[Any, Any, _T], then: Callable[[], None]
+              ) -> Generator[Any, Any, _T]:
+    """Await `coro`, in the caller's task, and call `then()` once `coro` first suspends
+    (or has ended, if it does not): what `then` does overlaps what `coro` waits for (an
+    append whose statement is on its way while the caller does other work). An error
+    from `then` is raised once `coro` has ended, unless `coro` raises one of its own."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        then()
+        return stop.value  # type: ignore[no-any-return]
+    error: BaseException | None = None
+    try:
+        then()
+    except BaseException as exc:  # (raised after `coro`, which must not be left half-run)
+        error = exc
+    try:
+        while True:  # the rest of `await coro`: what it yields goes to the task
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                yielded = coro.throw(exc)
+            else:
+                yielded = coro.send(sent)
+    except StopIteration as stop:
+        if error is not None:
+            raise error from error.__cause__
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        del error  # (a raised error's traceback holds this frame: no cycle)
 
 
 _NOTHING: Any = object()

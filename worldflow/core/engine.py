@@ -48,6 +48,9 @@ class Engine:
         self.worker_id = f"{_hostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.keep_alive = keep_alive
         self.step_slots = asyncio.Semaphore(world.queue_concurrency)
+        #: by workflow name: the step call its runs ended on, and how many runs in a row
+        #: did (core.actor_live: a completion elsewhere is appended before it is taken)
+        self.end_calls: dict[str, tuple[str, int]] = {}
         self.actors: dict[str, RunActor] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._root: asyncio.Task[None] | None = None
