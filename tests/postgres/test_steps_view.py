@@ -4,6 +4,7 @@ with an escaped NUL read back byte for byte; a run's step counts agree with the 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from importlib import resources
 from typing import Any
@@ -16,6 +17,8 @@ from worldflow.cli.postgres_setup import postgres_setup
 from worldflow.core.events import (
     ErrorInfo,
     Event,
+    EventRecord,
+    RunCompleted,
     RunStarted,
     StepCompleted,
     StepFailed,
@@ -23,7 +26,10 @@ from worldflow.core.events import (
     StepStarted,
     encode_event,
 )
+from worldflow.worlds.batching import GroupCommitQueue
+from worldflow.worlds.postgres import writer as writer_module
 from worldflow.worlds.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from worldflow.worlds.postgres.writer import PLAIN_MIN
 
 T = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=i) for i in range(20)]
 NUL_VALUE = b'{"text":"a\\u0000b","back":"c\\\\u0000d"}'  # a NUL, and a backslash-u text
@@ -72,14 +78,15 @@ def _sql(name: str) -> str:
     return resources.files("worldflow.worlds.postgres").joinpath(name).read_text()
 
 
-async def _insert_events(conn: asyncpg.Connection) -> None:
+async def _insert_events(conn: asyncpg.Connection, run_id: str = "r",
+                         events: list[Event] = EVENTS) -> None:
     await conn.execute(
         "INSERT INTO workflow_events (workflow_run_id, seq, event_type, payload, "
-        "created_at) VALUES ('r', 0, 'run_created', '{}', $1)", T[0])
-    for seq, event in enumerate(EVENTS, start=1):
+        "created_at) VALUES ($1, 0, 'run_created', '{}', $2)", run_id, T[0])
+    for seq, event in enumerate(events, start=1):
         await conn.execute(
             "INSERT INTO workflow_events (workflow_run_id, seq, event_type, correlation_id, "
-            "payload, created_at) VALUES ('r', $1, $2, $3, $4::json, $5)", seq,
+            "payload, created_at) VALUES ($1, $2, $3, $4, $5::json, $6)", run_id, seq,
             type(event).__struct_config__.tag, getattr(event, "correlation_id", None),
             encode_event(event).decode(), T[seq])
 
@@ -151,3 +158,54 @@ async def test_a_nul_value_reads_back_byte_for_byte(opened: Any, field: str) -> 
     value = await conn.fetchval(f"SELECT {field}::text FROM workflow_steps "
                                 "WHERE id = 'r:6'")
     assert value == NUL_VALUE.decode()
+
+
+async def _new_run(conn: asyncpg.Connection, run_id: str, events: list[Event]) -> None:
+    await conn.execute(
+        "INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
+        "updated_at) VALUES ($1, 'wf', 'running', '{}', $2, $2)", run_id, T[0])
+    await _insert_events(conn, run_id, events)
+
+
+@pytest.mark.parametrize("path", ["alone", "worldflow_apply", "set-wise"])
+async def test_a_run_ends_with_its_step_counts_from_its_events(
+        opened: Any, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counts stored at a run's end, by each way an end is written (the lone
+    statement, worldflow_apply write by write, worldflow_apply_plain set-wise): every
+    kind of step counted by its latest event, and a step whose attempt was cut short
+    and done again counted once."""
+    world, conn = opened
+    [committer] = world._writers
+    if path == "worldflow_apply":
+        monkeypatch.setattr(writer_module, "run_end_args", lambda write, channel: None)
+    if path == "set-wise":
+        monkeypatch.setattr(GroupCommitQueue, "_alone", lambda self: False)
+    runs = [f"end{i}" for i in range(PLAIN_MIN if path == "set-wise" else 1)]
+    crashed = [RunStarted(), StepStarted("1", "s", 1, msgspec.Raw(b"[1]")),
+               StepStarted("1", "s", 1, msgspec.Raw(b"[1]"))]
+    for run_id in runs:
+        await _new_run(conn, run_id, EVENTS)
+    await _new_run(conn, "again", crashed)
+    sent = committer.plain_batches
+    await asyncio.gather(*(world.append_events(run_id, [
+        EventRecord(run_id, len(EVENTS) + 1, RunCompleted(msgspec.Raw(b"1")), T[19])])
+        for run_id in runs))
+    # the crashed step's third start and its completion, with the end (after a step)
+    await world.append_events("again", [
+        EventRecord("again", 4, StepStarted("1", "s", 1, msgspec.Raw(b"[1]")), T[4]),
+        EventRecord("again", 5, StepCompleted("1", "s", 1, msgspec.Raw(b"2")), T[5]),
+        EventRecord("again", 6, RunCompleted(msgspec.Raw(b"2")), T[6])])
+    assert committer.plain_batches == sent + (1 if path == "set-wise" else 0)
+    for run_id in runs:
+        run = await world.get_run(run_id)
+        assert run.status == "completed"
+        assert (run.steps_total, run.steps_completed, run.steps_failed,
+                run.steps_running) == (7, 4, 1, 1)
+    run = await world.get_run("again")
+    assert (run.status, run.steps_total, run.steps_completed, run.steps_running) == (
+        "completed", 1, 1, 0)
+    stored = await conn.fetch("SELECT steps_total, steps_completed, steps_failed, "
+                              "steps_running FROM workflow_runs WHERE id = ANY($1)",
+                              [*runs, "again"])
+    assert sorted(tuple(r) for r in stored) == sorted(
+        [(7, 4, 1, 1)] * len(runs) + [(1, 1, 0, 0)])
