@@ -50,6 +50,9 @@ SELECT 'old-' || g, s,
               '{"type":"run_completed","output":2}'])[s + 1]::json,
        now() - interval '1 day'
   FROM generate_series($1::int, $2::int) g, generate_series(0, 3) s;
+INSERT INTO workflow_inbox (workflow_run_id, kind, token, payload, created_at)
+SELECT 'old-' || g, 'message', 'default', '1', now() - interval '1 day'
+  FROM generate_series($1::int, $2::int) g WHERE g % 100 = 0;
 UPDATE workflow_runs SET tags = json_build_object('customer', 'c' || (substr(id, 5)::int % 1000),
                                                   'plan', CASE WHEN substr(id, 5)::int % 10 = 0
                                                           THEN 'pro' ELSE 'free' END)
@@ -81,7 +84,7 @@ async def fill(url: str, first: int, last: int) -> None:
         await conn.close()
 
 
-async def measure(url: str, prefix: str) -> dict[str, float]:
+async def measure(url: str, prefix: str, runs: int) -> dict[str, float]:
     world = create_world("postgres", connection_string=url, job_prefix=prefix)
     await world.open()  # storage only: claims are measured by hand
     try:
@@ -100,7 +103,7 @@ async def measure(url: str, prefix: str) -> dict[str, float]:
             await world.list_runs(status="failed", limit=50)
             await world.list_runs(limit=50, cursor=page.next_cursor)
             lists.append(time.perf_counter() - t0)
-        deep = await deep_cursor(world)
+        deep = await deep_cursor(world, runs)
         for i in range(100):
             t0 = time.perf_counter()
             await world.list_runs(tags={"customer": f"c{i}"}, limit=50)
@@ -121,13 +124,19 @@ async def measure(url: str, prefix: str) -> dict[str, float]:
         await world.close()
 
 
-async def deep_cursor(world: Any) -> str | None:
-    """The cursor after the middle `plan=pro` run: a page deep into the filter."""
-    page = await world.list_runs(tags={"plan": "pro"}, limit=1000)
-    for _ in range(4):
-        page = await world.list_runs(tags={"plan": "pro"}, limit=1000,
-                                     cursor=page.next_cursor)
-    return page.next_cursor  # type: ignore[no-any-return]
+async def deep_cursor(world: Any, runs: int) -> str | None:
+    """The cursor after the middle `plan=pro` run (a tenth of `runs` are): a page deep
+    into the filter, walked to in pages of at most 1,000."""
+    half = max(1, runs // 20)
+    cursor, taken = None, 0
+    while taken < half:
+        page = await world.list_runs(tags={"plan": "pro"}, limit=min(1000, half - taken),
+                                     cursor=cursor)
+        taken += len(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return cursor
 
 
 def listing(status: str | None = None, cursor: tuple[dt.datetime, str] | None = None,
@@ -164,7 +173,7 @@ async def plans(url: str) -> dict[str, Any]:
         "claim_expired": (sql.CLAIM_EXPIRED, ["p", now, 10, "o", now]),
         "renew_leases": (sql.RENEW_LEASES, ["p", "o", now]),
         "next_wake": (sql.NEXT_WAKE, ["p"]),
-        "read_inbox": (sql.READ_INBOX, ["old-5"]),
+        "read_inbox": (sql.READ_INBOX, ["old-500"]),
     }
     out: dict[str, Any] = {}
     conn = await asyncpg.connect(url)
@@ -188,9 +197,9 @@ async def amain(admin_url: str, big: int) -> dict[str, Any]:
         await world.open()
         await world.close()
         await fill(url, 1, 1000)
-        small = await measure(url, "small")
+        small = await measure(url, "small", 1000)
         await fill(url, 1001, big)
-        large = await measure(url, "large")
+        large = await measure(url, "large", big)
         explained = await plans(url)
         on_sqlite = await sqlite_listing(big)
         return {
@@ -247,7 +256,7 @@ async def sqlite_listing(count: int) -> dict[str, Any]:
         world = create_world("sqlite", path=path)
         await world.open()
         try:
-            deep = await deep_cursor(world)
+            deep = await deep_cursor(world, count)
             timings = []
             for i in range(50):
                 t0 = time.perf_counter()
