@@ -104,21 +104,14 @@ async def test_a_version_3_sqlite_database_is_upgraded_with_counts(tmp_path: Pat
 async def test_a_version_3_postgres_database_is_upgraded_with_counts(
         postgres_url: str) -> None:
     from tests.postgres.test_processes import drop_db, fresh_db
-    from worldflow.worlds.postgres.schema import SCHEMA_VERSION, _sql
+    from worldflow.worlds.postgres.schema import SCHEMA_VERSION, apply_migrations
 
     url = await fresh_db(postgres_url)
     try:
         conn = await asyncpg.connect(url)
         try:
             async with conn.transaction():
-                await conn.execute("CREATE TABLE worldflow_schema_version (version integer "
-                                   "NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-                for version, filename in ((1, "001_initial.sql"),
-                                          (2, "002_claims_and_hook_metadata.sql"),
-                                          (3, "003_child_runs.sql")):
-                    await conn.execute(_sql(filename))
-                    await conn.execute("INSERT INTO worldflow_schema_version (version) "
-                                       "VALUES ($1)", version)
+                await apply_migrations(conn, 3)
                 for run_id in ("old", "bare"):
                     await conn.execute(
                         "INSERT INTO workflow_runs (id, workflow_name, status, input, "

@@ -87,15 +87,12 @@ async def test_a_newer_schema_is_refused_and_left_unchanged(postgres_url: str) -
 
 
 async def test_a_version_1_database_is_upgraded_with_its_queue_intact(own_db: str) -> None:
-    from worldflow.worlds.postgres.schema import _sql
+    from worldflow.worlds.postgres.schema import apply_migrations
 
     conn = await asyncpg.connect(own_db)
     try:
         async with conn.transaction():
-            await conn.execute("CREATE TABLE worldflow_schema_version (version integer NOT "
-                               "NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-            await conn.execute(_sql("001_initial.sql"))
-            await conn.execute("INSERT INTO worldflow_schema_version (version) VALUES (1)")
+            await apply_migrations(conn, 1)
             for run_id, name in (("old-a", "wf_a"), ("old-b", "wf_b")):
                 await conn.execute(
                     "INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "

@@ -27,7 +27,7 @@ from worldflow.core.events import (
 from worldflow.core.records import NewRun
 from worldflow.errors import LeaseLostError, WorldError
 from worldflow.worlds.postgres import writer as writer_module
-from worldflow.worlds.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from worldflow.worlds.postgres.schema import SCHEMA_VERSION, apply_migrations
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=1)
@@ -233,20 +233,10 @@ async def test_a_value_postgres_refuses_fails_only_its_write(opened: Any) -> Non
 async def test_version_6_keys_events_by_run_and_seq_and_keeps_them(own_db: str) -> None:
     """A version-5 database upgrades in place: its events stay, the bigserial id goes,
     (run, seq) is the primary key, and a duplicate seq is still refused."""
-    from importlib import resources
-
-    def sql(name: str) -> str:
-        return resources.files("worldflow.worlds.postgres").joinpath(name).read_text()
-
     conn = await asyncpg.connect(own_db)
     try:
         async with conn.transaction():
-            await conn.execute("CREATE TABLE worldflow_schema_version (version integer NOT "
-                               "NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-            for version in range(1, 6):
-                await conn.execute(sql(MIGRATIONS[version]))
-                await conn.execute(
-                    "INSERT INTO worldflow_schema_version (version) VALUES ($1)", version)
+            await apply_migrations(conn, 5)
             for seq in range(3):
                 await conn.execute(
                     "INSERT INTO workflow_events (workflow_run_id, seq, event_type, "

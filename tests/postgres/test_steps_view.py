@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -28,7 +27,7 @@ from worldflow.core.events import (
 )
 from worldflow.worlds.batching import GroupCommitQueue
 from worldflow.worlds.postgres import writer as writer_module
-from worldflow.worlds.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from worldflow.worlds.postgres.schema import SCHEMA_VERSION, apply_migrations
 from worldflow.worlds.postgres.writer import PLAIN_MIN
 
 T = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=i) for i in range(20)]
@@ -74,10 +73,6 @@ SELECT_STEPS = ("SELECT id, correlation_id, step_name, status, attempt, input::t
                 "WHERE workflow_run_id = 'r' ORDER BY position")
 
 
-def _sql(name: str) -> str:
-    return resources.files("worldflow.worlds.postgres").joinpath(name).read_text()
-
-
 async def _insert_events(conn: asyncpg.Connection, run_id: str = "r",
                          events: list[Event] = EVENTS) -> None:
     await conn.execute(
@@ -96,12 +91,7 @@ async def test_a_version_6_database_reads_its_steps_as_its_table_held_them(
     conn = await asyncpg.connect(own_db)
     try:
         async with conn.transaction():
-            await conn.execute("CREATE TABLE worldflow_schema_version (version integer NOT "
-                               "NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-            for version in range(1, 7):
-                await conn.execute(_sql(MIGRATIONS[version]))
-                await conn.execute(
-                    "INSERT INTO worldflow_schema_version (version) VALUES ($1)", version)
+            await apply_migrations(conn, 6)
             await conn.execute(
                 "INSERT INTO workflow_runs (id, workflow_name, status, input, created_at, "
                 "updated_at) VALUES ('r', 'wf', 'running', '{}', $1, $1)", T[0])

@@ -15,7 +15,7 @@ from worldflow.errors import SchemaError
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["SCHEMA_VERSION", "setup_schema"]
+__all__ = ["SCHEMA_VERSION", "apply_migrations", "setup_schema"]
 
 SCHEMA_VERSION = 7
 MIGRATIONS = {1: "001_initial.sql", 2: "002_claims_and_hook_metadata.sql",
@@ -50,9 +50,16 @@ async def setup_schema(conn: asyncpg.Connection) -> tuple[int, int]:
                 f"the database's worldflow schema is version {before}, newer than this "
                 f"worldflow (version {SCHEMA_VERSION}); upgrade worldflow. Nothing was "
                 f"changed.")
-        await conn.execute(CREATE_VERSION_TABLE)
-        for version in range(before + 1, SCHEMA_VERSION + 1):
-            await conn.execute(_sql(MIGRATIONS[version]))
-            await conn.execute(INSERT_VERSION, version)
+        await apply_migrations(conn, SCHEMA_VERSION, after=before)
         await conn.execute(_sql("functions.sql"))
     return before, SCHEMA_VERSION
+
+
+async def apply_migrations(conn: asyncpg.Connection, upto: int, *, after: int = 0) -> None:
+    """Apply the migrations after version `after` up to `upto`, each recorded in the
+    version table (made if missing), in the caller's transaction. (Tests make a database
+    of an earlier version with it, to upgrade.)"""
+    await conn.execute(CREATE_VERSION_TABLE)
+    for version in range(after + 1, upto + 1):
+        await conn.execute(_sql(MIGRATIONS[version]))
+        await conn.execute(INSERT_VERSION, version)
