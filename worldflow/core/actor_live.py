@@ -150,23 +150,24 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         # only after: its new calls are recorded and started once the append below has
         # committed, and if it ended, its end is committed with these records in one
         # append, so that no run ever ends on a completion the log does not hold.
-        if self._goes_on_after(deliveries):
+        def deliver() -> None:
+            for record in deliveries:
+                instance.deliver(record)
+
+        completed = _completion_of_one_step(deliveries)
+        if completed is not None and self._goes_on_after(completed):
             # (a step's completion the workflow is not expected to end on: the append is
             # sent first, and the workflow takes the result while the commit is on its
             # way; should it end after all, its end is an append of its own)
-            def deliver() -> None:
-                for record in deliveries:
-                    instance.deliver(record)
-
             await send_then(self.world.append_events(self.run_id, records,
                                                      inbox_ids=inbox_ids), deliver)
             if instance.done:
-                self._ended_on(deliveries)
+                self._ended_on(completed)
         else:
-            for record in deliveries:
-                instance.deliver(record)
+            deliver()
             if deliveries and self._ends_with(instance):
-                self._ended_on(deliveries)
+                if completed is not None:
+                    self._ended_on(completed)
                 await self._finish(records, inbox_ids)
                 return True
             if records or inbox_ids:
@@ -179,27 +180,22 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
         await self._start_new_calls()
         return False
 
-    def _goes_on_after(self, deliveries: list[EventRecord]) -> bool:
-        """`deliveries` is one step's completion, and runs of this workflow have ended
-        at the same call, another one, the last few times (`Engine.end_calls`): the
-        workflow is expected to go on after it."""
-        if len(deliveries) != 1 or type(deliveries[0].event) is not StepCompleted:
-            return False
+    def _goes_on_after(self, completed: StepCompleted) -> bool:
+        """Runs of this workflow have ended at the same step call, another than the one
+        `completed` completes, the last few times (`Engine.end_calls`): the workflow is
+        expected to go on after it."""
         instance = self._instance
         assert instance is not None
         seen = self.engine.end_calls.get(instance.defn.name)
         return (seen is not None and seen[1] >= END_CALL_STREAK
-                and seen[0] != deliveries[0].correlation_id)
+                and seen[0] != completed.correlation_id)
 
-    def _ended_on(self, deliveries: list[EventRecord]) -> None:
-        """The workflow ended on `deliveries`: if on one step's completion, note where
-        (the same call again lengthens the streak, another starts a new one)."""
-        if len(deliveries) != 1 or type(deliveries[0].event) is not StepCompleted:
-            return
+    def _ended_on(self, completed: StepCompleted) -> None:
+        """The workflow ended on `completed`: note at which call (the same call again
+        lengthens the streak, another starts a new one)."""
         instance = self._instance
         assert instance is not None
-        cid = deliveries[0].correlation_id
-        assert cid is not None
+        cid = completed.correlation_id
         calls = self.engine.end_calls
         seen = calls.get(instance.defn.name)
         calls[instance.defn.name] = (cid, seen[1] + 1 if seen and seen[0] == cid else 1)
@@ -350,3 +346,12 @@ class LiveRun(StepAttempts, ChildRuns, RunEnding):
     def _message_came(self, topic: str) -> None:
         if self._noted_topics is not None and topic in self._noted_topics:
             self._noted_topics = None  # the noted wait is over: a next one is noted anew
+
+
+def _completion_of_one_step(deliveries: list[EventRecord]) -> StepCompleted | None:
+    """The step completion that `deliveries` is, if it is one alone."""
+    if len(deliveries) == 1:
+        event = deliveries[0].event
+        if type(event) is StepCompleted:
+            return event
+    return None
